@@ -1,0 +1,39 @@
+# Two commands do all set-up on a fresh machine:
+#   make run    venv + install, ingest a repository (default: this one), start the Dagster UI
+#   make test   venv + install, lint, whole test suite (what .ci/run calls)
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+REPO ?= .
+NAME ?= precision-codex
+export CODEX_HOME ?= $(CURDIR)/.codex
+export HF_HUB_OFFLINE := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+
+.PHONY: install run test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# CPU torch first: with no torch installed, pip would pull a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+run: install
+	$(BIN)/feriactl ingest $(REPO) --name $(NAME)
+	$(BIN)/feriactl up
+
+lint: install
+	$(BIN)/ruff check .
+
+test: install lint
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python benchmarks/ingest_bench.py $(REPO)
+
+clean:
+	rm -rf $(VENV) .codex

@@ -1,0 +1,1 @@
+"""Dagster assets of Precision Codex. Definitions are assembled only in ``definitions.py``."""

@@ -1,0 +1,321 @@
+"""Ingestion assets: a git repository becomes a published, checked vector index and a code graph.
+
+One dynamic partition per repository. Every asset writes its product under
+``CODEX_HOME/repos/<name>/`` (atomically) and reports the numbers a person wants in the UI.
+"""
+
+from __future__ import annotations
+
+import time
+
+import dagster as dg
+
+from codex_core import catalog
+from codex_core.dedup import dedup_chunks
+from codex_core.embedding import embed_documents, embedding_document
+from codex_core.files import scan_repository
+from codex_core.graph import write_graph
+from codex_core.ingest import (
+    build_graph,
+    chunk_source_files,
+    counts,
+    index_points,
+    markdown_table,
+    repo_dir_for,
+    span_problems,
+    take_snapshot,
+)
+from codex_resources import CodexHomeResource, EmbedderResource, VectorStoreResource
+
+repos_partitions = dg.DynamicPartitionsDefinition(name="repos")
+
+_COMMON = dict(group_name="ingestion", partitions_def=repos_partitions)
+
+
+@dg.asset(kinds={"git"}, **_COMMON)
+def repo_snapshot(context: dg.AssetExecutionContext, codex_home: CodexHomeResource) -> dg.MaterializeResult:
+    """The repository opened (or cloned / fast-forwarded) with its HEAD commit pinned for this run."""
+    home = codex_home.home
+    snapshot = take_snapshot(home, codex_home.registry, context.partition_key)
+    catalog.write_json(repo_dir_for(home, snapshot.name) / catalog.SNAPSHOT, snapshot.to_dict())
+    return dg.MaterializeResult(
+        metadata={"commit": snapshot.commit, "source": snapshot.source, "worktree": snapshot.worktree},
+        data_version=dg.DataVersion(snapshot.commit),
+    )
+
+
+@dg.asset(deps=[repo_snapshot], kinds={"git", "parquet"}, **_COMMON)
+def code_files(context: dg.AssetExecutionContext, codex_home: CodexHomeResource) -> dg.MaterializeResult:
+    """Tracked files at the pinned commit worth indexing, with a language each.
+
+    Skipped, each with its reason: binary, larger than 1 MiB, generated or minified, vendored,
+    symlinks (those leaving the repository are reported separately), submodules, empty files.
+    Invalid UTF-8 is decoded with replacement characters and counted.
+    """
+    started = time.perf_counter()
+    repo_dir = repo_dir_for(codex_home.home, context.partition_key)
+    snapshot = catalog.read_json(repo_dir / catalog.SNAPSHOT)
+    scan = scan_repository(snapshot["worktree"], snapshot["commit"])
+    catalog.write_files(repo_dir, scan)
+    skipped = scan.skipped_by_reason
+    return dg.MaterializeResult(
+        metadata={
+            "files_indexed": len(scan.files),
+            "files_skipped": len(scan.skipped),
+            "skipped_by_reason": dg.MetadataValue.json(skipped),
+            "skipped_examples": dg.MetadataValue.json(dict(list(scan.skipped.items())[:50])),
+            "languages": dg.MetadataValue.md(markdown_table(counts(f.language for f in scan.files), "language")),
+            "decoded_with_replacement": sum(f.decoded_with_replacement for f in scan.files),
+            "commit": snapshot["commit"],
+            "seconds": round(time.perf_counter() - started, 3),
+        },
+        data_version=dg.DataVersion(snapshot["commit"]),
+    )
+
+
+@dg.asset(deps=[code_files], kinds={"tree-sitter", "parquet"}, **_COMMON)
+def code_chunks(context: dg.AssetExecutionContext, codex_home: CodexHomeResource) -> dg.MaterializeResult:
+    """Symbol-aware chunks (functions, methods, classes; Markdown sections; line windows elsewhere).
+
+    Every chunk carries repo, path, language, qualified symbol, kind, exact 1-based inclusive
+    lines, content hash and commit.
+    """
+    started = time.perf_counter()
+    repo_dir = repo_dir_for(codex_home.home, context.partition_key)
+    snapshot = catalog.read_json(repo_dir / catalog.SNAPSHOT)
+    chunks = chunk_source_files(catalog.read_files(repo_dir), context.partition_key, snapshot["commit"])
+    catalog.write_chunks(repo_dir / catalog.CHUNKS, chunks)
+    with_symbol = sum(1 for c in chunks if c.symbol)
+    return dg.MaterializeResult(
+        metadata={
+            "chunks": len(chunks),
+            "with_symbol": with_symbol,
+            "by_kind": dg.MetadataValue.md(markdown_table(counts(c.kind for c in chunks), "kind")),
+            "by_language": dg.MetadataValue.json(counts(c.language for c in chunks)),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+    )
+
+
+@dg.asset(deps=[code_chunks], kinds={"datasketch", "parquet"}, **_COMMON)
+def unique_chunks(context: dg.AssetExecutionContext, codex_home: CodexHomeResource) -> dg.MaterializeResult:
+    """Chunks with exact and near duplicates (MinHash LSH, Jaccard >= 0.9) stored once, every location kept."""
+    started = time.perf_counter()
+    repo_dir = repo_dir_for(codex_home.home, context.partition_key)
+    unique, stats = dedup_chunks(catalog.read_chunks(repo_dir / catalog.CHUNKS))
+    catalog.write_chunks(repo_dir / catalog.UNIQUE_CHUNKS, unique)
+    return dg.MaterializeResult(
+        metadata={
+            "chunks_in": stats.chunks_in,
+            "unique_chunks": stats.unique,
+            "exact_duplicates_dropped": stats.exact_duplicates,
+            "near_duplicates_dropped": stats.near_duplicates,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+    )
+
+
+@dg.asset(deps=[unique_chunks], kinds={"sentence-transformers", "sqlite"}, **_COMMON)
+def chunk_embeddings(context: dg.AssetExecutionContext, embedder: EmbedderResource) -> dg.MaterializeResult:
+    """A vector for every unique chunk, in the persistent cache keyed by (model id, content hash).
+
+    Unchanged content is never embedded twice; each batch is committed as soon as it is computed,
+    so a killed run resumes where it stopped.
+    """
+    started = time.perf_counter()
+    repo_dir = repo_dir_for(embedder.codex_home.home, context.partition_key)
+    chunks = catalog.read_chunks(repo_dir / catalog.UNIQUE_CHUNKS)
+    model = embedder.get_embedder()
+
+    def progress(done: int, total: int) -> None:
+        context.log.info(f"embedded {done}/{total} new chunks")
+
+    _, stats = embed_documents(
+        model, embedder.cache, [embedding_document(c) for c in chunks], batch_size=embedder.batch_size,
+        on_batch=progress,
+    )
+    seconds = time.perf_counter() - started
+    return dg.MaterializeResult(
+        metadata={
+            "model_id": model.model_id,
+            "dim": model.dim,
+            "chunks": stats.requested,
+            "embeddings_computed": stats.computed,
+            "embeddings_cached": stats.cached,
+            "embedder_chunks_per_s": round(stats.computed / stats.seconds_embedding, 2)
+            if stats.seconds_embedding
+            else None,
+            "seconds": round(seconds, 3),
+        }
+    )
+
+
+@dg.asset(deps=[code_files], kinds={"tree-sitter", "parquet"}, **_COMMON)
+def code_graph(context: dg.AssetExecutionContext, codex_home: CodexHomeResource) -> dg.MaterializeResult:
+    """Definitions and `calls` / `imports` / `inherits` edges, resolved within the repository."""
+    started = time.perf_counter()
+    home = codex_home.home
+    repo_dir = repo_dir_for(home, context.partition_key)
+    definitions, edges = build_graph(catalog.read_files(repo_dir))
+    write_graph(home.graph_dir(context.partition_key), definitions, edges)
+    by_type = counts(e.type for e in edges)
+    return dg.MaterializeResult(
+        metadata={
+            "definitions": len(definitions),
+            "edges": len(edges),
+            "edges_by_type": dg.MetadataValue.md(markdown_table(by_type, "edge type")),
+            "resolved_edges": sum(1 for e in edges if e.resolved),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+    )
+
+
+@dg.asset(deps=[unique_chunks, chunk_embeddings], kinds={"qdrant"}, **_COMMON)
+def staged_index(
+    context: dg.AssetExecutionContext, embedder: EmbedderResource, vector_store: VectorStoreResource
+) -> dg.MaterializeResult:
+    """A new, not yet visible index version holding exactly the unique chunks (deterministic ids).
+
+    Serving never sees it until the blocking checks pass and `published_index` swaps it in.
+    """
+    started = time.perf_counter()
+    repo = context.partition_key
+    repo_dir = repo_dir_for(embedder.codex_home.home, repo)
+    snapshot = catalog.read_json(repo_dir / catalog.SNAPSHOT)
+    chunks = catalog.read_chunks(repo_dir / catalog.UNIQUE_CHUNKS)
+    model = embedder.get_embedder()
+    vectors, stats = embed_documents(model, embedder.cache, [embedding_document(c) for c in chunks])
+    if stats.computed:
+        context.log.warning(f"{stats.computed} embeddings were missing from the cache and were computed now")
+    index = vector_store.open()
+    try:
+        version = index.stage(
+            repo, model.dim, index_points(chunks, vectors, catalog.point_payload), commit=snapshot["commit"]
+        )
+    finally:
+        index.close()
+    catalog.write_json(
+        repo_dir / catalog.STAGED,
+        {"version": version, "commit": snapshot["commit"], "points": len(chunks), "dim": model.dim},
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "version": version,
+            "commit": snapshot["commit"],
+            "points": len(chunks),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+    )
+
+
+def _staged(context: dg.AssetCheckExecutionContext, codex_home: CodexHomeResource) -> dict:
+    return catalog.read_json(repo_dir_for(codex_home.home, context.partition_key) / catalog.STAGED)
+
+
+@dg.asset_check(asset=staged_index, blocking=True, partitions_def=repos_partitions)
+def index_not_empty(
+    context: dg.AssetCheckExecutionContext, codex_home: CodexHomeResource, vector_store: VectorStoreResource
+) -> dg.AssetCheckResult:
+    """The staged version holds at least one point."""
+    staged = _staged(context, codex_home)
+    index = vector_store.open()
+    try:
+        stats = index.staged_stats(context.partition_key, staged["version"])
+    finally:
+        index.close()
+    return dg.AssetCheckResult(passed=stats["points"] > 0, metadata={"points": stats["points"]})
+
+
+@dg.asset_check(asset=staged_index, blocking=True, partitions_def=repos_partitions)
+def vector_dim_consistent(
+    context: dg.AssetCheckExecutionContext, embedder: EmbedderResource, vector_store: VectorStoreResource
+) -> dg.AssetCheckResult:
+    """Every staged vector has the embedder's dimension."""
+    staged = _staged(context, embedder.codex_home)
+    expected = embedder.get_embedder().dim
+    index = vector_store.open()
+    try:
+        stats = index.staged_stats(context.partition_key, staged["version"])
+    finally:
+        index.close()
+    return dg.AssetCheckResult(
+        passed=stats["dim"] == expected == staged["dim"],
+        metadata={"index_dim": stats["dim"], "embedder_dim": expected},
+    )
+
+
+@dg.asset_check(asset=staged_index, blocking=True, partitions_def=repos_partitions)
+def spans_within_files(
+    context: dg.AssetCheckExecutionContext, codex_home: CodexHomeResource, vector_store: VectorStoreResource
+) -> dg.AssetCheckResult:
+    """Every point cites lines that exist in its file at the pinned commit, with the exact text."""
+    repo_dir = repo_dir_for(codex_home.home, context.partition_key)
+    staged = _staged(context, codex_home)
+    index = vector_store.open()
+    try:
+        problems = span_problems(index.iter_payloads(context.partition_key, staged["version"]),
+                                 catalog.read_files(repo_dir))
+    finally:
+        index.close()
+    return dg.AssetCheckResult(
+        passed=not problems, metadata={"bad_spans": len(problems), "examples": dg.MetadataValue.json(problems[:20])}
+    )
+
+
+@dg.asset_check(asset=staged_index, blocking=True, partitions_def=repos_partitions)
+def point_count_matches_unique_chunks(
+    context: dg.AssetCheckExecutionContext, codex_home: CodexHomeResource, vector_store: VectorStoreResource
+) -> dg.AssetCheckResult:
+    """No duplicates and nothing missing: point count == number of unique chunks."""
+    repo_dir = repo_dir_for(codex_home.home, context.partition_key)
+    staged = _staged(context, codex_home)
+    expected = {c.point_id for c in catalog.read_chunks(repo_dir / catalog.UNIQUE_CHUNKS)}
+    index = vector_store.open()
+    try:
+        stored = [pid for pid, _ in index.iter_payloads(context.partition_key, staged["version"])]
+    finally:
+        index.close()
+    missing = expected - set(stored)
+    return dg.AssetCheckResult(
+        passed=len(stored) == len(expected) and not missing,
+        metadata={"points": len(stored), "unique_chunks": len(expected), "missing": len(missing)},
+    )
+
+
+@dg.asset(deps=[staged_index, code_graph], kinds={"qdrant"}, **_COMMON)
+def published_index(
+    context: dg.AssetExecutionContext, codex_home: CodexHomeResource, vector_store: VectorStoreResource
+) -> dg.MaterializeResult:
+    """The version serving reads: swapped in atomically once every blocking check on it passed."""
+    repo = context.partition_key
+    repo_dir = repo_dir_for(codex_home.home, repo)
+    staged = catalog.read_json(repo_dir / catalog.STAGED)
+    index = vector_store.open()
+    try:
+        published = index.publish(repo, staged["version"], commit=staged["commit"])
+        index.prune(repo, keep=2)
+    finally:
+        index.close()
+    catalog.write_json(repo_dir / catalog.PUBLISHED, published.__dict__)
+    return dg.MaterializeResult(
+        metadata={
+            "version": published.version,
+            "commit": published.commit,
+            "points": published.points,
+            "published_at": published.published_at,
+        },
+        data_version=dg.DataVersion(published.version),
+    )
+
+
+ingestion_assets = [
+    repo_snapshot,
+    code_files,
+    code_chunks,
+    unique_chunks,
+    chunk_embeddings,
+    code_graph,
+    staged_index,
+    published_index,
+]
+ingestion_checks = [index_not_empty, vector_dim_consistent, spans_within_files, point_count_matches_unique_chunks]

@@ -1,0 +1,288 @@
+"""``feriactl``: the one command-line entry point for every Precision Codex operation.
+
+Heavy imports (dagster, torch) happen inside the commands that need them, so ``feriactl --help``
+is instant and ``feriactl query`` never loads the orchestrator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from codex_core.git import GitError
+from codex_core.home import CodexHome, default_home
+
+INSTANCE_YAML_FALLBACK = "telemetry:\n  enabled: false\n"
+STAGES = (
+    "repo_snapshot", "code_files", "code_chunks", "unique_chunks", "chunk_embeddings", "code_graph",
+    "staged_index", "published_index",
+)
+
+
+class CliError(Exception):
+    """An error the user can fix; printed without a traceback, exit code 2."""
+
+
+def _home() -> CodexHome:
+    home = CodexHome(default_home())
+    # Dagster resources and child processes read these; set once, absolute.
+    os.environ["CODEX_HOME"] = str(home.root)
+    os.environ["DAGSTER_HOME"] = str(home.dagster_home)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    return home
+
+
+def ensure_instance_dir(home: CodexHome) -> Path:
+    """DAGSTER_HOME under CODEX_HOME with the project's dagster.yaml (instance config)."""
+    home.dagster_home.mkdir(parents=True, exist_ok=True)
+    project_yaml = Path(__file__).resolve().parents[1] / "dagster.yaml"
+    text = project_yaml.read_text() if project_yaml.exists() else INSTANCE_YAML_FALLBACK
+    target = home.dagster_home / "dagster.yaml"
+    if not target.exists() or target.read_text() != text:
+        target.write_text(text)
+    return home.dagster_home
+
+
+def _emit(args: argparse.Namespace, data: Any, human: str) -> None:
+    print(json.dumps(data, indent=2, default=str) if args.json else human)
+
+
+# ---------------------------------------------------------------- ingest
+
+
+def _metadata_values(entry) -> dict[str, Any]:
+    mat = entry.asset_materialization
+    return {k: getattr(v, "value", v) for k, v in (mat.metadata if mat else {}).items()}
+
+
+def run_ingest(source: str, name: str | None, *, show_progress: bool) -> dict[str, Any]:
+    import dagster as dg
+
+    from codex_assets.definitions import defs
+    from codex_core.git import RepoRegistry, default_repo_name
+
+    home = _home()
+    ensure_instance_dir(home)
+    name = name or default_repo_name(source)
+    RepoRegistry(home.registry_path).add(name, source)
+    instance = dg.DagsterInstance.get()
+    instance.add_dynamic_partitions("repos", [name])
+    job = defs().resolve_job_def("ingest")
+    run_id = str(uuid.uuid4())
+    outcome: dict[str, Any] = {}
+
+    def execute() -> None:
+        try:
+            outcome["result"] = job.execute_in_process(
+                instance=instance, partition_key=name, run_id=run_id, raise_on_error=False
+            )
+        except Exception as exc:  # surfaced below, after the progress bar is closed
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=execute, daemon=True)
+    worker.start()
+    bar = None
+    if show_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(STAGES), desc=f"ingest {name}", unit="stage", file=sys.stderr)
+    seen = 0
+    while worker.is_alive():
+        worker.join(0.5)
+        if bar is None:
+            continue
+        logs = instance.all_logs(run_id)
+        done = sum(1 for e in logs if e.dagster_event and e.dagster_event.event_type_value == "ASSET_MATERIALIZATION")
+        bar.update(done - seen)
+        seen = done
+        messages = [e.user_message for e in logs if e.user_message.startswith("embedded ")]
+        if messages:
+            bar.set_postfix_str(messages[-1])
+    if bar is not None:
+        bar.update(len(STAGES) - seen if outcome.get("result") and outcome["result"].success else 0)
+        bar.close()
+    if "error" in outcome:
+        raise outcome["error"]
+    return summarize_run(instance, run_id, name, outcome["result"].success)
+
+
+def summarize_run(instance, run_id: str, name: str, success: bool) -> dict[str, Any]:
+    logs = instance.all_logs(run_id)
+    metadata: dict[str, dict[str, Any]] = {}
+    started: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+    checks: dict[str, bool] = {}
+    failures: list[str] = []
+    for entry in logs:
+        event = entry.dagster_event
+        if event is None:
+            continue
+        kind = event.event_type_value
+        if kind == "STEP_START":
+            started[entry.step_key] = entry.timestamp
+        elif kind == "STEP_SUCCESS" and entry.step_key in started:
+            seconds[entry.step_key] = round(entry.timestamp - started[entry.step_key], 2)
+        elif kind == "ASSET_MATERIALIZATION":
+            metadata[entry.asset_materialization.asset_key.to_user_string()] = _metadata_values(entry)
+        elif kind == "ASSET_CHECK_EVALUATION":
+            data = event.event_specific_data
+            checks[data.check_name] = bool(data.passed)
+        elif kind == "STEP_FAILURE":
+            err = event.event_specific_data.error
+            failures.append(f"{entry.step_key}: {err.message.strip() if err else 'failed'}")
+    files = metadata.get("code_files", {})
+    dedup = metadata.get("unique_chunks", {})
+    emb = metadata.get("chunk_embeddings", {})
+    pub = metadata.get("published_index", {})
+    return {
+        "repo": name,
+        "run_id": run_id,
+        "success": success and all(checks.values()) and bool(pub),
+        "commit": metadata.get("repo_snapshot", {}).get("commit"),
+        "files_indexed": files.get("files_indexed"),
+        "files_skipped": files.get("files_skipped"),
+        "skipped_by_reason": files.get("skipped_by_reason", {}),
+        "chunks": metadata.get("code_chunks", {}).get("chunks"),
+        "unique_chunks": dedup.get("unique_chunks"),
+        "duplicates_dropped": (dedup.get("exact_duplicates_dropped") or 0) + (dedup.get("near_duplicates_dropped") or 0),
+        "embeddings_computed": emb.get("embeddings_computed"),
+        "embeddings_cached": emb.get("embeddings_cached"),
+        "graph_edges": metadata.get("code_graph", {}).get("edges"),
+        "points_published": pub.get("points"),
+        "index_version": pub.get("version"),
+        "checks": checks,
+        "seconds_per_stage": seconds,
+        "failures": failures,
+    }
+
+
+def _format_ingest(s: dict[str, Any]) -> str:
+    skipped = ", ".join(f"{k}={v}" for k, v in (s["skipped_by_reason"] or {}).items()) or "none"
+    lines = [
+        f"{'OK' if s['success'] else 'FAILED'}  {s['repo']} @ {(s['commit'] or '?')[:12]}  (run {s['run_id']})",
+        f"  files        {s['files_indexed']} indexed, {s['files_skipped']} skipped ({skipped})",
+        f"  chunks       {s['chunks']} -> {s['unique_chunks']} unique ({s['duplicates_dropped']} duplicates dropped)",
+        f"  embeddings   {s['embeddings_computed']} computed, {s['embeddings_cached']} from cache",
+        f"  graph        {s['graph_edges']} edges",
+        f"  published    {s['points_published']} points (version {s['index_version']})",
+        "  checks       " + (", ".join(f"{k}={'pass' if v else 'FAIL'}" for k, v in s["checks"].items()) or "-"),
+        "  seconds      " + ", ".join(f"{k}={v}" for k, v in s["seconds_per_stage"].items()),
+    ]
+    lines += [f"  error        {f}" for f in s["failures"]]
+    return "\n".join(lines)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    summary = run_ingest(args.source, args.name, show_progress=not args.json and sys.stderr.isatty())
+    _emit(args, summary, _format_ingest(summary))
+    return 0 if summary["success"] else 1
+
+
+# ---------------------------------------------------------------- status
+
+
+def collect_status() -> dict[str, Any]:
+    from codex_core import catalog
+    from codex_core.git import RepoRegistry
+
+    home = _home()
+    repos = {}
+    for name, entry in RepoRegistry(home.registry_path).all().items():
+        repo_dir = home.repo_dir(name)
+        published = (repo_dir / catalog.PUBLISHED)
+        info = json.loads(published.read_text()) if published.exists() else None
+        repos[name] = {
+            "source": entry.source,
+            "indexed_commit": info["commit"] if info else None,
+            "points": info["points"] if info else 0,
+            "index_version": info["version"] if info else None,
+            "published_at": info["published_at"] if info else None,
+        }
+    last_run = None
+    if (home.dagster_home / "dagster.yaml").exists() and repos:
+        import dagster as dg
+
+        instance = dg.DagsterInstance.get()
+        records = instance.get_run_records(dg.RunsFilter(job_name="ingest"), limit=1)
+        if records:
+            run = records[0].dagster_run
+            last_run = {
+                "run_id": run.run_id,
+                "status": run.status.value,
+                "repo": run.tags.get("dagster/partition"),
+                "finished_at": records[0].end_time,
+            }
+    return {"codex_home": str(home.root), "repos": repos, "last_run": last_run}
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = collect_status()
+    lines = [f"CODEX_HOME {status['codex_home']}"]
+    if not status["repos"]:
+        lines.append("no repositories yet: feriactl ingest PATH_OR_URL")
+    for name, r in status["repos"].items():
+        commit = (r["indexed_commit"] or "not indexed")[:12]
+        lines.append(f"  {name:<24} {commit:<12} {r['points']:>8} points  {r['source']}")
+    if status["last_run"]:
+        lr = status["last_run"]
+        lines.append(f"last run {lr['run_id']} {lr['status']} ({lr['repo']})")
+    _emit(args, status, "\n".join(lines))
+    return 0
+
+
+# ---------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="feriactl", description="Precision Codex control tool")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ingest", help="ingest a git repository (path or clone URL) and publish its index")
+    p.add_argument("source", help="path to a git work tree, or a clone URL")
+    p.add_argument("--name", help="repository name (default: derived from the path/URL)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("status", help="repositories known, indexed commit, point counts, last run")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("up", help="start the Dagster UI (and the query endpoint) until Ctrl-C")
+    p.add_argument("--dagster-port", type=int, default=3000)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_up)
+    return parser
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from codex_cli.processes import run_services
+
+    home = _home()
+    ensure_instance_dir(home)
+    return run_services(home, host=args.host, dagster_port=args.dagster_port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CliError, GitError, ValueError, KeyError, FileNotFoundError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        print(f"feriactl: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

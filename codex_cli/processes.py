@@ -1,0 +1,78 @@
+"""Long-running services for `make run` / `feriactl up`: the Dagster UI (and the query endpoint).
+
+`dagster dev` started with `&` from a shell script ignores SIGTERM, so it is started from here in
+its own session with default signal handlers, and the whole process group is stopped on exit.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from codex_core.home import CodexHome
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _start(cmd: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+    return subprocess.Popen(
+        cmd,
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        restore_signals=True,
+    )
+
+
+def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def service_commands(host: str, dagster_port: int) -> dict[str, list[str]]:
+    bin_dir = Path(sys.executable).parent
+    return {
+        "dagster": [
+            str(bin_dir / "dagster"), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
+            "-h", host, "-p", str(dagster_port),
+        ],
+    }
+
+
+def run_services(home: CodexHome, *, host: str, dagster_port: int, once: bool = False) -> int:
+    env = {**os.environ, "CODEX_HOME": str(home.root), "DAGSTER_HOME": str(home.dagster_home)}
+    procs = {
+        name: _start(cmd, home.root / "logs" / f"{name}.log", env)
+        for name, cmd in service_commands(host, dagster_port).items()
+    }
+    print(f"Dagster UI      http://{host}:{dagster_port}   (log: {home.root / 'logs' / 'dagster.log'})")
+    print("Ctrl-C stops everything.", flush=True)
+    try:
+        while not once:
+            for name, proc in procs.items():
+                if proc.poll() is not None:
+                    print(f"{name} exited with code {proc.returncode}; see {home.root / 'logs'}", file=sys.stderr)
+                    return 1
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for proc in procs.values():
+            _stop(proc)
+    return 0

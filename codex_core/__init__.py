@@ -1,0 +1,1 @@
+"""Precision Codex domain logic. Framework-free: never imports dagster or fastapi."""

@@ -1,0 +1,161 @@
+"""Which tracked files get indexed, and why the others do not.
+
+Files are read from the git object store at the indexed commit (not the work tree), so what is
+indexed is exactly what a citation is later verified against.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from codex_core.git import TreeEntry, ls_tree, read_blobs
+from codex_core.languages import detect_language
+
+MAX_FILE_BYTES = 1024 * 1024
+MAX_LINE_CHARS = 1000  # a line this long is minified/generated output, not something to cite
+MAX_AVG_LINE_CHARS = 200
+
+VENDORED_DIRS = frozenset(
+    {"vendor", "vendors", "node_modules", "third_party", "third-party", "bower_components",
+     "site-packages", ".venv", "venv", "external", "Pods"}
+)
+GENERATED_NAMES = frozenset(
+    {"package-lock.json", "yarn.lock", "pnpm-lock.yaml", "poetry.lock", "Cargo.lock", "go.sum",
+     "uv.lock", "Pipfile.lock", "composer.lock", "Gemfile.lock"}
+)
+GENERATED_SUFFIXES = (".min.js", ".min.css", ".map", "_pb2.py", "_pb2_grpc.py", ".pb.go", ".pb.cc",
+                      ".pb.h", ".generated.ts", ".g.dart")
+BINARY_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".ico", ".webp", ".pdf", ".zip", ".gz", ".tgz", ".bz2",
+     ".xz", ".7z", ".tar", ".jar", ".war", ".class", ".so", ".dll", ".dylib", ".exe", ".bin", ".o",
+     ".a", ".pyc", ".whl", ".woff", ".woff2", ".ttf", ".otf", ".eot", ".mp3", ".mp4", ".mov", ".avi",
+     ".wav", ".ogg", ".sqlite", ".db", ".npy", ".npz", ".parquet", ".pkl", ".pt", ".onnx", ".gguf",
+     ".safetensors"}
+)
+
+
+class SkipReason:
+    SYMLINK_OUTSIDE = "symlink_outside_repo"
+    SYMLINK = "symlink"  # points inside the repo: the target is indexed under its own path
+    SUBMODULE = "submodule"
+    TOO_LARGE = "too_large"
+    BINARY = "binary"
+    VENDORED = "vendored"
+    GENERATED = "generated"
+    MINIFIED = "minified"
+    EMPTY = "empty"
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: str
+    language: str
+    size: int
+    blob_sha: str
+    text: str
+    lines: int
+    decoded_with_replacement: bool
+
+
+@dataclass
+class FileScan:
+    commit: str
+    files: list[SourceFile] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # path -> reason
+
+    @property
+    def skipped_by_reason(self) -> dict[str, int]:
+        return dict(sorted(Counter(self.skipped.values()).items()))
+
+
+def _symlink_reason(target: str, link_path: str) -> str:
+    if target.startswith("/"):
+        return SkipReason.SYMLINK_OUTSIDE
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(link_path), target))
+    if resolved == ".." or resolved.startswith("../"):
+        return SkipReason.SYMLINK_OUTSIDE
+    return SkipReason.SYMLINK
+
+
+def _path_reason(entry: TreeEntry, max_bytes: int) -> str | None:
+    p = PurePosixPath(entry.path)
+    if entry.type == "commit":
+        return SkipReason.SUBMODULE
+    if any(part in VENDORED_DIRS for part in p.parts[:-1]):
+        return SkipReason.VENDORED
+    if p.name in GENERATED_NAMES or p.name.endswith(GENERATED_SUFFIXES):
+        return SkipReason.GENERATED
+    if p.suffix.lower() in BINARY_SUFFIXES:
+        return SkipReason.BINARY
+    if entry.size is not None and entry.size > max_bytes:
+        return SkipReason.TOO_LARGE
+    if entry.size == 0:
+        return SkipReason.EMPTY
+    return None
+
+
+def _content_reason(data: bytes, text: str) -> str | None:
+    if b"\0" in data[:8192]:
+        return SkipReason.BINARY
+    if not text.strip():
+        return SkipReason.EMPTY
+    head = text[:2048]
+    if "Code generated" in head and "DO NOT EDIT" in head or "@generated" in head[:400]:
+        return SkipReason.GENERATED
+    lines = text.split("\n")
+    if max(map(len, lines)) > MAX_LINE_CHARS and len(text) / len(lines) > MAX_AVG_LINE_CHARS:
+        return SkipReason.MINIFIED
+    if any(len(line) > 20 * MAX_LINE_CHARS for line in lines):
+        return SkipReason.MINIFIED
+    return None
+
+
+def decode(data: bytes) -> tuple[str, bool]:
+    """UTF-8 with replacement (never raises); the flag says whether anything was replaced."""
+    try:
+        return data.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return data.decode("utf-8", errors="replace"), True
+
+
+def scan_repository(repo: Path, commit: str, *, max_bytes: int = MAX_FILE_BYTES) -> FileScan:
+    """Tracked files at ``commit``: those worth indexing, and every other one with its reason."""
+    scan = FileScan(commit=commit)
+    entries: list[TreeEntry] = []
+    symlinks: list[TreeEntry] = []
+    for entry in ls_tree(repo, commit):
+        if entry.is_symlink:
+            symlinks.append(entry)
+            continue
+        reason = _path_reason(entry, max_bytes)
+        if reason:
+            scan.skipped[entry.path] = reason
+        else:
+            entries.append(entry)
+    link_targets = dict(read_blobs(repo, sorted({e.sha for e in symlinks})))
+    for entry in symlinks:
+        target = link_targets[entry.sha].decode("utf-8", "replace")
+        scan.skipped[entry.path] = _symlink_reason(target, entry.path)
+    blobs = dict(read_blobs(repo, sorted({e.sha for e in entries})))
+    for entry in sorted(entries, key=lambda e: e.path):
+        data = blobs[entry.sha]
+        text, replaced = decode(data)
+        reason = _content_reason(data, text)
+        if reason:
+            scan.skipped[entry.path] = reason
+            continue
+        scan.files.append(
+            SourceFile(
+                path=entry.path,
+                language=detect_language(entry.path),
+                size=len(data),
+                blob_sha=entry.sha,
+                text=text,
+                lines=text.count("\n") + 1,
+                decoded_with_replacement=replaced,
+            )
+        )
+    return scan

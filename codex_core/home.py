@@ -1,0 +1,62 @@
+"""Where state lives. Everything is under one directory, ``CODEX_HOME`` (default ``./.codex``)."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def validate_repo_name(name: str) -> str:
+    """Repo names become directory names and partition keys: keep them boring."""
+    if not isinstance(name, str) or not REPO_NAME_RE.match(name) or ".." in name:
+        raise ValueError(
+            f"invalid repository name {name!r}: use 1-64 characters from [A-Za-z0-9._-], "
+            "starting with a letter or digit (pass --name to choose one)"
+        )
+    return name
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("CODEX_HOME", ".codex")).expanduser().resolve()
+
+
+@dataclass(frozen=True)
+class CodexHome:
+    root: Path
+
+    @classmethod
+    def from_env(cls) -> CodexHome:
+        return cls(default_home())
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.root / "dagster"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.root / "index"
+
+    @property
+    def embedding_cache_path(self) -> Path:
+        return self.root / "embeddings" / "cache.sqlite"
+
+    @property
+    def registry_path(self) -> Path:
+        return self.root / "repos.json"
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.root / "mlflow" / "mlflow.db"
+
+    def repo_dir(self, name: str) -> Path:
+        return self.root / "repos" / validate_repo_name(name)
+
+    def checkout_dir(self, name: str) -> Path:
+        return self.repo_dir(name) / "checkout"
+
+    def graph_dir(self, name: str) -> Path:
+        return self.repo_dir(name) / "graph"

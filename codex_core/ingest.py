@@ -1,0 +1,102 @@
+"""Ingestion stages as plain functions; Dagster assets (and benchmarks) are thin callers."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from codex_core.chunking import chunk_file
+from codex_core.files import SourceFile
+from codex_core.git import RepoRegistry, head_sha, open_or_clone
+from codex_core.graph import extract_file_graph, resolve_edges
+from codex_core.home import CodexHome
+from codex_core.models import Chunk, Definition, Edge, span_text
+from codex_core.vector_store import IndexPoint
+
+
+@dataclass(frozen=True)
+class RepoSnapshot:
+    name: str
+    source: str
+    worktree: str
+    commit: str
+    taken_at: str
+
+    def to_dict(self) -> dict[str, str]:
+        return self.__dict__.copy()
+
+
+def take_snapshot(home: CodexHome, registry: RepoRegistry, name: str) -> RepoSnapshot:
+    """Open (or clone / fast-forward) a registered repository and pin its HEAD commit."""
+    entry = registry.get(name)
+    worktree = open_or_clone(entry.source, home.checkout_dir(name))
+    return RepoSnapshot(
+        name=name,
+        source=entry.source,
+        worktree=str(worktree),
+        commit=head_sha(worktree),
+        taken_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
+def chunk_source_files(
+    files: Iterable[SourceFile], repo: str, commit: str, *, target_tokens: int = 300, overlap_tokens: int = 50
+) -> list[Chunk]:
+    chunks: list[Chunk] = []
+    for f in files:
+        for span in chunk_file(f.path, f.text, f.language, target_tokens=target_tokens, overlap_tokens=overlap_tokens):
+            chunks.append(Chunk.from_span(span, repo=repo, commit=commit))
+    return chunks
+
+
+def build_graph(files: Iterable[SourceFile]) -> tuple[list[Definition], list[Edge]]:
+    files = list(files)
+    definitions: list[Definition] = []
+    edges: list[Edge] = []
+    for f in files:
+        defs, file_edges = extract_file_graph(f.path, f.language, f.text)
+        definitions.extend(defs)
+        edges.extend(file_edges)
+    return definitions, resolve_edges(definitions, edges, [f.path for f in files])
+
+
+def index_points(chunks: Sequence[Chunk], vectors: np.ndarray, payload_of) -> Iterator[IndexPoint]:
+    for chunk, vector in zip(chunks, vectors, strict=True):
+        yield IndexPoint(id=chunk.point_id, vector=vector, payload=payload_of(chunk))
+
+
+def span_problems(payloads: Iterable[tuple[str, dict[str, Any]]], files: Sequence[SourceFile]) -> list[str]:
+    """Every point must cite lines that exist in its file and hash to the stored text."""
+    lines_by_path = {f.path: f.text.split("\n") for f in files}
+    problems = []
+    for point_id, p in payloads:
+        lines = lines_by_path.get(p["path"])
+        start, end = int(p["start_line"]), int(p["end_line"])
+        if lines is None:
+            problems.append(f"{point_id}: {p['path']} is not an indexed file")
+        elif not 1 <= start <= end <= len(lines):
+            problems.append(f"{point_id}: {p['path']}:{start}-{end} outside 1-{len(lines)}")
+        elif span_text(lines, start, end) != p["text"]:
+            problems.append(f"{point_id}: {p['path']}:{start}-{end} text differs from the file")
+    return problems
+
+
+def counts(values: Iterable[Any]) -> dict[str, int]:
+    return {str(k): v for k, v in Counter(values).most_common()}
+
+
+def markdown_table(mapping: dict[str, Any], key: str = "key", value: str = "count") -> str:
+    rows = [f"| {key} | {value} |", "|---|---|"] + [f"| {k} | {v} |" for k, v in mapping.items()]
+    return "\n".join(rows)
+
+
+def repo_dir_for(home: CodexHome, name: str) -> Path:
+    path = home.repo_dir(name)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

