@@ -11,7 +11,6 @@ import json
 import os
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -153,7 +152,8 @@ def summarize_run(instance, run_id: str, name: str, success: bool) -> dict[str, 
         "skipped_by_reason": files.get("skipped_by_reason", {}),
         "chunks": metadata.get("code_chunks", {}).get("chunks"),
         "unique_chunks": dedup.get("unique_chunks"),
-        "duplicates_dropped": (dedup.get("exact_duplicates_dropped") or 0) + (dedup.get("near_duplicates_dropped") or 0),
+        "duplicates_dropped": (dedup.get("exact_duplicates_dropped") or 0)
+        + (dedup.get("near_duplicates_dropped") or 0),
         "embeddings_computed": emb.get("embeddings_computed"),
         "embeddings_cached": emb.get("embeddings_cached"),
         "graph_edges": metadata.get("code_graph", {}).get("edges"),
@@ -256,12 +256,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("up", help="start the Dagster UI (and the query endpoint) until Ctrl-C")
-    p.add_argument("--dagster-port", type=int, default=3000)
+    p = sub.add_parser("serve", help="serve the query API (FastAPI) on HOST:PORT")
     p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("query", help="ask a question in-process (same result as POST /v1/query)")
+    p.add_argument("question")
+    p.add_argument("--repo", help="restrict to one repository")
+    p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("up", help="start the query endpoint and the Dagster UI until Ctrl-C")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000, help="query endpoint port")
+    p.add_argument("--dagster-port", type=int, default=3000)
     p.set_defaults(func=cmd_up)
     return parser
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from serving.app import create_app
+
+    _home()
+    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def _format_answer(r: dict[str, Any]) -> str:
+    lines = [r["answer"], ""]
+    for c in r["citations"]:
+        sym = f"  {c['symbol']}" if c["symbol"] else ""
+        lines.append(f"  [{c['repo']}] {c['path']}:{c['line_start']}-{c['line_end']}{sym}  (score {c['score']:.4f})")
+    lines.append("")
+    lines.append(
+        f"confidence {r['confidence']:.2f} ({r['confidence_kind']}){'  ABSTAINED' if r['abstained'] else ''}"
+        f"  model {r['model']}  route {r['route']}  {r['latency_ms']:.0f} ms  trace {r['trace_id']}"
+    )
+    return "\n".join(lines)
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from serving.engine import QueryEngine, UnknownRepo
+
+    engine = QueryEngine(_home())
+    try:
+        result = engine.query(args.question, repo=args.repo, top_k=args.top_k)
+    except UnknownRepo as exc:
+        raise CliError(str(exc)) from exc
+    finally:
+        engine.close()
+    _emit(args, result, _format_answer(result))
+    return 0
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -269,7 +318,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     home = _home()
     ensure_instance_dir(home)
-    return run_services(home, host=args.host, dagster_port=args.dagster_port)
+    return run_services(home, host=args.host, api_port=args.port, dagster_port=args.dagster_port)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,9 +45,10 @@ def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
             pass
 
 
-def service_commands(host: str, dagster_port: int) -> dict[str, list[str]]:
+def service_commands(host: str, api_port: int, dagster_port: int) -> dict[str, list[str]]:
     bin_dir = Path(sys.executable).parent
     return {
+        "api": [str(bin_dir / "feriactl"), "serve", "--host", host, "--port", str(api_port)],
         "dagster": [
             str(bin_dir / "dagster"), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
             "-h", host, "-p", str(dagster_port),
@@ -55,16 +56,43 @@ def service_commands(host: str, dagster_port: int) -> dict[str, list[str]]:
     }
 
 
-def run_services(home: CodexHome, *, host: str, dagster_port: int, once: bool = False) -> int:
+def wait_until_ready(urls: dict[str, str], procs: dict[str, subprocess.Popen], timeout: float = 180) -> dict[str, bool]:
+    import httpx
+
+    ready = dict.fromkeys(urls, False)
+    deadline = time.monotonic() + timeout
+    while not all(ready.values()) and time.monotonic() < deadline:
+        for name, url in urls.items():
+            if ready[name] or procs[name].poll() is not None:
+                continue
+            try:
+                ready[name] = httpx.get(url, timeout=2).status_code == 200
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.5)
+    return ready
+
+
+def run_services(home: CodexHome, *, host: str, api_port: int, dagster_port: int) -> int:
     env = {**os.environ, "CODEX_HOME": str(home.root), "DAGSTER_HOME": str(home.dagster_home)}
     procs = {
         name: _start(cmd, home.root / "logs" / f"{name}.log", env)
-        for name, cmd in service_commands(host, dagster_port).items()
+        for name, cmd in service_commands(host, api_port, dagster_port).items()
     }
-    print(f"Dagster UI      http://{host}:{dagster_port}   (log: {home.root / 'logs' / 'dagster.log'})")
+    logs = home.root / "logs"
+    ready = wait_until_ready(
+        {"api": f"http://{host}:{api_port}/v1/health", "dagster": f"http://{host}:{dagster_port}/server_info"},
+        procs,
+    )
+    for name, ok in ready.items():
+        if not ok:
+            print(f"{name} did not come up; see {logs / (name + '.log')}", file=sys.stderr)
+    api = f"http://{host}:{api_port}"
+    print(f"Query endpoint  {api}/v1/query   docs {api}/docs   (log: {logs / 'api.log'})")
+    print(f"Dagster UI      http://{host}:{dagster_port}   (log: {logs / 'dagster.log'})")
     print("Ctrl-C stops everything.", flush=True)
     try:
-        while not once:
+        while True:
             for name, proc in procs.items():
                 if proc.poll() is not None:
                     print(f"{name} exited with code {proc.returncode}; see {home.root / 'logs'}", file=sys.stderr)

@@ -1,0 +1,389 @@
+"""Hybrid retrieval: dense (Qdrant) + lexical (BM25) fused with RRF, a graph hop, verified citations.
+
+Used by serving and by evaluation. Every decision (which retriever found a candidate, its ranks,
+fused score, why it was dropped) is kept in a trace a user can read.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from codex_core.dedup import shingles
+from codex_core.git import GitError, show_file
+from codex_core.lexical import LexicalIndex
+from codex_core.models import content_hash, span_text
+
+RRF_K = 60
+_TEST_PATH_RE = re.compile(
+    r"(^|/)(tests?|__tests__|spec|testing)(/|$)|(^|/)test_[^/]*$|_test\.\w+$|\.(spec|test)\.\w+$"
+)
+_TEST_QUERY_RE = re.compile(r"\b(tests?|testing|tested|spec|specs|fixtures?|pytest|unittest)\b", re.I)
+_DOC_QUERY_RE = re.compile(r"\b(docs?|documentation|readme|guide|explain(ed)? in)\b", re.I)
+DOC_LANGUAGES = frozenset({"markdown", "text"})
+
+
+def is_test_path(path: str) -> bool:
+    return bool(_TEST_PATH_RE.search(path))
+
+
+class Reranker(Protocol):
+    """Optional second stage: scores (query, passage) pairs; higher is better."""
+
+    def score(self, query: str, passages: Sequence[str]) -> Sequence[float]: ...
+
+
+class CrossEncoderReranker:
+    """sentence-transformers CrossEncoder from a LOCAL model directory (no hub access here).
+
+    Off by default: no cross-encoder weights are installable offline on these machines.
+    """
+
+    def __init__(self, model_path: str, device: str = "cpu"):
+        from sentence_transformers import CrossEncoder
+
+        if not Path(model_path).exists():
+            raise FileNotFoundError(f"cross-encoder model directory {model_path} does not exist")
+        self._model = CrossEncoder(model_path, device=device)
+
+    def score(self, query: str, passages: Sequence[str]) -> Sequence[float]:
+        return [float(s) for s in self._model.predict([(query, p) for p in passages])]
+
+
+@dataclass
+class RepoCorpus:
+    """One repository's published chunks, as loaded by a reader: payloads plus a BM25 index."""
+
+    repo: str
+    version: str
+    commit: str
+    ids: list[str]
+    payloads: list[dict[str, Any]]
+    lexical: LexicalIndex
+    by_id: dict[str, int] = field(default_factory=dict)
+    by_symbol: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    by_path: dict[str, list[int]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, repo: str, version: str, commit: str, points: Sequence[tuple[str, dict[str, Any]]]) -> RepoCorpus:
+        ids = [pid for pid, _ in points]
+        payloads = [p for _, p in points]
+        docs = [f"{p['path']} {p.get('symbol') or ''} {p.get('symbol') or ''}\n{p['text']}" for p in payloads]
+        corpus = cls(repo, version, commit, ids, payloads, LexicalIndex(docs))
+        for i, p in enumerate(payloads):
+            corpus.by_id[ids[i]] = i
+            corpus.by_path.setdefault(p["path"], []).append(i)
+            if p.get("symbol"):
+                corpus.by_symbol.setdefault((p["path"], p["symbol"]), []).append(i)
+        for members in corpus.by_path.values():
+            members.sort(key=lambda i: payloads[i]["start_line"])
+        return corpus
+
+    def chunk_for(self, path: str, symbol: str | None, line: int | None = None) -> int | None:
+        """The chunk holding a definition: by qualified symbol, else the chunk covering ``line``."""
+        if symbol and (path, symbol) in self.by_symbol:
+            return self.by_symbol[(path, symbol)][0]
+        if symbol:
+            # Merged chunks are named after their first symbol; a method may live in its class chunk.
+            for owner in _symbol_prefixes(symbol):
+                if (path, owner) in self.by_symbol:
+                    return self.by_symbol[(path, owner)][0]
+        if line is not None:
+            for i in self.by_path.get(path, []):
+                p = self.payloads[i]
+                if p["start_line"] <= line <= p["end_line"]:
+                    return i
+        return None
+
+
+def _symbol_prefixes(symbol: str) -> list[str]:
+    parts = symbol.split(".")
+    return [".".join(parts[:n]) for n in range(len(parts) - 1, 0, -1)]
+
+
+@dataclass
+class Candidate:
+    repo: str
+    index: int
+    payload: dict[str, Any]
+    ranks: dict[str, int] = field(default_factory=dict)
+    raw_scores: dict[str, float] = field(default_factory=dict)
+    fused: float = 0.0
+    score: float = 0.0
+    via: str = ""  # "dense", "lexical", "dense+lexical", "graph:calls<-path::symbol"
+    dropped: str | None = None
+    verified: bool | None = None
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.repo, self.index)
+
+    @property
+    def ref(self) -> str:
+        p = self.payload
+        return f"{p['path']}:{p['start_line']}-{p['end_line']}"
+
+    def to_trace(self) -> dict[str, Any]:
+        p = self.payload
+        return {
+            "repo": self.repo, "path": p["path"], "lines": [p["start_line"], p["end_line"]], "symbol": p.get("symbol"),
+            "via": self.via, "ranks": self.ranks, "raw_scores": {k: round(v, 4) for k, v in self.raw_scores.items()},
+            "fused": round(self.fused, 5), "score": round(self.score, 5), "dropped": self.dropped,
+            "verified": self.verified,
+        }
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    dense: bool = True
+    lexical: bool = True
+    dense_k: int = 50
+    lexical_k: int = 50
+    graph_hops: int = 1
+    graph_budget: int = 4
+    graph_decay: float = 0.5
+    test_penalty: float = 0.5
+    doc_penalty: float = 0.7
+    dedup_jaccard: float = 0.8
+    max_per_file: int = 2
+    rerank: bool = True  # only applies when a reranker is configured
+
+
+@dataclass
+class RetrievalResult:
+    candidates: list[Candidate]  # the returned, verified citations, best first
+    considered: list[Candidate]  # everything seen, with drop reasons
+    timings_ms: dict[str, float]
+    features: dict[str, float]
+
+
+class VerificationSource(Protocol):
+    def file_lines(self, repo: str, commit: str, path: str) -> list[str] | None: ...
+
+
+class GitVerificationSource:
+    """Reads files at the indexed commit from each repository's git object store (LRU cached)."""
+
+    def __init__(self, worktree_of: Callable[[str], Path | None], max_files: int = 512):
+        self._worktree_of = worktree_of
+        self._cache: OrderedDict[tuple[str, str, str], list[str] | None] = OrderedDict()
+        self._max = max_files
+
+    def file_lines(self, repo: str, commit: str, path: str) -> list[str] | None:
+        key = (repo, commit, path)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        worktree = self._worktree_of(repo)
+        lines: list[str] | None = None
+        if worktree is not None:
+            try:
+                lines = show_file(worktree, commit, path).decode("utf-8", "replace").split("\n")
+            except GitError:
+                lines = None
+        self._cache[key] = lines
+        if len(self._cache) > self._max:
+            self._cache.popitem(last=False)
+        return lines
+
+
+def verify_citation(payload: dict[str, Any], source: VerificationSource, repo: str) -> str | None:
+    """None when the cited lines at the indexed commit still hash to the indexed content, else why not."""
+    lines = source.file_lines(repo, payload["commit"], payload["path"])
+    if lines is None:
+        return f"file {payload['path']} unreadable at {payload['commit'][:12]}"
+    start, end = payload["start_line"], payload["end_line"]
+    if end > len(lines):
+        return f"lines {start}-{end} beyond end of file ({len(lines)} lines)"
+    if content_hash(span_text(lines, start, end)) != payload["content_hash"]:
+        return "cited lines no longer hash to the indexed content"
+    return None
+
+
+def _jaccard(a: set[bytes], b: set[bytes]) -> float:
+    return len(a & b) / len(a | b) if a and b else 0.0
+
+
+class HybridRetriever:
+    """Dense + lexical + graph-hop retrieval over the published corpora of one or more repositories."""
+
+    def __init__(
+        self,
+        *,
+        dense_search: Callable[[np.ndarray, Sequence[str], int], list[tuple[str, str, float]]],
+        embed_query: Callable[[str], np.ndarray],
+        corpora: Callable[[], dict[str, RepoCorpus]],
+        graphs: Callable[[str], Any],
+        verifier: VerificationSource,
+        reranker: Reranker | None = None,
+    ):
+        """``dense_search(vector, repos, k)`` -> [(repo, point id, cosine)]; ``graphs(repo)`` -> CodeGraph or None."""
+        self._dense_search = dense_search
+        self._embed_query = embed_query
+        self._corpora = corpora
+        self._graphs = graphs
+        self._verifier = verifier
+        self._reranker = reranker
+
+    def retrieve(
+        self, query: str, *, repos: Sequence[str] | None = None, top_k: int = 5, config: RetrievalConfig | None = None
+    ) -> RetrievalResult:
+        cfg = config or RetrievalConfig()
+        timings: dict[str, float] = {}
+        corpora = self._corpora()
+        wanted = [r for r in (repos or list(corpora)) if r in corpora]
+        pool: dict[tuple[str, int], Candidate] = {}
+
+        def add(repo: str, index: int, retriever: str, rank: int, raw: float) -> None:
+            corpus = corpora[repo]
+            cand = pool.get((repo, index))
+            if cand is None:
+                cand = pool[(repo, index)] = Candidate(repo, index, corpus.payloads[index])
+            cand.ranks[retriever] = rank
+            cand.raw_scores[retriever] = raw
+
+        t0 = time.perf_counter()
+        if cfg.dense and wanted:
+            vector = self._embed_query(query)
+            timings["embed_ms"] = (time.perf_counter() - t0) * 1000
+            t1 = time.perf_counter()
+            for rank, (repo, pid, score) in enumerate(self._dense_search(vector, wanted, cfg.dense_k), start=1):
+                idx = corpora[repo].by_id.get(pid) if repo in corpora else None
+                if idx is not None:
+                    add(repo, idx, "dense", rank, score)
+            timings["dense_ms"] = (time.perf_counter() - t1) * 1000
+        if cfg.lexical and wanted:
+            t1 = time.perf_counter()
+            merged = []
+            for repo in wanted:
+                merged += [(score, repo, i) for i, score in corpora[repo].lexical.search(query, cfg.lexical_k)]
+            merged.sort(key=lambda x: -x[0])
+            for rank, (score, repo, i) in enumerate(merged[: cfg.lexical_k], start=1):
+                add(repo, i, "lexical", rank, score)
+            timings["lexical_ms"] = (time.perf_counter() - t1) * 1000
+
+        for cand in pool.values():
+            cand.fused = sum(1.0 / (RRF_K + r) for r in cand.ranks.values())
+            cand.via = "+".join(sorted(cand.ranks))
+        t1 = time.perf_counter()
+        self._graph_hop(pool, corpora, cfg)
+        timings["graph_ms"] = (time.perf_counter() - t1) * 1000
+
+        wants_tests = bool(_TEST_QUERY_RE.search(query))
+        wants_docs = bool(_DOC_QUERY_RE.search(query))
+        for cand in pool.values():
+            cand.score = cand.fused
+            if not wants_tests and is_test_path(cand.payload["path"]):
+                cand.score *= cfg.test_penalty
+            if not wants_docs and cand.payload.get("language") in DOC_LANGUAGES:
+                cand.score *= cfg.doc_penalty
+        ranked = sorted(pool.values(), key=lambda c: (-c.score, c.payload["path"], c.payload["start_line"]))
+
+        if self._reranker is not None and cfg.rerank and ranked:
+            t1 = time.perf_counter()
+            head = ranked[:30]
+            for cand, s in zip(head, self._reranker.score(query, [c.payload["text"] for c in head]), strict=True):
+                cand.raw_scores["rerank"] = float(s)
+            order = sorted(head, key=lambda c: -c.raw_scores["rerank"])
+            for rank, cand in enumerate(order, start=1):
+                cand.ranks["rerank"] = rank
+                cand.score = cand.score + 1.0 / (RRF_K + rank)
+            ranked = sorted(pool.values(), key=lambda c: (-c.score, c.payload["path"], c.payload["start_line"]))
+            timings["rerank_ms"] = (time.perf_counter() - t1) * 1000
+
+        t1 = time.perf_counter()
+        chosen = self._select(ranked, top_k, cfg)
+        timings["select_verify_ms"] = (time.perf_counter() - t1) * 1000
+        timings["total_ms"] = (time.perf_counter() - t0) * 1000
+        return RetrievalResult(chosen, ranked, {k: round(v, 2) for k, v in timings.items()}, _features(chosen, ranked))
+
+    def _graph_hop(
+        self, pool: dict[tuple[str, int], Candidate], corpora: dict[str, RepoCorpus], cfg: RetrievalConfig
+    ) -> None:
+        if cfg.graph_hops <= 0 or cfg.graph_budget <= 0:
+            return
+        seeds = sorted(pool.values(), key=lambda c: -c.fused)[:3]
+        added = 0
+        for seed in seeds:
+            graph = self._graphs(seed.repo)
+            if graph is None:
+                continue
+            corpus = corpora[seed.repo]
+            p = seed.payload
+            for path, symbol, hops, edge_type in graph.neighbors(p["path"], p.get("symbol"), hops=cfg.graph_hops):
+                idx = corpus.chunk_for(path, symbol)
+                if idx is None or (seed.repo, idx) in pool:
+                    continue
+                cand = Candidate(seed.repo, idx, corpus.payloads[idx])
+                cand.fused = seed.fused * (cfg.graph_decay**hops)
+                cand.raw_scores["graph"] = cand.fused
+                cand.via = f"graph:{edge_type}~{p['path']}::{p.get('symbol') or ''}"
+                pool[(seed.repo, idx)] = cand
+                added += 1
+                if added >= cfg.graph_budget:
+                    return
+
+    def _select(self, ranked: list[Candidate], top_k: int, cfg: RetrievalConfig) -> list[Candidate]:
+        chosen: list[Candidate] = []
+        kept_shingles: list[set[bytes]] = []
+        per_file: dict[tuple[str, str], int] = defaultdict(int)
+        for cand in ranked:
+            if len(chosen) >= top_k:
+                cand.dropped = cand.dropped or "below top_k"
+                continue
+            file_key = (cand.repo, cand.payload["path"])
+            if per_file[file_key] >= cfg.max_per_file:
+                cand.dropped = f"file already has {cfg.max_per_file} citations"
+                continue
+            sh = shingles(cand.payload["text"])
+            if any(_jaccard(sh, other) > cfg.dedup_jaccard for other in kept_shingles):
+                cand.dropped = "near-duplicate of a higher-ranked snippet"
+                continue
+            problem = verify_citation(cand.payload, self._verifier, cand.repo)
+            cand.verified = problem is None
+            if problem:
+                cand.dropped = f"verification failed: {problem}"
+                continue
+            chosen.append(cand)
+            kept_shingles.append(sh)
+            per_file[file_key] += 1
+        return chosen
+
+
+def _features(chosen: list[Candidate], ranked: list[Candidate]) -> dict[str, float]:
+    """Signals for confidence: fused score, margin, retriever agreement, verification, dense cosine."""
+    top = chosen[0] if chosen else None
+    second = chosen[1].score if len(chosen) > 1 else 0.0
+    return {
+        "top_score": top.score if top else 0.0,
+        "margin": (top.score - second) if top else 0.0,
+        "agreement": float(len(top.ranks)) if top else 0.0,
+        "top_dense_cosine": top.raw_scores.get("dense", 0.0) if top else 0.0,
+        "top_lexical": top.raw_scores.get("lexical", 0.0) if top else 0.0,
+        "verified_fraction": sum(1 for c in ranked if c.verified)
+        / max(1, sum(1 for c in ranked if c.verified is not None)),
+        "citations": float(len(chosen)),
+    }
+
+
+def heuristic_confidence(features: dict[str, float]) -> float:
+    """Uncalibrated stand-in until a fitted calibrator is published (evaluation issue).
+
+    A logistic blend of dense cosine, lexical evidence and agreement between retrievers.
+    """
+    if features.get("citations", 0) == 0:
+        return 0.0
+    z = (
+        -3.0
+        + 5.0 * features.get("top_dense_cosine", 0.0)
+        + 0.8 * min(features.get("top_lexical", 0.0), 5.0) / 5.0
+        + 0.7 * (features.get("agreement", 0.0) - 1.0)
+    )
+    return float(1.0 / (1.0 + np.exp(-z)))

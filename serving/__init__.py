@@ -1,0 +1,1 @@
+"""Query serving (FastAPI). Never imports Dagster."""

@@ -1,0 +1,243 @@
+"""The query engine behind `/v1/query` and `feriactl query`: retrieve, verify, answer, trace.
+
+Reads only what ingestion published: the current index version of each repository, its code
+graph, and each repository's git objects (to verify citations). Never imports Dagster.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from codex_core.llm import Answerer, ContextChunk
+
+from codex_core.embedding import Embedder, SentenceTransformerEmbedder
+from codex_core.git import RepoRegistry, is_url
+from codex_core.graph import CodeGraph, load_graph
+from codex_core.home import CodexHome
+from codex_core.retrieval import (
+    GitVerificationSource,
+    HybridRetriever,
+    RepoCorpus,
+    RetrievalConfig,
+    heuristic_confidence,
+)
+from codex_core.vector_store import EmbeddedVectorIndex, QdrantServerIndex, VectorIndex
+
+VERSION = "0.1.0"
+DEFAULT_ABSTAIN_BELOW = 0.35
+
+
+class UnknownRepo(LookupError):
+    pass
+
+
+def open_index(home: CodexHome) -> VectorIndex:
+    url = os.environ.get("QDRANT_URL")
+    if url:
+        from qdrant_client import QdrantClient
+
+        return QdrantServerIndex(QdrantClient(url=url, api_key=os.environ.get("QDRANT_API_KEY") or None))
+    return EmbeddedVectorIndex(home.index_dir)
+
+
+@dataclass
+class _Loaded:
+    corpora: dict[str, RepoCorpus]
+    graphs: dict[str, CodeGraph | None]
+
+
+class QueryEngine:
+    def __init__(
+        self,
+        home: CodexHome,
+        *,
+        index: VectorIndex | None = None,
+        embedder: Embedder | None = None,
+        answerer: Answerer | None = None,
+        abstain_below: float = DEFAULT_ABSTAIN_BELOW,
+        refresh_every_s: float = 1.0,
+    ):
+        self.home = home
+        self.index = index or open_index(home)
+        self.embedder = embedder or SentenceTransformerEmbedder()
+        self.answerer = answerer or Answerer.from_config()
+        self.abstain_below = abstain_below
+        self.started_at = time.time()
+        self._registry = RepoRegistry(home.registry_path)
+        self._loaded = _Loaded({}, {})
+        self._lock = threading.Lock()
+        self._refresh_every = refresh_every_s
+        self._last_refresh = 0.0
+        self._traces: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.retriever = HybridRetriever(
+            dense_search=self._dense_search,
+            embed_query=lambda q: self.embedder.embed([q])[0],
+            corpora=lambda: self._loaded.corpora,
+            graphs=lambda repo: self._loaded.graphs.get(repo),
+            verifier=GitVerificationSource(self._worktree_of),
+        )
+
+    # ------------------------------------------------------------ published state
+
+    def _worktree_of(self, repo: str) -> Path | None:
+        try:
+            source = self._registry.get(repo).source
+        except KeyError:
+            return None
+        return self.home.checkout_dir(repo) if is_url(source) else Path(source)
+
+    def refresh(self, force: bool = False) -> None:
+        """Pick up newly published versions (cheap pointer reads, at most once per interval)."""
+        now = time.monotonic()
+        if not force and now - self._last_refresh < self._refresh_every:
+            return
+        with self._lock:
+            self._last_refresh = now
+            corpora = dict(self._loaded.corpora)
+            graphs = dict(self._loaded.graphs)
+            for repo in self.index.repos():
+                current = self.index.current(repo)
+                if current is None:
+                    continue
+                held = corpora.get(repo)
+                if held is not None and held.version == current.version:
+                    continue
+                points = list(self.index.iter_payloads(repo, current.version))
+                corpora[repo] = RepoCorpus.build(repo, current.version, current.commit, points)
+                graph_dir = self.home.graph_dir(repo)
+                graphs[repo] = load_graph(graph_dir) if (graph_dir / "edges.parquet").exists() else None
+            # Swap the whole view at once: a query sees one consistent set of versions.
+            self._loaded = _Loaded(corpora, graphs)
+
+    def _dense_search(self, vector: np.ndarray, repos, k: int) -> list[tuple[str, str, float]]:
+        hits = self.index.search(vector, repos=list(repos), top_k=k)
+        return [(h.payload["repo"], h.id, float(h.score)) for h in hits]
+
+    def repos(self) -> dict[str, dict[str, Any]]:
+        self.refresh()
+        return {
+            name: {"commit": c.commit, "version": c.version, "chunks": len(c.ids)}
+            for name, c in sorted(self._loaded.corpora.items())
+        }
+
+    # ------------------------------------------------------------ queries
+
+    def query(self, query: str, *, repo: str | None = None, top_k: int = 5, tenant: str | None = None,
+              config: RetrievalConfig | None = None) -> dict[str, Any]:
+        started = time.perf_counter()
+        self.refresh()
+        corpora = self._loaded.corpora
+        if repo is not None and repo not in corpora:
+            raise UnknownRepo(
+                f"repository {repo!r} has no published index; known: {sorted(corpora) or 'none'} "
+                f"(ingest it with: feriactl ingest PATH --name {repo})"
+            )
+        repos = [repo] if repo else sorted(corpora)
+        result = self.retriever.retrieve(query, repos=repos, top_k=top_k, config=config)
+        confidence = heuristic_confidence(result.features)
+        contexts = [
+            ContextChunk(
+                repo=c.repo, path=c.payload["path"], start_line=c.payload["start_line"],
+                end_line=c.payload["end_line"], symbol=c.payload.get("symbol"), text=c.payload["text"], score=c.score,
+            )
+            for c in result.candidates
+        ]
+        abstained = not contexts or confidence < self.abstain_below
+        if abstained:
+            generation = None
+            answer = _abstention_text(confidence, self.abstain_below, contexts)
+            model, route, cited = "none", "abstain", []
+        else:
+            generation = self.answerer.answer(query, contexts)
+            answer, model, route, cited = generation.answer, generation.model, generation.route, generation.cited_refs
+        trace_id = uuid.uuid4().hex
+        citations = [
+            {
+                "repo": c.repo, "path": c.payload["path"], "line_start": c.payload["start_line"],
+                "line_end": c.payload["end_line"], "symbol": c.payload.get("symbol"), "score": round(c.score, 6),
+                "snippet": c.payload["text"], "cited_in_answer": c.ref in cited,
+            }
+            for c in result.candidates
+        ]
+        index_commits = {r: corpora[r].commit for r in repos}
+        top_repo = result.candidates[0].repo if result.candidates else (repos[0] if repos else None)
+        latency_ms = round((time.perf_counter() - started) * 1000, 2)
+        response = {
+            "answer": answer,
+            "citations": citations,
+            "confidence": round(confidence, 4),
+            "confidence_kind": "heuristic",  # becomes "calibrated" once a calibrator is published
+            "abstained": abstained,
+            "model": model,
+            "route": route,
+            "index_commit": index_commits.get(top_repo) if top_repo else None,
+            "index_commits": index_commits,
+            "latency_ms": latency_ms,
+            "trace_id": trace_id,
+        }
+        self._remember(trace_id, {
+            "trace_id": trace_id,
+            "query": query,
+            "tenant": tenant,
+            "repos": repos,
+            "top_k": top_k,
+            "timings_ms": {**result.timings_ms, "total_ms": latency_ms},
+            "features": result.features,
+            "confidence": confidence,
+            "abstain_below": self.abstain_below,
+            "candidates": [c.to_trace() for c in result.considered[:100]],
+            "generation": None if generation is None else {
+                "model": generation.model, "route": generation.route, "fallbacks": generation.fallbacks,
+                "cited_refs": generation.cited_refs, "prompt_tokens": generation.prompt_tokens,
+                "extractive": generation.extractive,
+            },
+        })
+        return response
+
+    def _remember(self, trace_id: str, trace: dict[str, Any], keep: int = 1000) -> None:
+        with self._lock:
+            self._traces[trace_id] = trace
+            while len(self._traces) > keep:
+                self._traces.popitem(last=False)
+
+    def trace(self, trace_id: str) -> dict[str, Any] | None:
+        return self._traces.get(trace_id)
+
+    def health(self) -> dict[str, Any]:
+        self.refresh()
+        llm = self.answerer.health()
+        index = {name: c.commit for name, c in sorted(self._loaded.corpora.items())}
+        reasons = []
+        if not index:
+            reasons.append("no published index: run feriactl ingest PATH")
+        if not llm.get("reachable"):
+            reasons.append("no LLM reachable: answers are extractive (cited snippets)")
+        return {
+            "status": "ok" if not reasons else "degraded",
+            "reasons": reasons,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "version": VERSION,
+            "index": index,
+            "llm": llm,
+        }
+
+    def close(self) -> None:
+        self.index.close()
+
+
+def _abstention_text(confidence: float, threshold: float, contexts: list[ContextChunk]) -> str:
+    if not contexts:
+        return "I don't know: nothing relevant was found in the indexed code."
+    guesses = ", ".join(f"[{c.ref}]" for c in contexts[:3])
+    return (
+        f"I'm not confident enough to answer (confidence {confidence:.2f} < {threshold:.2f}). "
+        f"Best guesses: {guesses}"
+    )
