@@ -4,7 +4,6 @@ One dynamic partition per repository. Every asset writes its product under
 ``CODEX_HOME/repos/<name>/`` (atomically) and reports the numbers a person wants in the UI.
 """
 
-from __future__ import annotations
 
 import time
 
@@ -223,7 +222,7 @@ def index_not_empty(
         stats = index.staged_stats(context.partition_key, staged["version"])
     finally:
         index.close()
-    return dg.AssetCheckResult(passed=stats["points"] > 0, metadata={"points": stats["points"]})
+    return dg.AssetCheckResult(passed=stats.points > 0, metadata={"points": stats.points})
 
 
 @dg.asset_check(asset=staged_index, blocking=True, partitions_def=repos_partitions)
@@ -239,8 +238,8 @@ def vector_dim_consistent(
     finally:
         index.close()
     return dg.AssetCheckResult(
-        passed=stats["dim"] == expected == staged["dim"],
-        metadata={"index_dim": stats["dim"], "embedder_dim": expected},
+        passed=stats.dim == expected == staged["dim"],
+        metadata={"index_dim": stats.dim, "embedder_dim": expected},
     )
 
 
@@ -272,13 +271,20 @@ def point_count_matches_unique_chunks(
     expected = {c.point_id for c in catalog.read_chunks(repo_dir / catalog.UNIQUE_CHUNKS)}
     index = vector_store.open()
     try:
-        stored = [pid for pid, _ in index.iter_payloads(context.partition_key, staged["version"])]
+        stats = index.staged_stats(context.partition_key, staged["version"])
+        stored = {pid for pid, _ in index.iter_payloads(context.partition_key, staged["version"])}
     finally:
         index.close()
-    missing = expected - set(stored)
+    missing, unexpected = expected - stored, stored - expected
     return dg.AssetCheckResult(
-        passed=len(stored) == len(expected) and not missing,
-        metadata={"points": len(stored), "unique_chunks": len(expected), "missing": len(missing)},
+        passed=stats.points == stats.received == len(expected) and not missing and not unexpected,
+        metadata={
+            "points": stats.points,
+            "points_received": stats.received,
+            "unique_chunks": len(expected),
+            "missing": len(missing),
+            "unexpected": len(unexpected),
+        },
     )
 
 

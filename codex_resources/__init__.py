@@ -4,7 +4,6 @@
 nothing reads the environment at import time.
 """
 
-from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
@@ -50,7 +49,7 @@ class EmbedderResource(dg.ConfigurableResource):
     ``model_id`` keys the cache: change it whenever the model changes.
     """
 
-    codex_home: dg.ResourceDependency[CodexHomeResource]
+    codex_home: CodexHomeResource
     model_path: str = ""
     model_id: str = DEFAULT_MODEL_ID
     device: str = "cpu"
@@ -85,7 +84,7 @@ class VectorStoreResource(dg.ConfigurableResource, ABC):
 class EmbeddedVectorStoreResource(VectorStoreResource):
     """Default: qdrant-edge shards under CODEX_HOME/index (one directory per published version)."""
 
-    codex_home: dg.ResourceDependency[CodexHomeResource]
+    codex_home: CodexHomeResource
 
     def open(self) -> VectorIndex:
         return EmbeddedVectorIndex(self.codex_home.home.index_dir)

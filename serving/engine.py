@@ -119,7 +119,7 @@ class QueryEngine:
 
     def _dense_search(self, vector: np.ndarray, repos, k: int) -> list[tuple[str, str, float]]:
         hits = self.index.search(vector, repos=list(repos), top_k=k)
-        return [(h.payload["repo"], h.id, float(h.score)) for h in hits]
+        return [(h.repo, h.id, float(h.score)) for h in hits]
 
     def repos(self) -> dict[str, dict[str, Any]]:
         self.refresh()

@@ -1,0 +1,167 @@
+"""Serving end to end: a real repo ingested by the real assets, queried through the real FastAPI app.
+
+No LLM can run in CI here: the Answerer points at a closed loopback port, so these tests exercise
+the outage path (extractive answers), which is the product's promise when no model answers.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from fastapi.testclient import TestClient
+
+from codex_assets.ingestion import ingestion_assets, ingestion_checks
+from codex_core.git import RepoRegistry
+from codex_core.home import CodexHome
+from codex_core.llm import Answerer
+from codex_core.models import span_text
+from serving.app import create_app
+from serving.engine import QueryEngine
+from tests.assets.test_ingestion import make_resources
+from tests.conftest import build_fixture_repo, git
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def offline_answerer() -> Answerer:
+    return Answerer.from_config(env={"OLLAMA_HOST": f"http://127.0.0.1:{closed_port()}"})
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("serving")
+    repo = build_fixture_repo(root)
+    home = root / "home"
+    RepoRegistry(home / "repos.json").add("demo", str(repo))
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("repos", ["demo"])
+    result = dg.materialize(
+        [*ingestion_assets, *ingestion_checks], instance=instance, resources=make_resources(home), partition_key="demo"
+    )
+    assert result.success
+    return home, repo
+
+
+@pytest.fixture(scope="module")
+def engine(ingested) -> QueryEngine:
+    home, _ = ingested
+    eng = QueryEngine(CodexHome(home), answerer=offline_answerer(), abstain_below=0.0)
+    yield eng
+    eng.close()
+
+
+def file_lines(repo: Path, path: str) -> list[str]:
+    return git(repo, "show", f"HEAD:{path}").split("\n")
+
+
+@pytest.mark.parametrize(
+    ("question", "path", "needle"),
+    [
+        ("How are failed connections retried with exponential backoff?", "app/retry", "def retry_with_backoff"),
+        ("Where is the shopping cart total price computed?", "web/cart.js", "total()"),
+        ("What does the health endpoint write in its HTTP response?", "server/health.go", "func (h *HealthHandler)"),
+        ("How does the LRU cache evict the oldest entry when full?", "cache/lru.rs", "let oldest"),
+        ("Where are key = value configuration lines parsed?", "app/config_parser.py", "def parse_line"),
+    ],
+)
+def test_behaviour_questions_cite_the_implementation_exactly(engine, ingested, question, path, needle) -> None:
+    _, repo = ingested
+    result = engine.query(question, repo="demo", top_k=3)
+    top = result["citations"][0]
+    assert top["path"].startswith(path), [c["path"] for c in result["citations"]]
+    lines = file_lines(repo, top["path"])
+    assert span_text(lines, top["line_start"], top["line_end"]) == top["snippet"]
+    assert needle in top["snippet"]
+    assert result["index_commit"] == git(repo, "rev-parse", "HEAD")
+
+
+def test_no_llm_still_answers_extractively_and_health_says_why(ingested) -> None:
+    home, _ = ingested
+    app = create_app(lambda: QueryEngine(CodexHome(home), answerer=offline_answerer(), abstain_below=0.0))
+    with TestClient(app) as client:
+        health = client.get("/v1/health").json()
+        assert health["status"] == "degraded"
+        assert health["llm"]["reachable"] is False
+        assert any("no LLM reachable" in r for r in health["reasons"])
+        assert set(health["index"]) == {"demo"}
+
+        response = client.post("/v1/query", json={"query": "how is the cart total computed", "repo": "demo"})
+        assert response.status_code == 200
+        body = response.json()
+        assert body["model"] == "extractive" and not body["abstained"]
+        assert body["citations"] and "[web/cart.js:" in body["answer"]
+
+        trace = client.get(f"/v1/trace/{body['trace_id']}").json()
+        assert trace["candidates"] and {"dense", "lexical"} & set(trace["candidates"][0]["ranks"])
+        assert trace["generation"]["fallbacks"], "the outage walk must be visible in the trace"
+
+        assert client.get("/v1/repos").json()["repos"]["demo"]["chunks"] > 0
+        assert client.get("/v1/trace/nope").status_code == 404
+        assert client.post("/v1/query", json={"query": "x", "repo": "../etc"}).status_code == 422
+        assert client.post("/v1/query", json={"query": ""}).status_code == 422
+        assert client.post("/v1/query", json={"query": "x", "top_k": 10_000}).status_code == 422
+        assert client.post("/v1/query", content=b"{not json").status_code == 422
+        missing = client.post("/v1/query", json={"query": "x", "repo": "ghost"})
+        assert missing.status_code == 404 and "feriactl ingest" in missing.json()["detail"]
+        assert client.get("/openapi.json").status_code == 200
+
+
+def test_citation_that_fails_verification_is_dropped_and_traced(ingested, tmp_path) -> None:
+    home, repo = ingested
+    # A copy of the index whose repository has vanished: nothing can be verified any more.
+    moved_home = tmp_path / "home"
+    shutil.copytree(home, moved_home)
+    moved_repo = tmp_path / "gone"
+    shutil.copytree(repo, moved_repo)
+    RepoRegistry(moved_home / "repos.json").add("demo", str(moved_repo))
+    shutil.rmtree(moved_repo / ".git")
+    engine = QueryEngine(CodexHome(moved_home), answerer=offline_answerer(), abstain_below=0.0)
+    try:
+        result = engine.query("how is the cart total computed", repo="demo")
+        assert result["citations"] == []
+        assert result["abstained"] is True
+        trace = engine.trace(result["trace_id"])
+        assert any((c["dropped"] or "").startswith("verification failed") for c in trace["candidates"])
+    finally:
+        engine.close()
+
+
+def test_test_files_are_preferred_only_when_asked(tmp_path) -> None:
+    repo = build_fixture_repo(tmp_path)
+    (repo / "tests").mkdir()
+    (repo / "tests" / "test_retry.py").write_text(
+        "from app.retry import retry_with_backoff\n\n\n"
+        "def test_retry_with_backoff_retries_connection_errors():\n"
+        "    calls = []\n\n"
+        "    def flaky():\n"
+        "        calls.append(1)\n"
+        "        if len(calls) < 3:\n"
+        "            raise ConnectionError('retry backoff')\n"
+        "        return 'ok'\n\n"
+        "    assert retry_with_backoff(flaky, base_delay=0) == 'ok'\n"
+    )
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "test retry")
+    home = tmp_path / "home"
+    RepoRegistry(home / "repos.json").add("demo", str(repo))
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("repos", ["demo"])
+    assert dg.materialize(
+        [*ingestion_assets, *ingestion_checks], instance=instance, resources=make_resources(home), partition_key="demo"
+    ).success
+    engine = QueryEngine(CodexHome(home), answerer=offline_answerer(), abstain_below=0.0)
+    try:
+        behaviour = engine.query("how does retry with backoff handle connection errors", top_k=3)
+        assert behaviour["citations"][0]["path"] in {"app/retry.py", "app/retry_copy.py"}
+        tests = engine.query("which test covers retry with backoff of connection errors", top_k=3)
+        assert tests["citations"][0]["path"] == "tests/test_retry.py"
+    finally:
+        engine.close()
