@@ -151,6 +151,8 @@ class RetrievalConfig:
     graph_decay: float = 0.5
     test_penalty: float = 0.5
     doc_penalty: float = 0.7
+    # Module-level code (imports, constants) rarely implements a behaviour; definitions do.
+    module_penalty: float = 0.85
     dedup_jaccard: float = 0.8
     max_per_file: int = 2
     rerank: bool = True  # only applies when a reranker is configured
@@ -284,6 +286,8 @@ class HybridRetriever:
                 cand.score *= cfg.test_penalty
             if not wants_docs and cand.payload.get("language") in DOC_LANGUAGES:
                 cand.score *= cfg.doc_penalty
+            if cand.payload.get("kind") == "module":
+                cand.score *= cfg.module_penalty
         ranked = sorted(pool.values(), key=lambda c: (-c.score, c.payload["path"], c.payload["start_line"]))
 
         if self._reranker is not None and cfg.rerank and ranked:

@@ -120,7 +120,7 @@ def test_citation_that_fails_verification_is_dropped_and_traced(ingested, tmp_pa
     moved_home = tmp_path / "home"
     shutil.copytree(home, moved_home)
     moved_repo = tmp_path / "gone"
-    shutil.copytree(repo, moved_repo)
+    shutil.copytree(repo, moved_repo, symlinks=True)
     RepoRegistry(moved_home / "repos.json").add("demo", str(moved_repo))
     shutil.rmtree(moved_repo / ".git")
     engine = QueryEngine(CodexHome(moved_home), answerer=offline_answerer(), abstain_below=0.0)

@@ -1,0 +1,288 @@
+"""Answer a question from retrieved snippets: route, prompt, walk the model chain, enforce citations.
+
+Walk for one request (route chosen by :mod:`codex_core.llm.router`):
+- each model of the route's chain is tried in order; a model is skipped without a network call
+  when its server's circuit is open or the server already failed earlier in this request;
+- a transport failure, an HTTP error, a timeout or an empty answer moves on to the next model;
+- an answer that cites no retrieved snippet (and does not say "I don't know") is retried once on
+  the same model with a stricter reminder; if the retry fails the same way, the extractive answer
+  is returned;
+- when no model answers, the extractive answer is returned.
+Every hop is recorded in ``GenerationResult.fallbacks``. Only model, route and latency are logged
+at INFO; prompts and answers never are.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from codex_core.llm.backends import Backend, BackendError, ChatReply, CircuitBreaker, make_backend
+from codex_core.llm.citations import CitationCheck, check_citations
+from codex_core.llm.config import LLMConfig, ModelSpec, load_config
+from codex_core.llm.extractive import extractive_answer
+from codex_core.llm.prompt import Prompt, build_prompt
+from codex_core.llm.router import RouteDecision, decide
+from codex_core.llm.types import EXTRACTIVE, ContextChunk, GenerationResult
+
+log = logging.getLogger(__name__)
+_THINK = re.compile(r"<think>.*?(?:</think>|\Z)", re.DOTALL | re.IGNORECASE)
+
+
+class Answerer:
+    def __init__(self, config: LLMConfig, *, backends: Mapping[str, Backend] | None = None) -> None:
+        """``backends``: optional ready-made backends keyed by ``ModelSpec.backend_id``."""
+        self.config = config
+        self._backends: dict[str, Backend] = dict(backends or {})
+        self._breakers: dict[str, CircuitBreaker] = {}
+        for spec in config.models.values():
+            if spec.backend_id not in self._backends:
+                self._backends[spec.backend_id] = make_backend(
+                    spec.backend, spec.base_url, connect_timeout=config.connect_timeout,
+                    api_key=config.api_key(spec),
+                )
+            self._breakers.setdefault(
+                spec.backend_id, CircuitBreaker(config.failure_threshold, config.cooldown_seconds)
+            )
+
+    @classmethod
+    def from_config(cls, path: Path | None = None, *, env: Mapping[str, str] = os.environ) -> Answerer:
+        """Read ``configs/models.toml`` (or ``path``, or ``$CODEX_MODELS_CONFIG``); ``OLLAMA_HOST`` wins
+        over the file's default Ollama URL."""
+        return cls(load_config(path, env=env))
+
+    def close(self) -> None:
+        for backend in self._backends.values():
+            backend.close()
+
+    def breaker(self, backend_id: str) -> CircuitBreaker:
+        return self._breakers[backend_id]
+
+    # ------------------------------------------------------------------ answering
+
+    def route(self, query: str, contexts: list[ContextChunk]) -> RouteDecision:
+        return decide(query, contexts, small_below=self.config.small_below, large_from=self.config.large_from)
+
+    def answer(self, query: str, contexts: list[ContextChunk]) -> GenerationResult:
+        started = time.perf_counter()
+        decision = self.route(query, contexts)
+        fallbacks: list[dict[str, Any]] = []
+        if not contexts:
+            # Nothing to cite: no model call can produce a grounded answer.
+            return self._extractive(contexts, decision, fallbacks, [], started)
+
+        chain = self.config.chain(decision.route)
+        failed_backends: dict[str, str] = {}  # backend_id -> why, for this request
+        prompts: dict[tuple[int, bool], Prompt] = {}
+        rejected: list[str] = []
+
+        def prompt_for(spec: ModelSpec, strict: bool) -> Prompt:
+            key = (spec.context_window, strict)
+            if key not in prompts:
+                prompts[key] = build_prompt(
+                    query, contexts, context_window=spec.context_window,
+                    context_fraction=self.config.context_fraction, strict=strict,
+                )
+            return prompts[key]
+
+        for position, spec in enumerate(chain):
+            next_name = chain[position + 1].name if position + 1 < len(chain) else EXTRACTIVE
+            hop = _hop_recorder(fallbacks, spec.name, next_name)
+            breaker = self._breakers[spec.backend_id]
+            if spec.backend_id in failed_backends:
+                hop(f"skipped: {failed_backends[spec.backend_id]} (earlier in this request)")
+                continue
+            if not breaker.allow():
+                hop(
+                    f"skipped: circuit open for {spec.backend_id} after {breaker.last_error or 'failures'}; "
+                    f"next probe in {breaker.retry_in():.0f}s"
+                )
+                continue
+
+            prompt = prompt_for(spec, strict=False)
+            if not prompt.included:
+                breaker.release_probe()
+                hop(f"context window of {spec.context_window} tokens leaves no room for any snippet")
+                continue
+            reply, check = self._attempt(spec, prompt, breaker, failed_backends, hop)
+            if reply is None or check is None:
+                continue
+            rejected.extend(r for r in check.rejected if r not in rejected)
+            if not check.acceptable:
+                fallbacks.append({
+                    "from": spec.name, "to": spec.name,
+                    "reason": _uncited_reason(check) + "; retrying once with a stricter reminder",
+                })
+                strict_prompt = prompt_for(spec, strict=True)
+                reply, check = self._attempt(spec, strict_prompt, breaker, failed_backends, hop)
+                if reply is None or check is None:
+                    continue
+                rejected.extend(r for r in check.rejected if r not in rejected)
+                if not check.acceptable:
+                    fallbacks.append({
+                        "from": spec.name, "to": EXTRACTIVE,
+                        "reason": _uncited_reason(check) + " again after the stricter retry",
+                    })
+                    return self._extractive(contexts, decision, fallbacks, rejected, started)
+                prompt = strict_prompt
+
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            log.info(
+                "llm answer model=%s route=%s difficulty=%.2f latency_ms=%.0f fallbacks=%d",
+                spec.name, decision.route, decision.difficulty, elapsed_ms, len(fallbacks),
+            )
+            return GenerationResult(
+                answer=check.text,
+                model=spec.name,
+                route=decision.route,
+                cited_refs=check.cited,
+                fallbacks=fallbacks,
+                prompt_tokens=reply.prompt_tokens if reply.prompt_tokens else prompt.prompt_tokens,
+                extractive=False,
+                planned_route=decision.route,
+                difficulty=decision.difficulty,
+                rejected_refs=rejected,
+                abstained=check.abstained and not check.cited,
+            )
+
+        return self._extractive(contexts, decision, fallbacks, rejected, started)
+
+    def _attempt(
+        self, spec: ModelSpec, prompt: Prompt, breaker: CircuitBreaker,
+        failed_backends: dict[str, str], hop: Any,
+    ) -> tuple[ChatReply | None, CitationCheck | None]:
+        backend = self._backends[spec.backend_id]
+        call_started = time.perf_counter()
+        try:
+            reply = backend.chat(
+                spec.name, prompt.messages, max_tokens=prompt.max_tokens, temperature=spec.temperature,
+                context_window=spec.context_window, timeout=spec.timeout,
+            )
+        except BackendError as exc:
+            if exc.transport:
+                breaker.record_failure(str(exc))
+                failed_backends[spec.backend_id] = str(exc)
+            elif exc.responded:
+                breaker.record_success()  # the server is up; this model failed
+            else:
+                breaker.release_probe()
+            log.info(
+                "llm hop model=%s backend=%s latency_ms=%.0f transport=%s",
+                spec.name, spec.backend_id, (time.perf_counter() - call_started) * 1000, exc.transport,
+            )
+            hop(str(exc))
+            return None, None
+        breaker.record_success()
+        # Reasoning models may inline their scratchpad; only the final answer is checked and shown.
+        reply = replace(reply, content=_THINK.sub("", reply.content).strip())
+        if not reply.content:
+            hop(f"{spec.name} returned an empty answer (finish_reason={reply.finish_reason})")
+            return None, None
+        log.debug(
+            "llm reply model=%s latency_ms=%.0f prompt_tokens=%s completion_tokens=%s",
+            spec.name, (time.perf_counter() - call_started) * 1000, reply.prompt_tokens, reply.completion_tokens,
+        )
+        return reply, check_citations(reply.content, prompt.included)
+
+    def _extractive(
+        self, contexts: list[ContextChunk], decision: RouteDecision, fallbacks: list[dict[str, Any]],
+        rejected: list[str], started: float,
+    ) -> GenerationResult:
+        text, refs = extractive_answer(contexts, self.config.extractive_snippets)
+        log.info(
+            "llm answer model=extractive route=%s difficulty=%.2f latency_ms=%.0f fallbacks=%d",
+            decision.route, decision.difficulty, (time.perf_counter() - started) * 1000, len(fallbacks),
+        )
+        return GenerationResult(
+            answer=text,
+            model=EXTRACTIVE,
+            route=EXTRACTIVE,
+            cited_refs=refs,
+            fallbacks=fallbacks,
+            prompt_tokens=0,
+            extractive=True,
+            planned_route=decision.route,
+            difficulty=decision.difficulty,
+            rejected_refs=rejected,
+            abstained=not contexts,
+        )
+
+    # ------------------------------------------------------------------ health
+
+    def health(self) -> dict[str, Any]:
+        """Probe every backend in parallel; the whole call returns within ``health_timeout`` seconds."""
+        deadline = self.config.health_timeout
+        probe_timeout = max(0.05, deadline - 0.1)
+        by_backend: dict[str, list[ModelSpec]] = {}
+        for spec in self.config.models.values():
+            by_backend.setdefault(spec.backend_id, []).append(spec)
+        backends: dict[str, dict[str, Any]] = {}
+        answering: list[str] = []
+        if not by_backend:
+            return {"reachable": False, "models": [], "backends": {}}
+        pool = ThreadPoolExecutor(max_workers=min(8, len(by_backend)), thread_name_prefix="llm-health")
+        futures = {bid: pool.submit(self._backends[bid].list_models, probe_timeout) for bid in by_backend}
+        end = time.monotonic() + deadline
+        try:
+            for backend_id, future in futures.items():
+                specs = by_backend[backend_id]
+                entry: dict[str, Any] = {
+                    "kind": specs[0].backend,
+                    "base_url": specs[0].base_url,
+                    "reachable": False,
+                    "reason": None,
+                    "circuit": self._breakers[backend_id].state,
+                    "models": [],
+                    "missing": [],
+                }
+                try:
+                    served = future.result(timeout=max(0.0, end - time.monotonic()))
+                except FutureTimeout:
+                    entry["reason"] = f"no answer within the {deadline:g}s health budget"
+                except BackendError as exc:
+                    entry["reason"] = str(exc)
+                except Exception as exc:  # a probe must never break the health endpoint
+                    entry["reason"] = f"{type(exc).__name__}: {exc}"
+                else:
+                    entry["reachable"] = True
+                    for spec in specs:
+                        if _serves(spec, served):
+                            entry["models"].append(spec.name)
+                            answering.append(spec.name)
+                        else:
+                            entry["missing"].append(spec.name)
+                    if entry["missing"] and specs[0].backend == "ollama":
+                        entry["reason"] = "not pulled: " + ", ".join(entry["missing"]) + " (ollama pull NAME)"
+                backends[backend_id] = entry
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        return {"reachable": any(b["reachable"] for b in backends.values()), "models": answering, "backends": backends}
+
+
+def _serves(spec: ModelSpec, served: list[str]) -> bool:
+    if spec.backend == "openai":
+        # llama-server lists the file it loaded and answers to any model name; vLLM lists its names.
+        return True
+    names = set(served)
+    return spec.name in names or (":" not in spec.name and f"{spec.name}:latest" in names)
+
+
+def _uncited_reason(check: CitationCheck) -> str:
+    if check.rejected:
+        return "answer cited only refs that were not retrieved (" + ", ".join(check.rejected[:5]) + ")"
+    return "answer cited no retrieved snippet"
+
+
+def _hop_recorder(fallbacks: list[dict[str, Any]], from_name: str, to_name: str) -> Any:
+    def hop(reason: str) -> None:
+        fallbacks.append({"from": from_name, "to": to_name, "reason": reason})
+
+    return hop

@@ -1,0 +1,179 @@
+"""``configs/models.toml``: which models exist, where they are served, and which route uses which.
+
+Base URL of an ``ollama`` model, first match wins:
+1. the model's own ``base_url`` in the file (pins that model to one server);
+2. ``OLLAMA_HOST`` from the environment;
+3. ``[ollama] base_url`` in the file;
+4. ``http://127.0.0.1:11434``.
+``openai`` models (llama.cpp ``llama-server``, vLLM, ...) always name their ``base_url``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from codex_core.llm.types import ROUTES
+
+DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
+BACKEND_KINDS = ("ollama", "openai")
+REPO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "models.toml"
+
+
+class ConfigError(ValueError):
+    """models.toml is missing, malformed or inconsistent."""
+
+
+def normalize_url(url: str, *, default_port: int | None = None) -> str:
+    """``host``, ``host:port`` or ``scheme://host[:port][/path]`` -> ``scheme://host:port[/path]``."""
+    raw = url.strip()
+    if "://" not in raw:
+        raw = "http://" + raw
+    parts = urlsplit(raw)
+    host = parts.hostname or "127.0.0.1"
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    port = parts.port or default_port or (443 if parts.scheme == "https" else 80)
+    path = parts.path.rstrip("/")
+    return f"{parts.scheme}://{host}:{port}{path}"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # the name sent to the server (Ollama tag, or the served model name)
+    backend: str  # "ollama" | "openai"
+    base_url: str
+    context_window: int  # tokens; the prompt gets at most context_fraction of it
+    timeout: float  # seconds for one whole generation
+    temperature: float = 0.1
+    api_key_env: str | None = None  # openai only: environment variable holding a bearer token
+
+    @property
+    def backend_id(self) -> str:
+        """One server = one circuit breaker, shared by every model it serves."""
+        return f"{self.backend}@{self.base_url}"
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    models: dict[str, ModelSpec]
+    routes: dict[str, tuple[str, ...]]  # route -> ordered model chain
+    small_below: float = 0.35  # difficulty < small_below -> small
+    large_from: float = 0.65  # difficulty >= large_from -> large; medium in between
+    connect_timeout: float = 0.3
+    failure_threshold: int = 2  # consecutive transport failures that open a backend's circuit
+    cooldown_seconds: float = 30.0  # open -> half-open after this long
+    health_timeout: float = 0.8  # budget for the whole health() call
+    context_fraction: float = 0.6  # prompt share of the context window; the rest is for the answer
+    extractive_snippets: int = 3
+    source: str = "<built in code>"
+    env_api_keys: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        for route, chain in self.routes.items():
+            if route not in ROUTES:
+                raise ConfigError(f"unknown route {route!r} in {self.source}: use one of {ROUTES}")
+            for name in chain:
+                if name not in self.models:
+                    raise ConfigError(
+                        f"route {route!r} in {self.source} names model {name!r}, which has no [[models]] "
+                        f"entry; known models: {sorted(self.models)}"
+                    )
+        if not 0.0 <= self.small_below <= self.large_from <= 1.0:
+            raise ConfigError(
+                f"router thresholds in {self.source} must satisfy 0 <= small_below <= large_from <= 1, "
+                f"got small_below={self.small_below}, large_from={self.large_from}"
+            )
+        if not 0.1 <= self.context_fraction <= 0.6:
+            raise ConfigError(
+                f"context_fraction in {self.source} must be within [0.1, 0.6] so that at least 40% of "
+                f"the window stays free for the answer, got {self.context_fraction}"
+            )
+
+    def chain(self, route: str) -> list[ModelSpec]:
+        return [self.models[name] for name in self.routes.get(route, ())]
+
+    def api_key(self, spec: ModelSpec) -> str | None:
+        return self.env_api_keys.get(spec.api_key_env) if spec.api_key_env else None
+
+
+def default_config_path(env: Mapping[str, str] = os.environ) -> Path:
+    return Path(env["CODEX_MODELS_CONFIG"]) if env.get("CODEX_MODELS_CONFIG") else REPO_CONFIG
+
+
+def load_config(path: Path | None = None, *, env: Mapping[str, str] = os.environ) -> LLMConfig:
+    path = path or default_config_path(env)
+    if not path.is_file():
+        raise ConfigError(
+            f"model configuration {path} not found: create it (see configs/models.toml in the "
+            "repository) or point CODEX_MODELS_CONFIG at one"
+        )
+    with path.open("rb") as handle:
+        try:
+            data = tomllib.load(handle)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    return config_from_dict(data, env=env, source=str(path))
+
+
+def config_from_dict(
+    data: Mapping[str, Any], *, env: Mapping[str, str] = os.environ, source: str = "<dict>"
+) -> LLMConfig:
+    ollama_default = normalize_url(
+        env.get("OLLAMA_HOST") or (data.get("ollama") or {}).get("base_url") or DEFAULT_OLLAMA_URL,
+        default_port=11434,
+    )
+    models: dict[str, ModelSpec] = {}
+    for entry in data.get("models") or []:
+        name = entry.get("name")
+        kind = entry.get("backend", "ollama")
+        if not name:
+            raise ConfigError(f"a [[models]] entry in {source} has no name")
+        if name in models:
+            raise ConfigError(f"model {name!r} is listed twice in {source}")
+        if kind not in BACKEND_KINDS:
+            raise ConfigError(f"model {name!r} in {source} has backend {kind!r}; use one of {BACKEND_KINDS}")
+        if kind == "ollama":
+            base_url = normalize_url(entry["base_url"], default_port=11434) if entry.get("base_url") else ollama_default
+        else:
+            if not entry.get("base_url"):
+                raise ConfigError(
+                    f"model {name!r} in {source} uses backend 'openai' but has no base_url "
+                    "(e.g. base_url = \"http://127.0.0.1:8080\" for llama-server)"
+                )
+            base_url = normalize_url(entry["base_url"])
+            if base_url.endswith("/v1"):  # we append /v1/chat/completions ourselves
+                base_url = base_url[: -len("/v1")]
+        models[name] = ModelSpec(
+            name=name,
+            backend=kind,
+            base_url=base_url,
+            context_window=int(entry.get("context_window", 4096)),
+            timeout=float(entry.get("timeout", 60.0)),
+            temperature=float(entry.get("temperature", 0.1)),
+            api_key_env=entry.get("api_key_env") or None,
+        )
+    routes = {route: tuple((spec or {}).get("chain") or ()) for route, spec in (data.get("routes") or {}).items()}
+    router = data.get("router") or {}
+    resilience = data.get("resilience") or {}
+    prompt = data.get("prompt") or {}
+    api_keys = {m.api_key_env: env[m.api_key_env] for m in models.values() if m.api_key_env and env.get(m.api_key_env)}
+    return LLMConfig(
+        models=models,
+        routes=routes,
+        small_below=float(router.get("small_below", 0.35)),
+        large_from=float(router.get("large_from", 0.65)),
+        connect_timeout=float(resilience.get("connect_timeout", 0.3)),
+        failure_threshold=int(resilience.get("failure_threshold", 2)),
+        cooldown_seconds=float(resilience.get("cooldown_seconds", 30.0)),
+        health_timeout=float(resilience.get("health_timeout", 0.8)),
+        context_fraction=float(prompt.get("context_fraction", 0.6)),
+        extractive_snippets=int(prompt.get("extractive_snippets", 3)),
+        source=source,
+        env_api_keys=api_keys,
+    )
