@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import dagster as dg
 
-from codex_assets.ingestion import ingestion_assets, ingestion_checks, repos_partitions
+from codex_assets.ingestion import ingestion_assets, ingestion_checks
 from codex_resources import build_resources
 
 ingest_job = dg.define_asset_job(
     "ingest",
     selection=dg.AssetSelection.groups("ingestion"),
-    partitions_def=repos_partitions,
     description="Snapshot a repository, chunk, deduplicate, embed, graph, stage, check and publish its index.",
 )
 
