@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from codex_core.git import GitError
-from codex_core.home import CodexHome, default_home
+from codex_core.home import CodexHome, default_home, validate_repo_name
 
 INSTANCE_YAML_FALLBACK = "telemetry:\n  enabled: false\n"
 STAGES = (
@@ -67,11 +67,14 @@ def run_ingest(source: str, name: str | None, *, show_progress: bool) -> dict[st
     import dagster as dg
 
     from codex_assets.definitions import defs
-    from codex_core.git import RepoRegistry, default_repo_name
+    from codex_core.git import RepoRegistry, default_repo_name, is_url, open_or_clone
 
     home = _home()
-    ensure_instance_dir(home)
     name = name or default_repo_name(source)
+    validate_repo_name(name)
+    if not is_url(source):
+        open_or_clone(source, home.checkout_dir(name))  # fail fast: missing path, not a git repo
+    ensure_instance_dir(home)
     RepoRegistry(home.registry_path).add(name, source)
     instance = dg.DagsterInstance.get()
     instance.add_dynamic_partitions("repos", [name])
