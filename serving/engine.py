@@ -6,30 +6,21 @@ graph, and each repository's git objects (to verify citations). Never imports Da
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-from codex_core.llm import Answerer, ContextChunk
-
 from codex_core.embedding import Embedder, SentenceTransformerEmbedder
-from codex_core.git import RepoRegistry, is_url
-from codex_core.graph import CodeGraph, load_graph
 from codex_core.home import CodexHome
+from codex_core.llm import Answerer, ContextChunk
+from codex_core.reader import PublishedReader, open_index
 from codex_core.retrieval import (
-    GitVerificationSource,
-    HybridRetriever,
-    RepoCorpus,
     RetrievalConfig,
     heuristic_confidence,
 )
-from codex_core.vector_store import EmbeddedVectorIndex, QdrantServerIndex, VectorIndex
+from codex_core.vector_store import VectorIndex
 
 VERSION = "0.1.0"
 DEFAULT_ABSTAIN_BELOW = 0.35
@@ -37,21 +28,6 @@ DEFAULT_ABSTAIN_BELOW = 0.35
 
 class UnknownRepo(LookupError):
     pass
-
-
-def open_index(home: CodexHome) -> VectorIndex:
-    url = os.environ.get("QDRANT_URL")
-    if url:
-        from qdrant_client import QdrantClient
-
-        return QdrantServerIndex(QdrantClient(url=url, api_key=os.environ.get("QDRANT_API_KEY") or None))
-    return EmbeddedVectorIndex(home.index_dir)
-
-
-@dataclass
-class _Loaded:
-    corpora: dict[str, RepoCorpus]
-    graphs: dict[str, CodeGraph | None]
 
 
 class QueryEngine:
@@ -66,66 +42,22 @@ class QueryEngine:
         refresh_every_s: float = 1.0,
     ):
         self.home = home
-        self.index = index or open_index(home)
         self.embedder = embedder or SentenceTransformerEmbedder()
         self.answerer = answerer or Answerer.from_config()
         self.abstain_below = abstain_below
         self.started_at = time.time()
-        self._registry = RepoRegistry(home.registry_path)
-        self._loaded = _Loaded({}, {})
+        self.reader = PublishedReader(home, index or open_index(home), self.embedder, refresh_every_s=refresh_every_s)
         self._lock = threading.Lock()
-        self._refresh_every = refresh_every_s
-        self._last_refresh = 0.0
         self._traces: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self.retriever = HybridRetriever(
-            dense_search=self._dense_search,
-            embed_query=lambda q: self.embedder.embed([q])[0],
-            corpora=lambda: self._loaded.corpora,
-            graphs=lambda repo: self._loaded.graphs.get(repo),
-            verifier=GitVerificationSource(self._worktree_of),
-        )
-
-    # ------------------------------------------------------------ published state
-
-    def _worktree_of(self, repo: str) -> Path | None:
-        try:
-            source = self._registry.get(repo).source
-        except KeyError:
-            return None
-        return self.home.checkout_dir(repo) if is_url(source) else Path(source)
 
     def refresh(self, force: bool = False) -> None:
-        """Pick up newly published versions (cheap pointer reads, at most once per interval)."""
-        now = time.monotonic()
-        if not force and now - self._last_refresh < self._refresh_every:
-            return
-        with self._lock:
-            self._last_refresh = now
-            corpora = dict(self._loaded.corpora)
-            graphs = dict(self._loaded.graphs)
-            for repo in self.index.repos():
-                current = self.index.current(repo)
-                if current is None:
-                    continue
-                held = corpora.get(repo)
-                if held is not None and held.version == current.version:
-                    continue
-                points = list(self.index.iter_payloads(repo, current.version))
-                corpora[repo] = RepoCorpus.build(repo, current.version, current.commit, points)
-                graph_dir = self.home.graph_dir(repo)
-                graphs[repo] = load_graph(graph_dir) if (graph_dir / "edges.parquet").exists() else None
-            # Swap the whole view at once: a query sees one consistent set of versions.
-            self._loaded = _Loaded(corpora, graphs)
-
-    def _dense_search(self, vector: np.ndarray, repos, k: int) -> list[tuple[str, str, float]]:
-        hits = self.index.search(vector, repos=list(repos), top_k=k)
-        return [(h.repo, h.id, float(h.score)) for h in hits]
+        self.reader.refresh(force)
 
     def repos(self) -> dict[str, dict[str, Any]]:
-        self.refresh()
+        view = self.reader.refresh()
         return {
             name: {"commit": c.commit, "version": c.version, "chunks": len(c.ids)}
-            for name, c in sorted(self._loaded.corpora.items())
+            for name, c in sorted(view.corpora.items())
         }
 
     # ------------------------------------------------------------ queries
@@ -133,15 +65,14 @@ class QueryEngine:
     def query(self, query: str, *, repo: str | None = None, top_k: int = 5, tenant: str | None = None,
               config: RetrievalConfig | None = None) -> dict[str, Any]:
         started = time.perf_counter()
-        self.refresh()
-        corpora = self._loaded.corpora
+        corpora = self.reader.refresh().corpora
         if repo is not None and repo not in corpora:
             raise UnknownRepo(
                 f"repository {repo!r} has no published index; known: {sorted(corpora) or 'none'} "
                 f"(ingest it with: feriactl ingest PATH --name {repo})"
             )
         repos = [repo] if repo else sorted(corpora)
-        result = self.retriever.retrieve(query, repos=repos, top_k=top_k, config=config)
+        result = self.reader.retriever.retrieve(query, repos=repos, top_k=top_k, config=config)
         confidence = heuristic_confidence(result.features)
         contexts = [
             ContextChunk(
@@ -212,9 +143,9 @@ class QueryEngine:
         return self._traces.get(trace_id)
 
     def health(self) -> dict[str, Any]:
-        self.refresh()
+        view = self.reader.refresh()
         llm = self.answerer.health()
-        index = {name: c.commit for name, c in sorted(self._loaded.corpora.items())}
+        index = {name: c.commit for name, c in sorted(view.corpora.items())}
         reasons = []
         if not index:
             reasons.append("no published index: run feriactl ingest PATH")
@@ -230,7 +161,7 @@ class QueryEngine:
         }
 
     def close(self) -> None:
-        self.index.close()
+        self.reader.close()
 
 
 def _abstention_text(confidence: float, threshold: float, contexts: list[ContextChunk]) -> str:

@@ -1,0 +1,107 @@
+"""What readers (serving, evaluation) see: the current published version of every repository.
+
+Holds, per repository, the published chunk payloads with their BM25 index and the code graph,
+and a :class:`HybridRetriever` over them. Newly published versions are picked up by cheap pointer
+reads (at most once per ``refresh_every_s``) and swapped in as one consistent view.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from codex_core.embedding import Embedder
+from codex_core.git import RepoRegistry, is_url
+from codex_core.graph import CodeGraph, load_graph
+from codex_core.home import CodexHome
+from codex_core.retrieval import GitVerificationSource, HybridRetriever, RepoCorpus, Reranker
+from codex_core.vector_store import EmbeddedVectorIndex, QdrantServerIndex, VectorIndex
+
+
+def open_index(home: CodexHome) -> VectorIndex:
+    """The index named by the environment: ``QDRANT_URL`` (server) or the embedded one under CODEX_HOME."""
+    url = os.environ.get("QDRANT_URL")
+    if url:
+        from qdrant_client import QdrantClient
+
+        return QdrantServerIndex(QdrantClient(url=url, api_key=os.environ.get("QDRANT_API_KEY") or None))
+    return EmbeddedVectorIndex(home.index_dir)
+
+
+@dataclass(frozen=True)
+class PublishedView:
+    corpora: dict[str, RepoCorpus]
+    graphs: dict[str, CodeGraph | None]
+
+
+class PublishedReader:
+    def __init__(
+        self,
+        home: CodexHome,
+        index: VectorIndex,
+        embedder: Embedder,
+        *,
+        reranker: Reranker | None = None,
+        refresh_every_s: float = 1.0,
+    ):
+        self.home = home
+        self.index = index
+        self.embedder = embedder
+        self._registry = RepoRegistry(home.registry_path)
+        self._view = PublishedView({}, {})
+        self._lock = threading.Lock()
+        self._refresh_every = refresh_every_s
+        self._last_refresh = float("-inf")
+        self.retriever = HybridRetriever(
+            dense_search=self._dense_search,
+            embed_query=lambda q: self.embedder.embed([q])[0],
+            corpora=lambda: self._view.corpora,
+            graphs=lambda repo: self._view.graphs.get(repo),
+            verifier=GitVerificationSource(self.worktree_of),
+            reranker=reranker,
+        )
+
+    @property
+    def view(self) -> PublishedView:
+        return self._view
+
+    def worktree_of(self, repo: str) -> Path | None:
+        try:
+            source = self._registry.get(repo).source
+        except KeyError:
+            return None
+        return self.home.checkout_dir(repo) if is_url(source) else Path(source)
+
+    def refresh(self, force: bool = False) -> PublishedView:
+        now = time.monotonic()
+        if not force and now - self._last_refresh < self._refresh_every:
+            return self._view
+        with self._lock:
+            self._last_refresh = now
+            corpora = dict(self._view.corpora)
+            graphs = dict(self._view.graphs)
+            for repo in self.index.repos():
+                current = self.index.current(repo)
+                if current is None:
+                    continue
+                held = corpora.get(repo)
+                if held is not None and held.version == current.version:
+                    continue
+                points = list(self.index.iter_payloads(repo, current.version))
+                corpora[repo] = RepoCorpus.build(repo, current.version, current.commit, points)
+                graph_dir = self.home.graph_dir(repo)
+                graphs[repo] = load_graph(graph_dir) if (graph_dir / "edges.parquet").exists() else None
+            self._view = PublishedView(corpora, graphs)
+            return self._view
+
+    def _dense_search(self, vector: np.ndarray, repos, k: int) -> list[tuple[str, str, float]]:
+        hits = self.index.search(vector, repos=list(repos), top_k=k)
+        return [(h.repo, h.id, float(h.score)) for h in hits]
+
+    def close(self) -> None:
+        self.index.close()
