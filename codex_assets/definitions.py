@@ -1,11 +1,11 @@
 """The one place ``Definitions`` is assembled. Loading it touches no disk, network or model."""
 
-from __future__ import annotations
-
 import dagster as dg
 
+from codex_assets.evaluation import eval_assets
 from codex_assets.ingestion import ingestion_assets, ingestion_checks
 from codex_resources import build_resources
+from codex_sensors import eval_job, nightly_eval
 
 ingest_job = dg.define_asset_job(
     "ingest",
@@ -17,8 +17,9 @@ ingest_job = dg.define_asset_job(
 @dg.definitions
 def defs() -> dg.Definitions:
     return dg.Definitions(
-        assets=ingestion_assets,
+        assets=[*ingestion_assets, *eval_assets],
         asset_checks=ingestion_checks,
-        jobs=[ingest_job],
+        jobs=[ingest_job, eval_job],
+        schedules=[nightly_eval],
         resources=build_resources(),
     )

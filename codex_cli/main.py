@@ -64,9 +64,6 @@ def _metadata_values(entry) -> dict[str, Any]:
 
 
 def run_ingest(source: str, name: str | None, *, show_progress: bool) -> dict[str, Any]:
-    import dagster as dg
-
-    from codex_assets.definitions import defs
     from codex_core.git import RepoRegistry, default_repo_name, is_url, open_or_clone
 
     home = _home()
@@ -76,16 +73,28 @@ def run_ingest(source: str, name: str | None, *, show_progress: bool) -> dict[st
         open_or_clone(source, home.checkout_dir(name))  # fail fast: missing path, not a git repo
     ensure_instance_dir(home)
     RepoRegistry(home.registry_path).add(name, source)
+    instance, run_id, success = execute_job("ingest", name, stages=len(STAGES), show_progress=show_progress)
+    return summarize_run(instance, run_id, name, success)
+
+
+def execute_job(
+    job_name: str, partition: str, *, stages: int, show_progress: bool, run_config: dict | None = None
+) -> tuple[Any, str, bool]:
+    """Run a partitioned job in-process on the CODEX_HOME instance (visible in the Dagster UI)."""
+    import dagster as dg
+
+    from codex_assets.definitions import defs
+
     instance = dg.DagsterInstance.get()
-    instance.add_dynamic_partitions("repos", [name])
-    job = defs().resolve_job_def("ingest")
+    instance.add_dynamic_partitions("repos", [partition])
+    job = defs().resolve_job_def(job_name)
     run_id = str(uuid.uuid4())
     outcome: dict[str, Any] = {}
 
     def execute() -> None:
         try:
             outcome["result"] = job.execute_in_process(
-                instance=instance, partition_key=name, run_id=run_id, raise_on_error=False
+                run_config=run_config, instance=instance, partition_key=partition, run_id=run_id, raise_on_error=False
             )
         except Exception as exc:  # surfaced below, after the progress bar is closed
             outcome["error"] = exc
@@ -96,7 +105,7 @@ def run_ingest(source: str, name: str | None, *, show_progress: bool) -> dict[st
     if show_progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(STAGES), desc=f"ingest {name}", unit="stage", file=sys.stderr)
+        bar = tqdm(total=stages, desc=f"{job_name} {partition}", unit="stage", file=sys.stderr)
     seen = 0
     while worker.is_alive():
         worker.join(0.5)
@@ -110,11 +119,10 @@ def run_ingest(source: str, name: str | None, *, show_progress: bool) -> dict[st
         if messages:
             bar.set_postfix_str(messages[-1])
     if bar is not None:
-        bar.update(len(STAGES) - seen if outcome.get("result") and outcome["result"].success else 0)
         bar.close()
     if "error" in outcome:
         raise outcome["error"]
-    return summarize_run(instance, run_id, name, outcome["result"].success)
+    return instance, run_id, outcome["result"].success
 
 
 def summarize_run(instance, run_id: str, name: str, success: bool) -> dict[str, Any]:
@@ -242,6 +250,88 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- eval
+
+
+def _eval_summary(home: CodexHome, repo: str) -> dict[str, Any]:
+    from codex_core import catalog
+
+    last = home.eval_results_dir(repo) / "last_eval.json"
+    if not last.exists():
+        raise CliError(f"no evaluation of {repo!r} yet: feriactl eval run --repo {repo}")
+    summary = catalog.read_json(last)
+    current = home.calibration_dir(repo) / "current.json"
+    if current.exists():
+        cal = catalog.read_json(current)
+        calibrator = json.loads((home.calibration_dir(repo) / cal["path"]).read_text())
+        summary["calibration"] = {
+            "version": cal["version"], "tau": cal["tau"], "method": calibrator.get("method"),
+            "cv_metrics": calibrator.get("cv_metrics"),
+        }
+    summary["repo"] = repo
+    return summary
+
+
+def _format_eval(s: dict[str, Any]) -> str:
+    m = s["metrics"]
+    keys = ["queries", "file_recall_at_1", "file_recall_at_5", "file_recall_at_10", "file_mrr_at_10",
+            "file_ndcg_at_5", "symbol_ndcg_at_5", "latency_p95_ms"]
+    lines = [f"{s['repo']} @ {s['index_commit'][:12]}  set {s['eval_set']}  ({s.get('finished_at', '')})"]
+    lines += [f"  {k:<20} {m[k]:.3f}" if isinstance(m.get(k), float) else f"  {k:<20} {m.get(k, '-')}" for k in keys]
+    lines.append("  ablations (file nDCG@5): " + ", ".join(
+        f"{name}={row.get('file_ndcg_at_5', float('nan')):.3f}" for name, row in s["ablations"].items()))
+    lines.append("  lexical-overlap split (file nDCG@5): " + ", ".join(
+        f"{name.split(' / ')[-1]}={row.get('file_ndcg_at_5', float('nan')):.3f} (n={int(row.get('queries', 0))})"
+        for name, row in s["split"].items()))
+    if "calibration" in s:
+        c = s["calibration"]
+        lines.append(f"  calibration v{c['version']} {c['method']}  tau={c['tau']:.3f}")
+    if s.get("mlflow_url"):
+        lines.append(f"  MLflow: {s['mlflow_url']}")
+    return "\n".join(lines)
+
+
+def cmd_eval_run(args: argparse.Namespace) -> int:
+    home = _home()
+    validate_repo_name(args.repo)
+    ensure_instance_dir(home)
+    run_config = {"ops": {"retrieval_eval": {"config": {"eval_set": args.set or ""}}}}
+    instance, run_id, success = execute_job(
+        "evaluate", args.repo, stages=3, show_progress=not args.json and sys.stderr.isatty(), run_config=run_config
+    )
+    if not success:
+        failures = summarize_run(instance, run_id, args.repo, success)["failures"]
+        raise CliError(f"evaluation run {run_id} failed: " + "; ".join(failures))
+    summary = _eval_summary(home, args.repo) | {"run_id": run_id}
+    _emit(args, summary, _format_eval(summary))
+    return 0
+
+
+def cmd_eval_report(args: argparse.Namespace) -> int:
+    from codex_core.git import RepoRegistry
+
+    home = _home()
+    repos = [args.repo] if args.repo else sorted(RepoRegistry(home.registry_path).all())
+    reports = [_eval_summary(home, r) for r in repos if (home.eval_results_dir(r) / "last_eval.json").exists()]
+    if not reports:
+        raise CliError("no evaluation yet: feriactl eval run --repo NAME")
+    _emit(args, reports if len(reports) > 1 else reports[0], "\n\n".join(_format_eval(r) for r in reports))
+    return 0
+
+
+def cmd_eval_import(args: argparse.Namespace) -> int:
+    from codex_core.evalsets import EvalRegistry
+
+    home = _home()
+    validate_repo_name(args.repo)
+    name = args.name or f"{args.repo}-hand"
+    evalset = EvalRegistry(home.evals_dir).import_jsonl(Path(args.file), name, args.repo)
+    data = {"eval_set": f"{evalset.name}@{evalset.version}", "items": len(evalset.items), "repo": args.repo}
+    _emit(args, data, f"imported {data['items']} items as {data['eval_set']} "
+                      f"(run it: feriactl eval run --repo {args.repo} --set {data['eval_set']})")
+    return 0
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -270,6 +360,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_query)
+
+    ev = sub.add_parser("eval", help="evaluate retrieval on the repo's own history; calibrate confidence")
+    ev_sub = ev.add_subparsers(dest="eval_command", required=True)
+    p = ev_sub.add_parser("run", help="mine/refresh the eval set, evaluate with ablations, calibrate (MLflow runs)")
+    p.add_argument("--repo", required=True)
+    p.add_argument("--set", help="NAME@VERSION of an eval set (default: newest mined set of the repo)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval_run)
+    p = ev_sub.add_parser("report", help="metrics of the last evaluation")
+    p.add_argument("--last", action="store_true", help="the most recent evaluation (the default)")
+    p.add_argument("--repo")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval_report)
+    p = ev_sub.add_parser("import", help="add a hand-written eval set (JSONL: query, gold_files, gold_symbols?)")
+    p.add_argument("file")
+    p.add_argument("--repo", required=True)
+    p.add_argument("--name", help="set name (default: REPO-hand)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval_import)
 
     p = sub.add_parser("up", help="start the query endpoint and the Dagster UI until Ctrl-C")
     p.add_argument("--host", default="127.0.0.1")

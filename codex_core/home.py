@@ -60,3 +60,13 @@ class CodexHome:
 
     def graph_dir(self, name: str) -> Path:
         return self.repo_dir(name) / "graph"
+
+    @property
+    def evals_dir(self) -> Path:
+        return self.root / "evals"
+
+    def eval_results_dir(self, name: str) -> Path:
+        return self.repo_dir(name) / "eval"
+
+    def calibration_dir(self, name: str) -> Path:
+        return self.repo_dir(name) / "calibration"

@@ -15,6 +15,7 @@ from pydantic import PrivateAttr
 from codex_core.embedding import DEFAULT_MODEL_ID, Embedder, EmbeddingCache, SentenceTransformerEmbedder
 from codex_core.git import RepoRegistry
 from codex_core.home import CodexHome, default_home
+from codex_core.tracking import Tracker
 from codex_core.vector_store import EmbeddedVectorIndex, QdrantServerIndex, VectorIndex
 
 _EMBEDDERS: dict[tuple[str | None, str, str], SentenceTransformerEmbedder] = {}
@@ -102,6 +103,19 @@ class QdrantServerStoreResource(VectorStoreResource):
         return QdrantServerIndex(QdrantClient(url=self.url, api_key=self.api_key or None, timeout=30))
 
 
+class MlflowResource(dg.ConfigurableResource):
+    """MLflow tracking. Empty ``tracking_uri`` means sqlite under CODEX_HOME/mlflow (the embedded default)."""
+
+    codex_home: CodexHomeResource
+    tracking_uri: str = ""
+    ui_url: str = "http://127.0.0.1:5000"
+
+    def tracker(self) -> Tracker:
+        if self.tracking_uri:
+            return Tracker(self.tracking_uri, ui_url=self.ui_url or None)
+        return Tracker.embedded(self.codex_home.home.mlflow_db, ui_url=self.ui_url or None)
+
+
 def build_resources() -> dict[str, object]:
     """Resources for ``Definitions``; the environment is read when Dagster resolves EnvVars."""
     # CODEX_HOME is optional: without it, state goes to ./.codex of the working directory.
@@ -112,8 +126,10 @@ def build_resources() -> dict[str, object]:
         store = QdrantServerStoreResource(url=dg.EnvVar("QDRANT_URL"))
     else:
         store = EmbeddedVectorStoreResource(codex_home=home)
+    tracking_uri = dg.EnvVar("MLFLOW_TRACKING_URI") if os.environ.get("MLFLOW_TRACKING_URI") else ""
     return {
         "codex_home": home,
         "embedder": EmbedderResource(codex_home=home),
         "vector_store": store,
+        "mlflow": MlflowResource(codex_home=home, tracking_uri=tracking_uri),
     }

@@ -1,0 +1,264 @@
+"""Evaluation assets: the product measures itself on the user's own repository, every night.
+
+``eval_set`` mines questions from the repo's git history, ``retrieval_eval`` runs the real
+retriever over them (with ablations), ``calibration`` fits the confidence model serving uses to
+abstain. Each eval/calibration materialization is one MLflow run linked from the asset metadata.
+"""
+
+import hashlib
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from codex_core.calibration import (
+    choose_threshold,
+    expected_calibration_error,
+    feature_vector,
+    fit_calibrator,
+    precision_at_coverage,
+    precision_coverage_png,
+    reliability_diagram_png,
+)
+from codex_core.evalsets import EvalRegistry, mine_eval_set
+from pydantic import Field
+
+from codex_assets.ingestion import published_index, repo_snapshot, repos_partitions
+from codex_core import catalog
+from codex_core.evaluation import ablation_configs, evaluate, metrics_table
+from codex_core.ingest import repo_dir_for
+from codex_core.reader import PublishedReader
+from codex_core.retrieval import RetrievalConfig
+from codex_resources import CodexHomeResource, EmbedderResource, MlflowResource, VectorStoreResource
+
+EXPERIMENT = "precision-codex-eval"
+_COMMON = dict(group_name="eval", partitions_def=repos_partitions)
+METRIC_COLUMNS = [
+    "queries", "file_recall_at_1", "file_recall_at_5", "file_recall_at_10", "file_mrr_at_10", "file_ndcg_at_5",
+    "symbol_recall_at_5", "symbol_ndcg_at_5", "latency_p50_ms", "latency_p95_ms",
+]
+
+
+def mined_set_name(repo: str) -> str:
+    return f"{repo}-mined"
+
+
+class EvalConfig(dg.Config):
+    eval_set: str = Field(
+        default="",
+        description="NAME or NAME@VERSION of the eval set; empty = the newest set mined from this repo's history",
+    )
+
+
+def _run_tags(context: dg.AssetExecutionContext, repo: str) -> dict[str, str]:
+    return {"dagster.run_id": context.run.run_id, "dagster.partition": repo, "repo": repo}
+
+
+@dg.asset(deps=[repo_snapshot], kinds={"git"}, **_COMMON)
+def eval_set(context: dg.AssetExecutionContext, codex_home: CodexHomeResource) -> dg.MaterializeResult:
+    """Questions mined from the repository's own git history: commit message -> files (and symbols) it changed.
+
+    Merges, reverts, bumps, formatting-only and typo commits, commits touching more than 3 source
+    files, and files that no longer exist are excluded (counts by reason in the metadata). A new
+    immutable version is written only when the mined items changed.
+    """
+    repo = context.partition_key
+    home = codex_home.home
+    snapshot = catalog.read_json(repo_dir_for(home, repo) / catalog.SNAPSHOT)
+    name = mined_set_name(repo)
+    mined = mine_eval_set(Path(snapshot["worktree"]), name=name, repo_name=repo, head=snapshot["commit"])
+    registry = EvalRegistry(home.evals_dir)
+    latest = registry.latest_version(name)
+    if latest is not None and registry.get(name, latest).items == mined.items:
+        version = latest
+    else:
+        version = registry.next_version(name)
+        mined.version = version
+        registry.write(mined)
+    overlap = sum(1 for i in mined.items if i.lexical_overlap)
+    return dg.MaterializeResult(
+        metadata={
+            "eval_set": f"{name}@{version}",
+            "items": len(mined.items),
+            "items_with_lexical_overlap": overlap,
+            "items_with_gold_symbols": sum(1 for i in mined.items if i.gold_symbols),
+            "excluded_by_reason": dg.MetadataValue.json(mined.meta.get("excluded_by_reason", {})),
+            "commit": snapshot["commit"],
+        }
+    )
+
+
+def _resolve_set(registry: EvalRegistry, spec: str, repo: str):
+    name, _, version = (spec or mined_set_name(repo)).partition("@")
+    resolved = int(version) if version else registry.latest_version(name)
+    if resolved is None:
+        raise dg.Failure(f"no eval set named {name!r}: materialize eval_set or run `feriactl eval import FILE`")
+    return registry.get(name, resolved)
+
+
+def config_hash(config: RetrievalConfig, model_id: str) -> str:
+    blob = json.dumps({"retrieval": asdict(config), "embedder": model_id}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+@dg.asset(deps=[eval_set, published_index], kinds={"mlflow"}, **_COMMON)
+def retrieval_eval(
+    context: dg.AssetExecutionContext,
+    config: EvalConfig,
+    codex_home: CodexHomeResource,
+    embedder: EmbedderResource,
+    vector_store: VectorStoreResource,
+    mlflow: MlflowResource,
+) -> dg.MaterializeResult:
+    """The real retriever on the eval set: Recall@1/5/10, MRR@10, nDCG@5 (file and symbol level), latency.
+
+    One run holds the ablations (dense only -> +lexical -> +graph hop [-> +rerank]) and the split by
+    lexical overlap (queries that name a gold file or symbol score higher; users must see it).
+    Per-query results are a CSV artifact of the MLflow run.
+    """
+    repo = context.partition_key
+    home = codex_home.home
+    registry = EvalRegistry(home.evals_dir)
+    evalset = _resolve_set(registry, config.eval_set, repo)
+    model = embedder.get_embedder()
+    reader = PublishedReader(home, vector_store.open(), model)
+    try:
+        view = reader.refresh(force=True)
+        if repo not in view.corpora:
+            raise dg.Failure(f"{repo!r} has no published index: materialize the ingestion assets first")
+        corpus, graph = view.corpora[repo], view.graphs.get(repo)
+        items = [i for i in evalset.items if i.gold_files]
+        runs = {
+            name: evaluate(reader.retriever, items, repos=[repo], graph=graph, config=cfg, config_name=name)
+            for name, cfg in ablation_configs(has_reranker=False).items()
+        }
+    finally:
+        reader.close()
+    full_name = list(runs)[-1]
+    full = runs[full_name]
+    ablation_rows = {name: run.metrics() for name, run in runs.items()}
+    split_rows = {f"{full_name} / {s}": full.metrics(s) for s in ("all", "overlap", "no_overlap")}
+
+    out_dir = home.eval_results_dir(repo)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    per_query = pd.DataFrame([o.row() for o in full.outcomes])
+    per_query_csv = out_dir / "per_query.csv"
+    per_query.to_csv(per_query_csv, index=False)
+    features = pd.DataFrame(
+        [{"query": o.query, "label": int(o.top1_correct), "heuristic": o.heuristic_confidence, **o.features}
+         for o in full.outcomes]
+    )
+    features.to_parquet(out_dir / "calibration_features.parquet", index=False)
+    ablation_md = metrics_table(ablation_rows, METRIC_COLUMNS)
+    split_md = metrics_table(split_rows, METRIC_COLUMNS)
+
+    full_metrics = ablation_rows[full_name]
+    tracker = mlflow.tracker()
+    tags = _run_tags(context, repo) | {"kind": "retrieval_eval"}
+    with tracker.run(EXPERIMENT, f"{repo} retrieval_eval", tags) as run:
+        run.log_params({
+            "config_hash": config_hash(RetrievalConfig(), model.model_id),
+            "embedder": model.model_id,
+            "index_commit": corpus.commit,
+            "index_version": corpus.version,
+            "eval_set": f"{evalset.name}@{evalset.version}",
+            "queries": len(items),
+        })
+        run.log_metrics({k: v for k, v in full_metrics.items() if isinstance(v, float)})
+        for name, row in ablation_rows.items():
+            slug = name.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "plus_")
+            headline = {k: v for k, v in row.items() if k.endswith(("ndcg_at_5", "recall_at_5"))}
+            run.log_metrics({f"ablation.{slug}.{k}": v for k, v in headline.items()})
+        for subset in ("overlap", "no_overlap"):
+            run.log_metrics({f"{subset}.{k}": v for k, v in full.metrics(subset).items() if k.endswith("ndcg_at_5")})
+        run.log_artifact(per_query_csv, "tables")
+        run.log_json({"ablations": ablation_rows, "lexical_overlap_split": split_rows}, "metrics.json", "tables")
+    catalog.write_json(out_dir / "last_eval.json", {
+        "mlflow_run_id": run.run_id, "mlflow_url": run.url, "eval_set": f"{evalset.name}@{evalset.version}",
+        "index_commit": corpus.commit, "metrics": full_metrics, "ablations": ablation_rows, "split": split_rows,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    })
+    return dg.MaterializeResult(
+        metadata={
+            "eval_set": f"{evalset.name}@{evalset.version}",
+            "queries": len(items),
+            "file_ndcg_at_5": full_metrics.get("file_ndcg_at_5"),
+            "file_recall_at_5": full_metrics.get("file_recall_at_5"),
+            "ablations": dg.MetadataValue.md(ablation_md),
+            "lexical_overlap_split": dg.MetadataValue.md(split_md),
+            "per_query_csv": dg.MetadataValue.path(str(per_query_csv)),
+            "mlflow_run_id": run.run_id,
+            "mlflow_url": dg.MetadataValue.url(run.url) if run.url else None,
+            "index_commit": corpus.commit,
+        }
+    )
+
+
+@dg.asset(deps=[retrieval_eval], kinds={"mlflow", "scikit-learn"}, **_COMMON)
+def calibration(
+    context: dg.AssetExecutionContext, codex_home: CodexHomeResource, mlflow: MlflowResource
+) -> dg.MaterializeResult:
+    """P(top-1 file is correct) from retrieval features: Platt vs isotonic, chosen by cross-validated ECE.
+
+    Picks the abstention threshold tau that maximizes precision at 70-80% coverage. Serving loads
+    the newest calibrator for `confidence` and abstains below tau.
+    """
+    repo = context.partition_key
+    home = codex_home.home
+    frame = pd.read_parquet(home.eval_results_dir(repo) / "calibration_features.parquet")
+    feature_dicts = frame.drop(columns=["query", "label", "heuristic"]).to_dict("records")
+    X = np.stack([feature_vector(f, q) for f, q in zip(feature_dicts, frame["query"], strict=True)]) \
+        if len(frame) else np.zeros((0, 1))
+    y = frame["label"].to_numpy(dtype=int)
+    calibrator = fit_calibrator(X, y)
+    probs = calibrator.cv_predictions if getattr(calibrator, "cv_predictions", None) is not None else calibrator.predict(X)
+    probs = np.asarray(probs, dtype=float)
+    tau, precision, coverage = choose_threshold(probs, y)
+    calibrator.tau = float(tau)
+    curve = precision_at_coverage(probs, y)
+    ece = expected_calibration_error(probs, y)
+    heuristic_ece = expected_calibration_error(frame["heuristic"].to_numpy(dtype=float), y) if len(frame) else None
+
+    out = home.calibration_dir(repo)
+    out.mkdir(parents=True, exist_ok=True)
+    version = 1 + max((int(p.stem.split("-")[1]) for p in out.glob("calibrator-*.json")), default=0)
+    calibrator.version = version
+    path = out / f"calibrator-{version}.json"
+    calibrator.save(path)
+    reliability = out / f"reliability-{version}.png"
+    coverage_png = out / f"precision_coverage-{version}.png"
+    reliability_diagram_png(probs, y, reliability)
+    precision_coverage_png(curve, coverage_png, tau=tau)
+    catalog.write_json(out / "current.json", {"version": version, "path": path.name, "tau": tau})
+
+    tracker = mlflow.tracker()
+    with tracker.run(EXPERIMENT, f"{repo} calibration", _run_tags(context, repo) | {"kind": "calibration"}) as run:
+        run.log_params({"method": calibrator.method, "samples": len(y), "calibrator_version": version})
+        run.log_metrics({
+            "ece_cv": ece, "heuristic_ece": heuristic_ece, "tau": tau, "precision_at_tau": precision,
+            "coverage_at_tau": coverage, "positive_rate": float(y.mean()) if len(y) else None,
+        })
+        for p in (path, reliability, coverage_png):
+            run.log_artifact(p, "calibration")
+    return dg.MaterializeResult(
+        metadata={
+            "method": calibrator.method,
+            "samples": len(y),
+            "ece_cv": round(float(ece), 4),
+            "heuristic_ece": round(float(heuristic_ece), 4) if heuristic_ece is not None else None,
+            "tau": round(float(tau), 4),
+            "precision_at_tau": round(float(precision), 4),
+            "coverage_at_tau": round(float(coverage), 4),
+            "calibrator": dg.MetadataValue.path(str(path)),
+            "reliability_diagram": dg.MetadataValue.path(str(reliability)),
+            "precision_coverage": dg.MetadataValue.path(str(coverage_png)),
+            "mlflow_url": dg.MetadataValue.url(run.url) if run.url else None,
+            "mlflow_run_id": run.run_id,
+        }
+    )
+
+
+eval_assets = [eval_set, retrieval_eval, calibration]
