@@ -384,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000, help="query endpoint port")
     p.add_argument("--dagster-port", type=int, default=3000)
+    p.add_argument("--mlflow-port", type=int, default=5000)
     p.set_defaults(func=cmd_up)
     return parser
 
@@ -430,7 +431,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     home = _home()
     ensure_instance_dir(home)
-    return run_services(home, host=args.host, api_port=args.port, dagster_port=args.dagster_port)
+    return run_services(
+        home, host=args.host, api_port=args.port, dagster_port=args.dagster_port, mlflow_port=args.mlflow_port
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,9 +45,16 @@ def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
             pass
 
 
-def service_commands(host: str, api_port: int, dagster_port: int) -> dict[str, list[str]]:
+def service_commands(home: CodexHome, host: str, api_port: int, dagster_port: int, mlflow_port: int
+                     ) -> dict[str, list[str]]:
     bin_dir = Path(sys.executable).parent
+    home.mlflow_db.parent.mkdir(parents=True, exist_ok=True)
     return {
+        "mlflow": [
+            str(bin_dir / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{home.mlflow_db}",
+            "--default-artifact-root", (home.mlflow_db.parent / "artifacts").as_uri(),
+            "--host", host, "--port", str(mlflow_port), "--workers", "1",
+        ],
         "api": [str(bin_dir / "feriactl"), "serve", "--host", host, "--port", str(api_port)],
         "dagster": [
             str(bin_dir / "dagster"), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
@@ -73,15 +80,25 @@ def wait_until_ready(urls: dict[str, str], procs: dict[str, subprocess.Popen], t
     return ready
 
 
-def run_services(home: CodexHome, *, host: str, api_port: int, dagster_port: int) -> int:
-    env = {**os.environ, "CODEX_HOME": str(home.root), "DAGSTER_HOME": str(home.dagster_home)}
+def run_services(home: CodexHome, *, host: str, api_port: int, dagster_port: int, mlflow_port: int) -> int:
+    env = {
+        **os.environ,
+        "CODEX_HOME": str(home.root),
+        "DAGSTER_HOME": str(home.dagster_home),
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
     procs = {
         name: _start(cmd, home.root / "logs" / f"{name}.log", env)
-        for name, cmd in service_commands(host, api_port, dagster_port).items()
+        for name, cmd in service_commands(home, host, api_port, dagster_port, mlflow_port).items()
     }
     logs = home.root / "logs"
     ready = wait_until_ready(
-        {"api": f"http://{host}:{api_port}/v1/health", "dagster": f"http://{host}:{dagster_port}/server_info"},
+        {
+            "api": f"http://{host}:{api_port}/v1/health",
+            "dagster": f"http://{host}:{dagster_port}/server_info",
+            "mlflow": f"http://{host}:{mlflow_port}/health",
+        },
         procs,
     )
     for name, ok in ready.items():
@@ -90,6 +107,7 @@ def run_services(home: CodexHome, *, host: str, api_port: int, dagster_port: int
     api = f"http://{host}:{api_port}"
     print(f"Query endpoint  {api}/v1/query   docs {api}/docs   (log: {logs / 'api.log'})")
     print(f"Dagster UI      http://{host}:{dagster_port}   (log: {logs / 'dagster.log'})")
+    print(f"MLflow UI       http://{host}:{mlflow_port}   (log: {logs / 'mlflow.log'})")
     print("Ctrl-C stops everything.", flush=True)
     try:
         while True:

@@ -6,11 +6,14 @@ graph, and each repository's git objects (to verify citations). Never imports Da
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
 from collections import OrderedDict
 from typing import Any
+
+from codex_core.calibration import Calibrator, feature_vector
 
 from codex_core.embedding import Embedder, SentenceTransformerEmbedder
 from codex_core.home import CodexHome
@@ -49,9 +52,32 @@ class QueryEngine:
         self.reader = PublishedReader(home, index or open_index(home), self.embedder, refresh_every_s=refresh_every_s)
         self._lock = threading.Lock()
         self._traces: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._calibrators: dict[str, tuple[int, Calibrator]] = {}
 
     def refresh(self, force: bool = False) -> None:
         self.reader.refresh(force)
+
+    def calibrator_for(self, repo: str) -> Calibrator | None:
+        """The newest published calibrator of ``repo`` (reloaded when `calibration` publishes a new one)."""
+        pointer = self.home.calibration_dir(repo) / "current.json"
+        try:
+            stamp = pointer.stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+        held = self._calibrators.get(repo)
+        if held is None or held[0] != stamp:
+            current = json.loads(pointer.read_text())
+            held = (stamp, Calibrator.load(pointer.parent / current["path"]))
+            self._calibrators[repo] = held
+        return held[1]
+
+    def confidence(self, repo: str | None, features: dict[str, float], query: str) -> tuple[float, float, str]:
+        """(confidence, abstention threshold, kind): calibrated when a calibrator is published."""
+        calibrator = self.calibrator_for(repo) if repo else None
+        if calibrator is None:
+            return heuristic_confidence(features), self.abstain_below, "heuristic"
+        probability = float(calibrator.predict(feature_vector(features, query)[None, :])[0])
+        return probability, float(calibrator.tau), "calibrated"
 
     def repos(self) -> dict[str, dict[str, Any]]:
         view = self.reader.refresh()
@@ -73,7 +99,8 @@ class QueryEngine:
             )
         repos = [repo] if repo else sorted(corpora)
         result = self.reader.retriever.retrieve(query, repos=repos, top_k=top_k, config=config)
-        confidence = heuristic_confidence(result.features)
+        top_repo = result.candidates[0].repo if result.candidates else (repos[0] if repos else None)
+        confidence, threshold, confidence_kind = self.confidence(top_repo, result.features, query)
         contexts = [
             ContextChunk(
                 repo=c.repo, path=c.payload["path"], start_line=c.payload["start_line"],
@@ -81,10 +108,10 @@ class QueryEngine:
             )
             for c in result.candidates
         ]
-        abstained = not contexts or confidence < self.abstain_below
+        abstained = not contexts or confidence < threshold
         if abstained:
             generation = None
-            answer = _abstention_text(confidence, self.abstain_below, contexts)
+            answer = _abstention_text(confidence, threshold, contexts)
             model, route, cited = "none", "abstain", []
         else:
             generation = self.answerer.answer(query, contexts)
@@ -99,13 +126,12 @@ class QueryEngine:
             for c in result.candidates
         ]
         index_commits = {r: corpora[r].commit for r in repos}
-        top_repo = result.candidates[0].repo if result.candidates else (repos[0] if repos else None)
         latency_ms = round((time.perf_counter() - started) * 1000, 2)
         response = {
             "answer": answer,
             "citations": citations,
             "confidence": round(confidence, 4),
-            "confidence_kind": "heuristic",  # becomes "calibrated" once a calibrator is published
+            "confidence_kind": confidence_kind,
             "abstained": abstained,
             "model": model,
             "route": route,
@@ -123,7 +149,8 @@ class QueryEngine:
             "timings_ms": {**result.timings_ms, "total_ms": latency_ms},
             "features": result.features,
             "confidence": confidence,
-            "abstain_below": self.abstain_below,
+            "abstain_below": threshold,
+            "confidence_kind": confidence_kind,
             "candidates": [c.to_trace() for c in result.considered[:100]],
             "generation": None if generation is None else {
                 "model": generation.model, "route": generation.route, "fallbacks": generation.fallbacks,
