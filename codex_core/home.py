@@ -70,3 +70,16 @@ class CodexHome:
 
     def calibration_dir(self, name: str) -> Path:
         return self.repo_dir(name) / "calibration"
+
+    @property
+    def configs_dir(self) -> Path:
+        return self.root / "configs"
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.root / "snapshots"
+
+    @property
+    def serving_state_dir(self) -> Path:
+        """Files the operator writes and serving reads: canary.json, kill_switch.json, tenants."""
+        return self.root / "serving"

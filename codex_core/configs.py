@@ -1,0 +1,73 @@
+"""Versioned retrieval/answer configurations: what champion, challenger and canary refer to.
+
+A config is immutable and content-addressed: its id is a hash of its canonical JSON. Configs are
+stored under ``CODEX_HOME/configs/<id>.json``; the MLflow model registry (``registry.py``) holds
+which id is ``champion`` and which is ``challenger``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from codex_core.embedding import DEFAULT_MODEL_ID
+from codex_core.retrieval import RetrievalConfig
+
+CONFIG_ID_LENGTH = 12
+
+
+@dataclass(frozen=True)
+class AnswerConfig:
+    """Everything that decides an answer, besides the code itself."""
+
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    embedder: str = DEFAULT_MODEL_ID
+    reranker: str | None = None  # local CrossEncoder model directory, or None
+    router_policy: str = "configs/models.toml"
+    calibrator: str = "current"  # "current" = newest calibrator of the repo, "none" = heuristic
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AnswerConfig:
+        known = {f.name for f in fields(RetrievalConfig)}
+        retrieval = RetrievalConfig(**{k: v for k, v in (data.get("retrieval") or {}).items() if k in known})
+        rest = {f.name: data[f.name] for f in fields(cls) if f.name in data and f.name != "retrieval"}
+        return cls(retrieval=retrieval, **rest)
+
+    @property
+    def config_id(self) -> str:
+        canonical = {k: v for k, v in self.to_dict().items() if k != "description"}
+        blob = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:CONFIG_ID_LENGTH]
+
+
+class ConfigStore:
+    def __init__(self, root: Path):
+        self.root = root
+
+    def save(self, config: AnswerConfig) -> str:
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / f"{config.config_id}.json"
+        if not path.exists():
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
+            os.replace(tmp, path)
+        return config.config_id
+
+    def load(self, config_id: str) -> AnswerConfig:
+        if not config_id.isalnum() or len(config_id) != CONFIG_ID_LENGTH:
+            raise ValueError(f"invalid config id {config_id!r}: expected {CONFIG_ID_LENGTH} hex characters")
+        path = self.root / f"{config_id}.json"
+        if not path.exists():
+            raise KeyError(f"no config {config_id!r} under {self.root} (list them: feriactl config list)")
+        return AnswerConfig.from_dict(json.loads(path.read_text()))
+
+    def list(self) -> dict[str, AnswerConfig]:
+        return {p.stem: AnswerConfig.from_dict(json.loads(p.read_text())) for p in sorted(self.root.glob("*.json"))}
