@@ -5,13 +5,7 @@ import dagster as dg
 from codex_assets.evaluation import eval_assets
 from codex_assets.ingestion import ingestion_assets, ingestion_checks
 from codex_resources import build_resources
-from codex_sensors import eval_job, nightly_eval
-
-ingest_job = dg.define_asset_job(
-    "ingest",
-    selection=dg.AssetSelection.groups("ingestion"),
-    description="Snapshot a repository, chunk, deduplicate, embed, graph, stage, check and publish its index.",
-)
+from codex_sensors import eval_job, git_head_sensor, ingest_job, nightly_eval
 
 
 @dg.definitions
@@ -21,5 +15,6 @@ def defs() -> dg.Definitions:
         asset_checks=ingestion_checks,
         jobs=[ingest_job, eval_job],
         schedules=[nightly_eval],
+        sensors=[git_head_sensor],
         resources=build_resources(),
     )

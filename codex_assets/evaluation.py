@@ -14,6 +14,10 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pandas as pd
+from pydantic import Field
+
+from codex_assets.ingestion import published_index, repo_snapshot, repos_partitions
+from codex_core import catalog
 from codex_core.calibration import (
     choose_threshold,
     expected_calibration_error,
@@ -24,10 +28,6 @@ from codex_core.calibration import (
     reliability_diagram_png,
 )
 from codex_core.evalsets import EvalRegistry, mine_eval_set
-from pydantic import Field
-
-from codex_assets.ingestion import published_index, repo_snapshot, repos_partitions
-from codex_core import catalog
 from codex_core.evaluation import ablation_configs, evaluate, metrics_table
 from codex_core.ingest import repo_dir_for
 from codex_core.reader import PublishedReader
@@ -214,8 +214,9 @@ def calibration(
         if len(frame) else np.zeros((0, 1))
     y = frame["label"].to_numpy(dtype=int)
     calibrator = fit_calibrator(X, y)
-    probs = calibrator.cv_predictions if getattr(calibrator, "cv_predictions", None) is not None else calibrator.predict(X)
-    probs = np.asarray(probs, dtype=float)
+    # Out-of-fold predictions: the reported ECE and tau never see a model fitted on the same query.
+    probs = np.asarray(calibrator.cv_predictions if calibrator.cv_predictions is not None else calibrator.predict(X),
+                       dtype=float)
     tau, precision, coverage = choose_threshold(probs, y)
     calibrator.tau = float(tau)
     curve = precision_at_coverage(probs, y)
@@ -247,8 +248,8 @@ def calibration(
         metadata={
             "method": calibrator.method,
             "samples": len(y),
-            "ece_cv": round(float(ece), 4),
-            "heuristic_ece": round(float(heuristic_ece), 4) if heuristic_ece is not None else None,
+            "ece_cv": _finite(ece),
+            "heuristic_ece": _finite(heuristic_ece),
             "tau": round(float(tau), 4),
             "precision_at_tau": round(float(precision), 4),
             "coverage_at_tau": round(float(coverage), 4),
@@ -259,6 +260,10 @@ def calibration(
             "mlflow_run_id": run.run_id,
         }
     )
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not np.isfinite(value) else round(float(value), 4)
 
 
 eval_assets = [eval_set, retrieval_eval, calibration]

@@ -15,15 +15,19 @@ from codex_core.embedding import embed_documents, embedding_document
 from codex_core.files import scan_repository
 from codex_core.graph import write_graph
 from codex_core.ingest import (
-    build_graph,
     chunk_source_files,
     counts,
+    group_by_path,
+    incremental_graph,
     index_points,
+    load_blob_index,
     markdown_table,
     repo_dir_for,
+    reuse_or_rebuild,
     span_problems,
     take_snapshot,
 )
+from codex_core.models import Definition, Edge
 from codex_resources import CodexHomeResource, EmbedderResource, VectorStoreResource
 
 repos_partitions = dg.DynamicPartitionsDefinition(name="repos")
@@ -80,15 +84,27 @@ def code_chunks(context: dg.AssetExecutionContext, codex_home: CodexHomeResource
     lines, content hash and commit.
     """
     started = time.perf_counter()
-    repo_dir = repo_dir_for(codex_home.home, context.partition_key)
+    repo = context.partition_key
+    repo_dir = repo_dir_for(codex_home.home, repo)
     snapshot = catalog.read_json(repo_dir / catalog.SNAPSHOT)
-    chunks = chunk_source_files(catalog.read_files(repo_dir), context.partition_key, snapshot["commit"])
+    files = catalog.read_files(repo_dir)
+    previous = catalog.read_chunks(repo_dir / catalog.CHUNKS) if (repo_dir / catalog.CHUNKS).exists() else []
+    chunks, reuse = reuse_or_rebuild(
+        files,
+        load_blob_index(repo_dir / catalog.CHUNK_BLOBS),
+        group_by_path(previous),
+        lambda f: chunk_source_files([f], repo, snapshot["commit"]),
+    )
     catalog.write_chunks(repo_dir / catalog.CHUNKS, chunks)
+    catalog.write_json(repo_dir / catalog.CHUNK_BLOBS, {f.path: f.blob_sha for f in files})
     with_symbol = sum(1 for c in chunks if c.symbol)
     return dg.MaterializeResult(
         metadata={
             "chunks": len(chunks),
             "with_symbol": with_symbol,
+            "files_rechunked": reuse["files_rebuilt"],
+            "files_reused": reuse["files_reused"],
+            "files_removed": reuse["files_removed"],
             "by_kind": dg.MetadataValue.md(markdown_table(counts(c.kind for c in chunks), "kind")),
             "by_language": dg.MetadataValue.json(counts(c.language for c in chunks)),
             "seconds": round(time.perf_counter() - started, 3),
@@ -101,14 +117,19 @@ def unique_chunks(context: dg.AssetExecutionContext, codex_home: CodexHomeResour
     """Chunks with exact and near duplicates (MinHash LSH, Jaccard >= 0.9) stored once, every location kept."""
     started = time.perf_counter()
     repo_dir = repo_dir_for(codex_home.home, context.partition_key)
-    unique, stats = dedup_chunks(catalog.read_chunks(repo_dir / catalog.CHUNKS))
+    chunks = catalog.read_chunks(repo_dir / catalog.CHUNKS)
+    signatures = catalog.read_signatures(repo_dir / catalog.SIGNATURES)
+    cached = len(signatures)
+    unique, stats = dedup_chunks(chunks, signature_cache=signatures)
     catalog.write_chunks(repo_dir / catalog.UNIQUE_CHUNKS, unique)
+    catalog.write_signatures(repo_dir / catalog.SIGNATURES, signatures, keep={c.content_hash for c in chunks})
     return dg.MaterializeResult(
         metadata={
             "chunks_in": stats.chunks_in,
             "unique_chunks": stats.unique,
             "exact_duplicates_dropped": stats.exact_duplicates,
             "near_duplicates_dropped": stats.near_duplicates,
+            "signatures_computed": len(signatures) - cached,
             "seconds": round(time.perf_counter() - started, 3),
         }
     )
@@ -154,9 +175,19 @@ def code_graph(context: dg.AssetExecutionContext, codex_home: CodexHomeResource)
     """Definitions and `calls` / `imports` / `inherits` edges, resolved within the repository."""
     started = time.perf_counter()
     home = codex_home.home
-    repo_dir = repo_dir_for(home, context.partition_key)
-    definitions, edges = build_graph(catalog.read_files(repo_dir))
-    write_graph(home.graph_dir(context.partition_key), definitions, edges)
+    repo = context.partition_key
+    repo_dir = repo_dir_for(home, repo)
+    graph_dir = home.graph_dir(repo)
+    files = catalog.read_files(repo_dir)
+    definitions, raw_edges, edges, reuse = incremental_graph(
+        files,
+        load_blob_index(repo_dir / catalog.GRAPH_BLOBS),
+        catalog.read_records(graph_dir / "definitions.parquet", Definition),
+        catalog.read_records(graph_dir / catalog.RAW_EDGES, Edge),
+    )
+    write_graph(graph_dir, definitions, edges)
+    catalog.write_records(graph_dir / catalog.RAW_EDGES, raw_edges, Edge)
+    catalog.write_json(repo_dir / catalog.GRAPH_BLOBS, {f.path: f.blob_sha for f in files})
     by_type = counts(e.type for e in edges)
     return dg.MaterializeResult(
         metadata={
@@ -164,6 +195,8 @@ def code_graph(context: dg.AssetExecutionContext, codex_home: CodexHomeResource)
             "edges": len(edges),
             "edges_by_type": dg.MetadataValue.md(markdown_table(by_type, "edge type")),
             "resolved_edges": sum(1 for e in edges if e.resolved),
+            "files_reparsed": reuse["files_rebuilt"],
+            "files_reused": reuse["files_reused"],
             "seconds": round(time.perf_counter() - started, 3),
         }
     )

@@ -23,6 +23,10 @@ FILES = "files.parquet"
 SKIPPED = "skipped.json"
 CHUNKS = "chunks.parquet"
 UNIQUE_CHUNKS = "unique_chunks.parquet"
+CHUNK_BLOBS = "chunks_blobs.json"  # path -> blob sha that chunks.parquet was built from
+GRAPH_BLOBS = "graph_blobs.json"  # path -> blob sha that the graph was built from
+SIGNATURES = "minhash_signatures.parquet"  # content hash -> MinHash values (dedup cache)
+RAW_EDGES = "raw_edges.parquet"  # graph edges before resolution, for incremental re-resolution
 STAGED = "staged_index.json"
 PUBLISHED = "published_index.json"
 
@@ -103,3 +107,37 @@ def point_payload(chunk: Chunk) -> dict[str, Any]:
 def locations_of(payload: dict[str, Any]) -> list[Location]:
     first = Location(payload["path"], payload["start_line"], payload["end_line"], payload.get("symbol"))
     return [first, *(Location(**d) for d in payload.get("duplicates") or [])]
+
+
+def write_records(path: Path, rows: Iterable[Any], cls: type) -> None:
+    """Dataclass rows as parquet (columns = the dataclass fields, even when there are no rows)."""
+    frame = pd.DataFrame([asdict(r) for r in rows], columns=list(cls.__dataclass_fields__))
+    _replace_atomically(path, lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+def read_records(path: Path, cls: type) -> list[Any]:
+    if not path.exists():
+        return []
+    frame = pd.read_parquet(path)
+    return [cls(**{k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()})
+            for row in frame.to_dict("records")]
+
+
+def read_signatures(path: Path) -> dict[str, Any]:
+    import numpy as np
+
+    from codex_core.dedup import SIGNATURE_DTYPE
+
+    if not path.exists():
+        return {}
+    frame = pd.read_parquet(path)
+    return {h: np.frombuffer(b, dtype=SIGNATURE_DTYPE) for h, b in zip(frame["hash"], frame["values"], strict=True)}
+
+
+def write_signatures(path: Path, signatures: dict[str, Any], keep: set[str]) -> None:
+    """Persist the signatures of the chunks still present (the cache never grows without bound)."""
+    from codex_core.dedup import SIGNATURE_DTYPE
+
+    items = [(h, v.astype(SIGNATURE_DTYPE).tobytes()) for h, v in signatures.items() if h in keep]
+    frame = pd.DataFrame(items, columns=["hash", "values"])
+    _replace_atomically(path, lambda tmp: frame.to_parquet(tmp, index=False))

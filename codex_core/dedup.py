@@ -5,11 +5,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
 from datasketch import MinHash, MinHashLSH
 
 from codex_core.models import Chunk, Location
 
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
+MIN_SHINGLES = 8
+# Signatures are cached across runs: pin the scheme (and its value type) they are computed with.
+MINHASH_SCHEME = "affine32"
+SIGNATURE_DTYPE = np.uint32
 
 
 @dataclass(frozen=True)
@@ -32,8 +37,22 @@ def shingles(text: str, size: int = 5) -> set[bytes]:
 
 
 def _minhash(shingle_set: set[bytes], num_perm: int) -> MinHash:
-    mh = MinHash(num_perm=num_perm, seed=1)
+    mh = MinHash(num_perm=num_perm, seed=1, scheme=MINHASH_SCHEME)
     mh.update_batch(list(shingle_set))
+    return mh
+
+
+def _cached_minhash(chunk: Chunk, num_perm: int, cache: dict[str, np.ndarray] | None) -> MinHash | None:
+    """Signature of a chunk (None when too small to compare), reusing ``cache`` across runs."""
+    if cache is not None and chunk.content_hash in cache:
+        values = cache[chunk.content_hash]
+        if values.size == 0:
+            return None
+        return MinHash(num_perm=num_perm, seed=1, hashvalues=values, scheme=MINHASH_SCHEME)
+    sh = shingles(chunk.text)
+    mh = _minhash(sh, num_perm) if len(sh) >= MIN_SHINGLES else None
+    if cache is not None:
+        cache[chunk.content_hash] = np.array([], dtype=SIGNATURE_DTYPE) if mh is None else mh.hashvalues
     return mh
 
 
@@ -46,13 +65,14 @@ def dedup_chunks(
     *,
     threshold: float = 0.9,
     num_perm: int = 128,
-    min_shingles: int = 8,
+    signature_cache: dict[str, np.ndarray] | None = None,
 ) -> tuple[list[Chunk], DedupStats]:
     """Collapse exact and near-identical chunks (estimated Jaccard >= ``threshold`` on 5-token shingles).
 
     The kept copy is the first by (path, start_line) so the choice is stable across runs; the
-    others become its ``duplicates``. Tiny chunks (< ``min_shingles`` shingles) are only merged
+    others become its ``duplicates``. Tiny chunks (< ``MIN_SHINGLES`` shingles) are only merged
     when exactly identical: their shingle sets are too small for a meaningful Jaccard estimate.
+    ``signature_cache`` (content hash -> MinHash values) makes re-runs compute only new chunks.
     """
     ordered = sorted(chunks, key=lambda c: (c.path, c.start_line, c.end_line))
     by_hash: dict[str, Chunk] = {}
@@ -73,11 +93,10 @@ def dedup_chunks(
     unique: list[Chunk] = []
     near = 0
     for chunk in by_hash.values():
-        sh = shingles(chunk.text)
-        if len(sh) < min_shingles:
+        mh = _cached_minhash(chunk, num_perm, signature_cache)
+        if mh is None:
             unique.append(chunk)
             continue
-        mh = _minhash(sh, num_perm)
         match = next(
             (key for key in lsh.query(mh) if signatures[key].jaccard(mh) >= threshold),
             None,

@@ -100,3 +100,66 @@ def repo_dir_for(home: CodexHome, name: str) -> Path:
     path = home.repo_dir(name)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+# ------------------------------------------------------------------ incremental re-indexing
+#
+# Each stage remembers which blob of every file it last built from (``<stage>_blobs.json``).
+# A file whose blob is unchanged reuses its previous rows; only changed or new files are
+# re-chunked / re-parsed, deleted files simply drop out, and graph edges are re-resolved
+# repo-wide every time (cheap), which repairs the edges of callers of changed symbols.
+
+
+def load_blob_index(path: Path) -> dict[str, str]:
+    import json
+
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def reuse_or_rebuild(
+    files: Sequence[SourceFile], previous_blobs: dict[str, str], previous_by_path: dict[str, list], build
+) -> tuple[list, dict[str, int]]:
+    """Rows per file: the previous rows when the file's blob is unchanged, ``build(file)`` otherwise."""
+    rows: list = []
+    reused = rebuilt = 0
+    for f in files:
+        if previous_blobs.get(f.path) == f.blob_sha and f.path in previous_by_path:
+            rows.extend(previous_by_path[f.path])
+            reused += 1
+        else:
+            rows.extend(build(f))
+            rebuilt += 1
+    removed = len(set(previous_blobs) - {f.path for f in files})
+    return rows, {"files_reused": reused, "files_rebuilt": rebuilt, "files_removed": removed}
+
+
+def group_by_path(rows: Iterable[Any]) -> dict[str, list]:
+    grouped: dict[str, list] = {}
+    for row in rows:
+        grouped.setdefault(row.path, []).append(row)
+    return grouped
+
+
+def incremental_graph(
+    files: Sequence[SourceFile], previous_blobs: dict[str, str], previous_definitions: Sequence[Definition],
+    previous_raw_edges: Sequence[Edge],
+) -> tuple[list[Definition], list[Edge], list[Edge], dict[str, int]]:
+    """(definitions, raw edges, resolved edges, stats); only files whose blob changed are re-parsed."""
+    defs_by_path = group_by_path(previous_definitions)
+    edges_by_path = group_by_path(previous_raw_edges)
+    definitions: list[Definition] = []
+    raw: list[Edge] = []
+    reused = rebuilt = 0
+    for f in files:
+        if previous_blobs.get(f.path) == f.blob_sha:  # unchanged, even if it held no definitions
+            definitions += defs_by_path.get(f.path, [])
+            raw += edges_by_path.get(f.path, [])
+            reused += 1
+        else:
+            file_defs, file_edges = extract_file_graph(f.path, f.language, f.text)
+            definitions += file_defs
+            raw += file_edges
+            rebuilt += 1
+    resolved = resolve_edges(definitions, raw, [f.path for f in files])
+    removed = len(set(previous_blobs) - {f.path for f in files})
+    return definitions, raw, resolved, {"files_reused": reused, "files_rebuilt": rebuilt, "files_removed": removed}

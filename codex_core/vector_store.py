@@ -457,9 +457,7 @@ class EmbeddedVectorIndex(VectorIndex):
 
     # ---- writer side
 
-    def stage(
-        self, repo: str, dim: int, points: Iterable[IndexPoint], *, commit: str, batch_size: int = 512
-    ) -> str:
+    def stage(self, repo: str, dim: int, points: Iterable[IndexPoint], *, commit: str, batch_size: int = 512) -> str:
         import qdrant_edge as qe
 
         self._check_stage_args(repo, dim, batch_size, commit)
@@ -503,8 +501,15 @@ class EmbeddedVectorIndex(VectorIndex):
                 raise RuntimeError(f"staged shard {shard_path} reloaded with {recount} points, wrote {counted}")
 
             staged = StagedVersion(
-                repo=repo, version=version, commit=commit, points=counted, received=received, dim=dim,
-                index=index, created_at=utc_now(), files=file_manifest(shard_path),
+                repo=repo,
+                version=version,
+                commit=commit,
+                points=counted,
+                received=received,
+                dim=dim,
+                index=index,
+                created_at=utc_now(),
+                files=file_manifest(shard_path),
             )
             _write_json_atomic(vdir / VERSION_FILE, asdict(staged))
             return version
@@ -569,7 +574,11 @@ class EmbeddedVectorIndex(VectorIndex):
         staged = self._read_staged(repo, version)
         self._check_commit(staged, commit)
         published = PublishedVersion(
-            repo=repo, version=version, commit=commit, points=staged.points, dim=staged.dim,
+            repo=repo,
+            version=version,
+            commit=commit,
+            points=staged.points,
+            dim=staged.dim,
             published_at=utc_now(),
         )
         _write_json_atomic(self._repo_dir(repo) / CURRENT_FILE, {**asdict(published), "index": staged.index})
@@ -612,8 +621,7 @@ class EmbeddedVectorIndex(VectorIndex):
 
     def repos(self) -> list[str]:
         return sorted(
-            e.name for e in self.root.iterdir()
-            if REPO_NAME_PATTERN.fullmatch(e.name) and (e / CURRENT_FILE).is_file()
+            e.name for e in self.root.iterdir() if REPO_NAME_PATTERN.fullmatch(e.name) and (e / CURRENT_FILE).is_file()
         )
 
     # ---- reader side
@@ -627,15 +635,32 @@ class EmbeddedVectorIndex(VectorIndex):
         self._swept = True
 
     def _open_copy(self, repo: str, version: str) -> tuple[qe.EdgeShard, Path]:
-        """Copy a version's shard to a private directory and load it there."""
+        """Copy a version's shard to a private directory and load it there.
+
+        Raises ``FileNotFoundError`` if the version disappears (is pruned) before or during the copy.
+        """
         import qdrant_edge as qe
 
         if not self._swept:
             self._sweep_dead_copies()
+        try:
+            expected = {path: size for path, (size, _) in self._read_staged(repo, version).files.items()}
+        except LookupError as exc:
+            raise FileNotFoundError(str(exc)) from None
         source = self._version_dir(repo, version) / SHARD_DIR
         copy_dir = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-{repo}-{version}-", dir=self.reader_dir))
         try:
-            _copy_tree_sparse(source, copy_dir / SHARD_DIR)
+            try:
+                _copy_tree_sparse(source, copy_dir / SHARD_DIR)
+            except shutil.Error as exc:  # copytree collects per-file errors, e.g. files pruned mid-copy
+                raise FileNotFoundError(f"copy of {source} failed: {exc}") from exc
+            copied = {
+                p.relative_to(copy_dir / SHARD_DIR).as_posix(): p.stat().st_size
+                for p in (copy_dir / SHARD_DIR).rglob("*")
+                if p.is_file()
+            }
+            if copied != expected:
+                raise FileNotFoundError(f"{source} changed while being copied (pruned?)")
             return qe.EdgeShard.load(str(copy_dir / SHARD_DIR)), copy_dir
         except BaseException:
             shutil.rmtree(copy_dir, ignore_errors=True)
@@ -663,7 +688,7 @@ class EmbeddedVectorIndex(VectorIndex):
             try:
                 shard, copy_dir = self._open_copy(repo, published.version)
             except FileNotFoundError:
-                # Pruned between reading the pointer and copying: the pointer has moved on; re-read.
+                # Pruned between reading the pointer and copying it: the pointer has moved on; re-read.
                 if attempt == 2:
                     raise
                 continue
@@ -771,8 +796,9 @@ class EmbeddedVectorIndex(VectorIndex):
             records = opened.shard.retrieve(wanted, with_payload=True, with_vector=with_vectors)
         by_id = {str(r.id): r for r in records}
         return [
-            StoredPoint(pid, dict(by_id[pid].payload or {}),
-                        [float(x) for x in by_id[pid].vector] if with_vectors else None)
+            StoredPoint(
+                pid, dict(by_id[pid].payload or {}), [float(x) for x in by_id[pid].vector] if with_vectors else None
+            )
             for pid in wanted
             if pid in by_id
         ]
@@ -829,16 +855,20 @@ class QdrantServerIndex(VectorIndex):
         info = self.client.get_collection(name)
         return dict(info.config.metadata or {})
 
-    def stage(
-        self, repo: str, dim: int, points: Iterable[IndexPoint], *, commit: str, batch_size: int = 512
-    ) -> str:
+    def stage(self, repo: str, dim: int, points: Iterable[IndexPoint], *, commit: str, batch_size: int = 512) -> str:
         from qdrant_client import models
 
         self._check_stage_args(repo, dim, batch_size, commit)
         version = new_version_id()
         name = self._collection(repo, version)
-        meta = {"codex_repo": repo, "codex_version": version, "codex_commit": commit, "codex_dim": dim,
-                "codex_created_at": utc_now(), "codex_sealed": False}
+        meta = {
+            "codex_repo": repo,
+            "codex_version": version,
+            "codex_commit": commit,
+            "codex_dim": dim,
+            "codex_created_at": utc_now(),
+            "codex_sealed": False,
+        }
         self.client.create_collection(
             name,
             vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
@@ -872,9 +902,14 @@ class QdrantServerIndex(VectorIndex):
 
     def _staged_from_meta(self, meta: dict[str, Any]) -> StagedVersion:
         return StagedVersion(
-            repo=meta["codex_repo"], version=meta["codex_version"], commit=meta["codex_commit"],
-            points=int(meta["codex_points"]), received=int(meta["codex_received"]), dim=int(meta["codex_dim"]),
-            index="server", created_at=meta["codex_created_at"],
+            repo=meta["codex_repo"],
+            version=meta["codex_version"],
+            commit=meta["codex_commit"],
+            points=int(meta["codex_points"]),
+            received=int(meta["codex_received"]),
+            dim=int(meta["codex_dim"]),
+            index="server",
+            created_at=meta["codex_created_at"],
         )
 
     def staged_stats(self, repo: str, version: str) -> StagedVersion:
@@ -898,7 +933,7 @@ class QdrantServerIndex(VectorIndex):
         head = f"{self._alias(repo)}__"
         names = []
         for c in self.client.get_collections().collections:
-            tail = c.name[len(head):] if c.name.startswith(head) else ""
+            tail = c.name[len(head) :] if c.name.startswith(head) else ""
             if VERSION_PATTERN.fullmatch(tail):
                 names.append(c.name)
         return sorted(names)
@@ -948,7 +983,7 @@ class QdrantServerIndex(VectorIndex):
         complete = [v.version for v in self.versions(repo)]
         doomed = self._to_prune(complete, current.version if current else None, keep)
         head = f"{self._alias(repo)}__"
-        doomed += [n[len(head):] for n in self._version_collections(repo) if n[len(head):] not in complete]
+        doomed += [n[len(head) :] for n in self._version_collections(repo) if n[len(head) :] not in complete]
         for version in doomed:
             self.client.delete_collection(self._collection(repo, version))
         return sorted(doomed)
@@ -959,16 +994,20 @@ class QdrantServerIndex(VectorIndex):
             return None
         meta = self._metadata(name)
         return PublishedVersion(
-            repo=meta["codex_repo"], version=meta["codex_version"], commit=meta["codex_commit"],
-            points=int(meta["codex_points"]), dim=int(meta["codex_dim"]),
+            repo=meta["codex_repo"],
+            version=meta["codex_version"],
+            commit=meta["codex_commit"],
+            points=int(meta["codex_points"]),
+            dim=int(meta["codex_dim"]),
             published_at=meta.get("codex_published_at", ""),
         )
 
     def repos(self) -> list[str]:
         head = f"{self.prefix}__"
         return sorted(
-            a[len(head):] for a in self._aliases()
-            if a.startswith(head) and REPO_NAME_PATTERN.fullmatch(a[len(head):])
+            a[len(head) :]
+            for a in self._aliases()
+            if a.startswith(head) and REPO_NAME_PATTERN.fullmatch(a[len(head) :])
         )
 
     def search(
@@ -1003,7 +1042,11 @@ class QdrantServerIndex(VectorIndex):
                 )
             # Querying the alias: the server resolves it per request, so a swap is seen immediately.
             response = self.client.query_points(
-                alias, query=query.tolist(), limit=top_k, query_filter=query_filter, with_payload=True,
+                alias,
+                query=query.tolist(),
+                limit=top_k,
+                query_filter=query_filter,
+                with_payload=True,
                 search_params=models.SearchParams(hnsw_ef=self.hnsw_ef),
             )
             hits += [SearchHit(str(p.id), float(p.score), dict(p.payload or {}), repo) for p in response.points]

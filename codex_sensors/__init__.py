@@ -1,12 +1,64 @@
-"""Schedules and sensors. Cheap by rule: they read refs and the instance, never clone or embed."""
+"""Jobs, schedules and sensors. Sensors are cheap by rule: they read refs, never clone or embed."""
+
+import json
 
 import dagster as dg
+
+from codex_core import catalog
+from codex_core.git import GitError, head_sha, is_url, remote_head_sha
+from codex_resources import CodexHomeResource
+
+ingest_job = dg.define_asset_job(
+    "ingest",
+    selection=dg.AssetSelection.groups("ingestion"),
+    description="Snapshot a repository, chunk, deduplicate, embed, graph, stage, check and publish its index.",
+)
 
 eval_job = dg.define_asset_job(
     "evaluate",
     selection=dg.AssetSelection.groups("eval"),
     description="Mine the eval set, run the retriever with ablations, refit calibration (one MLflow run each).",
 )
+
+
+def published_commit(home, name: str) -> str | None:
+    path = home.repo_dir(name) / catalog.PUBLISHED
+    return json.loads(path.read_text()).get("commit") if path.exists() else None
+
+
+@dg.sensor(
+    job=ingest_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Re-ingests a repository when its HEAD moves (cursor: {repo: sha}); adds new repos as partitions.",
+)
+def git_head_sensor(context: dg.SensorEvaluationContext, codex_home: CodexHomeResource) -> dg.SensorResult:
+    cursor: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    known = set(context.instance.get_dynamic_partitions("repos"))
+    requests, new_partitions, unreadable = [], [], []
+    for name, entry in sorted(codex_home.registry.all().items()):
+        try:
+            sha = remote_head_sha(entry.source) if is_url(entry.source) else head_sha(entry.source)
+        except GitError as exc:
+            unreadable.append(name)
+            context.log.warning(f"{name}: cannot read HEAD ({exc}); will retry next tick")
+            continue
+        if name not in known:
+            new_partitions.append(name)
+        # Without a cursor entry, what is already published counts as seen: no redundant first run.
+        seen = cursor.get(name) or published_commit(codex_home.home, name)
+        if seen != sha:
+            tags = {"codex/repo": name, "codex/commit": sha}
+            requests.append(dg.RunRequest(run_key=f"{name}:{sha}", partition_key=name, tags=tags))
+            cursor[name] = sha
+    return dg.SensorResult(
+        run_requests=requests,
+        cursor=json.dumps(cursor, sort_keys=True),
+        dynamic_partitions_requests=[dg.AddDynamicPartitionsRequest("repos", new_partitions)] if new_partitions else [],
+        skip_reason=None if requests else dg.SkipReason(
+            "no HEAD moved" + (f"; unreadable: {', '.join(unreadable)}" if unreadable else "")
+        ),
+    )
 
 
 @dg.schedule(

@@ -41,9 +41,9 @@ pytestmark = [
 ]
 
 
-def make_points(repo: str, n: int, *, seed: int = 0, paths: tuple[str, ...] = ("src/app/main.py",)) -> tuple[
-    list[IndexPoint], np.ndarray
-]:
+def make_points(
+    repo: str, n: int, *, seed: int = 0, paths: tuple[str, ...] = ("src/app/main.py",)
+) -> tuple[list[IndexPoint], np.ndarray]:
     rng = np.random.default_rng(seed)
     vectors = rng.standard_normal((n, DIM)).astype(np.float32)
     points = []
@@ -274,8 +274,14 @@ def test_payload_round_trip_and_get(make_store: Callable[[], VectorIndex]) -> No
     odd = IndexPoint(
         point_id("alpha", "docs/ü.md", "h"),
         vectors[0] + 0.5,
-        {"repo": "alpha", "path": "docs/ü.md", "symbol": None, "text": "naïve → ok\n\ttab", "nested": {"a": [1, 2.5, True]},
-         "duplicates": []},
+        {
+            "repo": "alpha",
+            "path": "docs/ü.md",
+            "symbol": None,
+            "text": "naïve → ok\n\ttab",
+            "nested": {"a": [1, 2.5, True]},
+            "duplicates": [],
+        },
     )
     points.append(odd)
     version = store.stage("alpha", DIM, points, commit="c1")
@@ -421,3 +427,37 @@ def test_reader_keeps_one_private_copy_per_repo(tmp_path: Path) -> None:
     for store in (writer, reader, fresh):
         store.close()
     assert list((tmp_path / "readers").iterdir()) == []
+
+
+def test_reader_rereads_the_pointer_when_its_target_is_pruned_mid_switch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import codex_core.vector_store as vector_store
+
+    writer = EmbeddedVectorIndex(tmp_path / "index", reader_dir=tmp_path / "w-readers")
+    reader = EmbeddedVectorIndex(tmp_path / "index", reader_dir=tmp_path / "readers")
+    staged = {}
+    for seed in (1, 2, 3):
+        points, vectors = make_points("alpha", 20, seed=seed)
+        staged[seed] = (writer.stage("alpha", DIM, points, commit=f"c{seed}"), points, vectors)
+    writer.publish("alpha", staged[1][0], commit="c1")
+    reader.search(staged[1][2][0])
+    writer.publish("alpha", staged[2][0], commit="c2")
+
+    copied: list[Path] = []
+    real_copy = vector_store._copy_tree_sparse
+
+    def copy_racing_a_publish(src: Path, dst: Path) -> None:
+        if not copied:  # the reader has read "v2 is current"; v3 is published and v2 pruned under it
+            writer.publish("alpha", staged[3][0], commit="c3")
+            writer.prune("alpha", keep=1)
+        copied.append(src)
+        real_copy(src, dst)
+
+    monkeypatch.setattr(vector_store, "_copy_tree_sparse", copy_racing_a_publish)
+    _, points3, vectors3 = staged[3]
+    assert reader.search(vectors3[4], top_k=1)[0].id == points3[4].id
+    assert [p.parent.name for p in copied] == [staged[2][0], staged[3][0]]
+    assert len(list((tmp_path / "readers").iterdir())) == 1  # the failed copy was cleaned up
+    writer.close()
+    reader.close()

@@ -1,0 +1,593 @@
+"""Calibrated answer confidence: P(the top-1 cited file is correct) from retrieval features.
+
+The model is fitted on the user's own evaluation set (``codex_assets.evaluation.calibration``)
+and stored as plain JSON — no pickle — so serving can load it anywhere and a person can read it.
+
+Rules:
+
+* **Features** (``FEATURES``, fixed order): the retrieval ``features`` dict
+  (``retrieval._features``) plus ``query_length``, the number of word tokens in the query.
+  Missing, None or non-finite values count as 0.
+* **Candidates** (``fit_calibrator``): (a) ``platt`` — logistic regression on standardized
+  features; (b) ``isotonic`` — isotonic regression on that logistic model's raw score (its
+  decision function), which keeps the multi-feature ranking but lets the score -> probability
+  map be any monotone curve. The score of a fitted logistic model is used rather than the single
+  strongest feature because no one retrieval feature dominates on every repository.
+* **Choice**: stratified K-fold cross-validation (``folds``, shuffled with ``seed``); the
+  candidate with the lowest out-of-fold ECE wins, ECEs equal to 3 decimals going to the lower
+  Brier score (then to ``platt``, the smoother model). A constant base-rate model is reported
+  as a baseline but never chosen: it is calibrated and useless.
+* **Degenerate inputs** — fewer than ``MIN_SAMPLES`` samples, one class only, or too few of one
+  class for 2 folds — give a ``constant`` calibrator predicting the Laplace-smoothed positive
+  rate ``(positives + 1) / (n + 2)``; its ``notes`` say why.
+* **Threshold** ``tau`` (``choose_threshold``): answer when ``confidence >= tau``. Chosen on the
+  out-of-fold predictions to maximize precision with coverage in ``[0.70, 0.80]``; equal
+  precisions go to the larger coverage (answer more for the same precision). When no threshold
+  gives a coverage in the range (tied scores), the coverage nearest to the range is taken (ties:
+  higher precision, then larger coverage) and a note / log warning says so.
+* **ECE**: equal-width bins on [0, 1] (a probability of exactly 1 falls in the last bin),
+  ``sum_b n_b / N * |mean(y_b) - mean(p_b)|``; NaN for no samples.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+FEATURES: tuple[str, ...] = (
+    "top_score",
+    "margin",
+    "agreement",
+    "top_dense_cosine",
+    "top_lexical",
+    "verified_fraction",
+    "citations",
+    "query_length",
+)
+SCHEMA = 1
+MIN_SAMPLES = 10
+DEFAULT_COVERAGE_RANGE = (0.70, 0.80)
+METHODS = ("platt", "isotonic", "constant")
+
+_WORD = re.compile(r"\w+")
+
+
+# ---------------------------------------------------------------------------------------------
+# Features and metrics
+# ---------------------------------------------------------------------------------------------
+
+
+def query_length(query: str) -> int:
+    """Word tokens in the query (letters, digits and underscores)."""
+    return len(_WORD.findall(query or ""))
+
+
+def _finite(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return number if math.isfinite(number) else 0.0
+
+
+def feature_vector(features: Mapping[str, Any], query: str) -> np.ndarray:
+    """The features of one retrieval in ``FEATURES`` order (missing or non-finite -> 0)."""
+    values = {**features, "query_length": query_length(query)}
+    return np.array([_finite(values.get(name)) for name in FEATURES], dtype=float)
+
+
+def _as_arrays(probs: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    p = np.asarray(probs, dtype=float).ravel()
+    y = np.asarray(labels, dtype=float).ravel()
+    if p.shape != y.shape:
+        raise ValueError(f"{p.size} probabilities but {y.size} labels: they must pair up one to one")
+    return np.clip(p, 0.0, 1.0), y
+
+
+def expected_calibration_error(probs: Any, labels: Any, bins: int = 15) -> float:
+    """ECE with ``bins`` equal-width bins, each weighted by its share of samples (NaN if empty)."""
+    p, y = _as_arrays(probs, labels)
+    if p.size == 0:
+        return float("nan")
+    index = np.minimum((p * bins).astype(int), bins - 1)
+    counts = np.bincount(index, minlength=bins)
+    sum_p = np.bincount(index, weights=p, minlength=bins)
+    sum_y = np.bincount(index, weights=y, minlength=bins)
+    used = counts > 0
+    gaps = np.abs(sum_y[used] - sum_p[used])  # = n_b * |mean(y_b) - mean(p_b)|
+    return float(gaps.sum() / p.size)
+
+
+def brier_score(probs: Any, labels: Any) -> float:
+    p, y = _as_arrays(probs, labels)
+    return float(np.mean((p - y) ** 2)) if p.size else float("nan")
+
+
+def precision_at_coverage(probs: Any, labels: Any) -> list[tuple[float, float, float]]:
+    """``(coverage, precision, threshold)`` for every distinct threshold, by increasing coverage.
+
+    Answering when ``prob >= threshold`` answers ``coverage`` of the queries, and ``precision``
+    of those answers are correct. Tied probabilities are answered (or not) together.
+    """
+    p, y = _as_arrays(probs, labels)
+    if p.size == 0:
+        return []
+    order = np.argsort(-p, kind="stable")
+    ps, ys = p[order], y[order]
+    correct = np.cumsum(ys)
+    last_of_tie = np.r_[ps[1:] != ps[:-1], True]
+    n = p.size
+    return [(float((i + 1) / n), float(correct[i] / (i + 1)), float(ps[i])) for i in np.flatnonzero(last_of_tie)]
+
+
+def _choose(
+    probs: Any, labels: Any, coverage_range: tuple[float, float]
+) -> tuple[float, float, float, str | None]:
+    curve = precision_at_coverage(probs, labels)
+    lo, hi = coverage_range
+    if not curve:
+        return 0.5, 0.0, 0.0, "no samples: tau defaults to 0.5"
+    eps = 1e-12
+    inside = [c for c in curve if lo - eps <= c[0] <= hi + eps]
+    if inside:
+        coverage, precision, tau = max(inside, key=lambda c: (c[1], c[0]))
+        return tau, precision, coverage, None
+
+    def distance(c: tuple[float, float, float]) -> float:
+        return lo - c[0] if c[0] < lo else c[0] - hi
+
+    coverage, precision, tau = min(curve, key=lambda c: (round(distance(c), 12), -c[1], -c[0]))
+    note = (
+        f"no threshold gives a coverage within [{lo:.2f}, {hi:.2f}] (tied scores); "
+        f"took the nearest achievable coverage {coverage:.3f} (precision {precision:.3f}, tau {tau:.4f})"
+    )
+    return tau, precision, coverage, note
+
+
+def choose_threshold(
+    probs: Any, labels: Any, coverage_range: tuple[float, float] = DEFAULT_COVERAGE_RANGE
+) -> tuple[float, float, float]:
+    """``(tau, precision, coverage)``: the tau with the best precision at a coverage in range.
+
+    Ties and the out-of-range fallback are described in the module docstring; the fallback is
+    logged as a warning.
+    """
+    tau, precision, coverage, note = _choose(probs, labels, coverage_range)
+    if note:
+        logger.warning("choose_threshold: %s", note)
+    return tau, precision, coverage
+
+
+# ---------------------------------------------------------------------------------------------
+# The calibrator
+# ---------------------------------------------------------------------------------------------
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -500.0, 500.0)))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _clean_json(value: Any) -> Any:
+    """Floats JSON can carry (non-finite -> None), numpy scalars to Python."""
+    if isinstance(value, dict):
+        return {str(k): _clean_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean_json(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(float(value)) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+@dataclass
+class Calibrator:
+    """A fitted confidence model as plain data (see ``to_json``); ``predict`` needs only numpy.
+
+    ``method`` is ``platt`` (sigmoid of the linear score), ``isotonic`` (piecewise-linear map
+    ``iso_x -> iso_y`` of the linear score, clipped at both ends) or ``constant``.
+    ``version`` is assigned by whoever publishes it (0 = not published).
+    """
+
+    method: str
+    feature_names: list[str]
+    means: list[float]
+    stds: list[float]
+    coef: list[float]
+    intercept: float
+    iso_x: list[float] | None = None
+    iso_y: list[float] | None = None
+    constant: float | None = None
+    tau: float = 0.5
+    cv_metrics: dict[str, Any] = field(default_factory=dict)
+    n_samples: int = 0
+    n_positive: int = 0
+    fitted_at: str = ""
+    version: int = 0
+    notes: list[str] = field(default_factory=list)
+    # Out-of-fold probabilities of the chosen method on the training data (not serialized):
+    # the honest input for choosing tau and drawing the reliability diagram.
+    cv_predictions: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    # -- prediction -------------------------------------------------------------------------
+
+    def _matrix(self, X: Any) -> np.ndarray:
+        X = np.asarray(X, dtype=float)
+        if X.ndim == 1:
+            X = X.reshape(1, -1)
+        if X.ndim != 2 or X.shape[1] != len(self.feature_names):
+            raise ValueError(
+                f"expected rows of {len(self.feature_names)} features {self.feature_names}, got shape {X.shape}"
+            )
+        return np.where(np.isfinite(X), X, 0.0)
+
+    def score(self, X: Any) -> np.ndarray:
+        """The linear score ``standardized(X) @ coef + intercept`` (logit for ``platt``)."""
+        X = self._matrix(X)
+        return ((X - np.asarray(self.means)) / np.asarray(self.stds)) @ np.asarray(self.coef) + self.intercept
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Probabilities for the rows of ``X`` (one row may be passed as a 1-D array)."""
+        if self.method == "constant":  # ignores the features, so any row width is accepted
+            X = np.asarray(X, dtype=float)
+            return np.full(X.shape[0] if X.ndim == 2 else 1, float(self.constant or 0.0))
+        z = self.score(X)
+        if self.method == "platt":
+            return _sigmoid(z)
+        if self.method == "isotonic":
+            return np.interp(z, np.asarray(self.iso_x), np.asarray(self.iso_y))
+        raise ValueError(f"unknown calibration method {self.method!r}; expected one of {METHODS}")
+
+    def predict_one(self, features: Mapping[str, Any], query: str) -> float:
+        """Confidence for one retrieval's ``features`` dict (requires the ``FEATURES`` order)."""
+        return float(self.predict(feature_vector(features, query))[0])
+
+    # -- serialization ----------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        return _clean_json(
+            {
+                "schema": SCHEMA,
+                "method": self.method,
+                "feature_names": list(self.feature_names),
+                "means": list(self.means),
+                "stds": list(self.stds),
+                "coef": list(self.coef),
+                "intercept": self.intercept,
+                "iso_x": self.iso_x,
+                "iso_y": self.iso_y,
+                "constant": self.constant,
+                "tau": self.tau,
+                "cv_metrics": self.cv_metrics,
+                "n_samples": self.n_samples,
+                "n_positive": self.n_positive,
+                "fitted_at": self.fitted_at,
+                "version": self.version,
+                "notes": list(self.notes),
+            }
+        )
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Calibrator:
+        if data.get("schema") != SCHEMA:
+            raise ValueError(
+                f"calibrator schema {data.get('schema')!r} is not supported (expected {SCHEMA}); "
+                "refit it with the current version (materialize the calibration asset)"
+            )
+        if data.get("method") not in METHODS:
+            raise ValueError(f"unknown calibration method {data.get('method')!r}; expected one of {METHODS}")
+        if data["method"] == "isotonic" and not (data.get("iso_x") and data.get("iso_y")):
+            raise ValueError("an isotonic calibrator needs iso_x and iso_y")
+        return cls(
+            method=data["method"],
+            feature_names=list(data["feature_names"]),
+            means=[float(v) for v in data["means"]],
+            stds=[float(v) for v in data["stds"]],
+            coef=[float(v) for v in data["coef"]],
+            intercept=float(data["intercept"]),
+            iso_x=[float(v) for v in data["iso_x"]] if data.get("iso_x") else None,
+            iso_y=[float(v) for v in data["iso_y"]] if data.get("iso_y") else None,
+            constant=float(data["constant"]) if data.get("constant") is not None else None,
+            tau=float(data["tau"]),
+            cv_metrics=dict(data.get("cv_metrics") or {}),
+            n_samples=int(data.get("n_samples", 0)),
+            n_positive=int(data.get("n_positive", 0)),
+            fitted_at=str(data.get("fitted_at", "")),
+            version=int(data.get("version", 0)),
+            notes=list(data.get("notes") or []),
+        )
+
+    def save(self, path: Path) -> Path:
+        """Write the JSON atomically (temp file + rename): readers never see half a file."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True, allow_nan=False))
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> Calibrator:
+        return cls.from_json(json.loads(Path(path).read_text()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Fitting
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Linear:
+    means: np.ndarray
+    stds: np.ndarray
+    coef: np.ndarray
+    intercept: float
+
+    def score(self, X: np.ndarray) -> np.ndarray:
+        return ((X - self.means) / self.stds) @ self.coef + self.intercept
+
+
+def _fit_linear(X: np.ndarray, y: np.ndarray) -> _Linear:
+    from sklearn.linear_model import LogisticRegression
+
+    means = X.mean(axis=0)
+    stds = X.std(axis=0)
+    stds = np.where(stds > 1e-12, stds, 1.0)  # a constant column contributes nothing
+    model = LogisticRegression(C=1.0, max_iter=2000)
+    model.fit((X - means) / stds, y)
+    return _Linear(means, stds, model.coef_[0].astype(float), float(model.intercept_[0]))
+
+
+def _fit_isotonic(z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.isotonic import IsotonicRegression
+
+    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip", increasing=True)
+    iso.fit(z, y)
+    x_thr, y_thr = np.asarray(iso.X_thresholds_, float), np.asarray(iso.y_thresholds_, float)
+    if x_thr.size == 1:  # a single step: np.interp needs two points to be a function
+        x_thr, y_thr = np.r_[x_thr, x_thr + 1.0], np.r_[y_thr, y_thr]
+    return x_thr, y_thr
+
+
+def _candidate_predictions(method: str, X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray) -> np.ndarray:
+    linear = _fit_linear(X_train, y_train)
+    if method == "platt":
+        return _sigmoid(linear.score(X_test))
+    x_thr, y_thr = _fit_isotonic(linear.score(X_train), y_train)
+    return np.interp(linear.score(X_test), x_thr, y_thr)
+
+
+def _metrics(probs: np.ndarray, y: np.ndarray) -> dict[str, float | None]:
+    from sklearn.metrics import roc_auc_score
+
+    auc = float(roc_auc_score(y, probs)) if 0 < y.sum() < y.size else None
+    return {"ece": expected_calibration_error(probs, y), "brier": brier_score(probs, y), "auc": auc}
+
+
+def _constant(
+    rate_of: np.ndarray, names: list[str], n_features: int, note: str, coverage_range: tuple[float, float]
+) -> Calibrator:
+    n, positives = int(rate_of.size), int(rate_of.sum())
+    rate = (positives + 1) / (n + 2)
+    probs = np.full(n, rate)
+    tau, precision, coverage, tau_note = _choose(probs, rate_of, coverage_range)
+    notes = [note, f"constant calibrator: Laplace-smoothed positive rate ({positives} + 1) / ({n} + 2) = {rate:.4f}"]
+    if tau_note:
+        notes.append(tau_note)
+    return Calibrator(
+        method="constant",
+        feature_names=names,
+        means=[0.0] * n_features,
+        stds=[1.0] * n_features,
+        coef=[0.0] * n_features,
+        intercept=0.0,
+        constant=rate,
+        tau=tau,
+        cv_metrics={"chosen": "constant", "folds": 0, "tau": tau, "precision_at_tau": precision,
+                    "coverage_at_tau": coverage},
+        n_samples=n,
+        n_positive=positives,
+        fitted_at=_now(),
+        notes=notes,
+        cv_predictions=probs if n else None,
+    )
+
+
+def fit_calibrator(
+    X: Any,
+    y: Any,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    feature_names: Sequence[str] | None = None,
+    coverage_range: tuple[float, float] = DEFAULT_COVERAGE_RANGE,
+) -> Calibrator:
+    """Fit Platt and isotonic candidates, keep the one with the lowest cross-validated ECE.
+
+    ``X`` is ``(n_samples, n_features)`` (rows from ``feature_vector`` unless ``feature_names``
+    says otherwise); ``y`` is 1 when the answer was correct. See the module docstring for the
+    rules; ``cv_metrics`` holds each candidate's out-of-fold ECE, Brier score and AUC, the
+    base-rate baseline, and the chosen ``tau`` with its precision and coverage.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    X = np.asarray(X, dtype=float)
+    if X.ndim == 1:
+        X = X.reshape(-1, 1) if X.size else X.reshape(0, len(feature_names or FEATURES))
+    if X.ndim != 2:
+        raise ValueError(f"X must be a 2-D (samples x features) array, got shape {X.shape}")
+    X = np.where(np.isfinite(X), X, 0.0)
+    y = np.asarray(y).ravel()
+    if y.size != X.shape[0]:
+        raise ValueError(f"X has {X.shape[0]} rows but y has {y.size} labels")
+    if y.size and not np.isin(y, (0, 1)).all():
+        raise ValueError("labels must be 0 (wrong answer) or 1 (correct answer)")
+    y = y.astype(int)
+    n_features = X.shape[1]
+    if feature_names is None:
+        feature_names = FEATURES if n_features == len(FEATURES) else [f"x{i}" for i in range(n_features)]
+    names = list(feature_names)
+    if len(names) != n_features:
+        raise ValueError(f"{len(names)} feature names for {n_features} feature columns")
+
+    n, positives = int(y.size), int(y.sum())
+    negatives = n - positives
+    if n < MIN_SAMPLES:
+        return _constant(y, names, n_features, f"only {n} samples (< {MIN_SAMPLES}): too few to fit", coverage_range)
+    if positives == 0 or negatives == 0:
+        label = "correct" if negatives == 0 else "wrong"
+        return _constant(y, names, n_features, f"all {n} answers are {label}: nothing to discriminate", coverage_range)
+    k = min(folds, positives, negatives)
+    if k < 2:
+        return _constant(
+            y, names, n_features, f"only {min(positives, negatives)} sample(s) of one class: cannot cross-validate",
+            coverage_range,
+        )
+
+    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    oof = {m: np.zeros(n) for m in ("platt", "isotonic")}
+    baseline = np.zeros(n)
+    for train, test in splitter.split(X, y):
+        for method in oof:
+            oof[method][test] = _candidate_predictions(method, X[train], y[train], X[test])
+        baseline[test] = y[train].mean()
+    candidates = {m: _metrics(p, y) for m, p in oof.items()}
+    order = {"platt": 0, "isotonic": 1}
+    chosen = min(candidates, key=lambda m: (round(candidates[m]["ece"], 3), candidates[m]["brier"], order[m]))
+
+    linear = _fit_linear(X, y)
+    iso_x = iso_y = None
+    if chosen == "isotonic":
+        x_thr, y_thr = _fit_isotonic(linear.score(X), y)
+        iso_x, iso_y = x_thr.tolist(), y_thr.tolist()
+    tau, precision, coverage, tau_note = _choose(oof[chosen], y, coverage_range)
+    notes = [f"chose {chosen} by {k}-fold cross-validated ECE"]
+    if k < folds:
+        notes.append(f"used {k} folds instead of {folds}: the rarer class has only {min(positives, negatives)} samples")
+    if tau_note:
+        notes.append(tau_note)
+    return Calibrator(
+        method=chosen,
+        feature_names=names,
+        means=linear.means.tolist(),
+        stds=linear.stds.tolist(),
+        coef=linear.coef.tolist(),
+        intercept=linear.intercept,
+        iso_x=iso_x,
+        iso_y=iso_y,
+        tau=tau,
+        cv_metrics={
+            "chosen": chosen,
+            "folds": k,
+            "seed": seed,
+            "candidates": candidates,
+            "baseline_constant": _metrics(baseline, y),
+            "tau": tau,
+            "precision_at_tau": precision,
+            "coverage_at_tau": coverage,
+            "coverage_range": list(coverage_range),
+        },
+        n_samples=n,
+        n_positive=positives,
+        fitted_at=_now(),
+        notes=notes,
+        cv_predictions=oof[chosen],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots (matplotlib's object API on the Agg canvas: no pyplot state, safe off the main thread)
+# ---------------------------------------------------------------------------------------------
+
+
+def _save_figure(fig: Any, path: Path) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+    return path
+
+
+def reliability_diagram_png(probs: Any, labels: Any, path: Path, bins: int = 15) -> Path:
+    """Observed accuracy vs. mean confidence per bin (bars) against the diagonal, with counts."""
+    from matplotlib.figure import Figure
+
+    p, y = _as_arrays(probs, labels)
+    fig = Figure(figsize=(5.5, 6.0))
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    width = 1.0 / bins
+    top.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect calibration")
+    if p.size:
+        index = np.minimum((p * bins).astype(int), bins - 1)
+        counts = np.bincount(index, minlength=bins)
+        used = counts > 0
+        accuracy = np.bincount(index, weights=y, minlength=bins)[used] / counts[used]
+        confidence = np.bincount(index, weights=p, minlength=bins)[used] / counts[used]
+        top.bar(edges[:-1][used], accuracy, width=width, align="edge", alpha=0.7, edgecolor="black",
+                label="observed accuracy")
+        top.scatter(confidence, accuracy, color="black", s=12, zorder=3, label="mean confidence")
+        bottom.bar(edges[:-1], counts, width=width, align="edge", color="tab:grey", edgecolor="black")
+        title = f"Reliability (ECE {expected_calibration_error(p, y, bins):.3f}, n={p.size})"
+    else:
+        top.text(0.5, 0.5, "no samples", ha="center", va="center")
+        title = "Reliability (no samples)"
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_ylabel("fraction correct")
+    top.set_title(title)
+    top.legend(loc="upper left", fontsize=8)
+    bottom.set_xlabel("predicted confidence")
+    bottom.set_ylabel("queries")
+    return _save_figure(fig, path)
+
+
+def precision_coverage_png(
+    curve: Sequence[tuple[float, float, float]],
+    path: Path,
+    tau: float | None = None,
+    coverage_range: tuple[float, float] = DEFAULT_COVERAGE_RANGE,
+) -> Path:
+    """Precision vs. coverage (from ``precision_at_coverage``), the target band and the chosen tau."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.0, 4.5))
+    ax = fig.subplots()
+    ax.axvspan(*coverage_range, color="tab:green", alpha=0.12, label="target coverage")
+    if curve:
+        coverage = [c[0] for c in curve]
+        precision = [c[1] for c in curve]
+        ax.plot(coverage, precision, marker=".", markersize=3, linewidth=1.5, label="answer when confidence >= t")
+        if tau is not None:
+            at = min(curve, key=lambda c: abs(c[2] - tau))
+            ax.scatter([at[0]], [at[1]], color="tab:red", s=50, zorder=3,
+                       label=f"tau={tau:.3f}: precision {at[1]:.2f} at coverage {at[0]:.2f}")
+    else:
+        ax.text(0.5, 0.5, "no samples", ha="center", va="center")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("coverage (fraction of queries answered)")
+    ax.set_ylabel("precision (answers with the right top-1 file)")
+    ax.set_title("Precision at coverage")
+    ax.legend(loc="lower left", fontsize=8)
+    return _save_figure(fig, path)
