@@ -69,7 +69,7 @@ def git_head_sensor(context: dg.SensorEvaluationContext, codex_home: CodexHomeRe
     description="Nightly self-evaluation of every repository at 03:00 UTC.",
 )
 def nightly_eval(context: dg.ScheduleEvaluationContext):
-    day = context.scheduled_execution_time.strftime("%Y-%m-%d") if context.scheduled_execution_time else "adhoc"
+    day = context.scheduled_execution_time.strftime("%Y-%m-%d")
     repos = context.instance.get_dynamic_partitions("repos")
     if not repos:
         return dg.SkipReason("no repositories ingested yet")

@@ -1,0 +1,121 @@
+"""Evaluation group end to end: mined eval set -> retrieval_eval -> calibration, tracked in MLflow (sqlite)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from codex_assets.evaluation import EXPERIMENT, eval_assets
+from codex_assets.ingestion import ingestion_assets, ingestion_checks
+from codex_core.git import RepoRegistry
+from codex_core.home import CodexHome
+from codex_core.tracking import Tracker
+from codex_resources import CodexHomeResource, MlflowResource
+from codex_sensors import nightly_eval
+from serving.engine import QueryEngine
+from tests.assets.test_ingestion import make_resources, metadata
+from tests.conftest import build_fixture_repo, commit_all
+from tests.serving.test_query import offline_answerer
+
+EDITS = [
+    ("app/config_parser.py", "raise ValueError(f\"not a key = value line: {line!r}\")",
+     "raise ValueError(f\"malformed configuration line: {line!r}\")",
+     "Report malformed configuration lines with a clearer error in strict mode"),
+    ("web/cart.js", "sum + item.price * item.quantity", "sum + item.quantity * item.price",
+     "Multiply the item price by its quantity when computing the cart total"),
+    ("cache/lru.rs", "let oldest = self.order.remove(0);", "let oldest = self.order.remove(0); // least recent",
+     "Evict the least recently used entry when the cache reaches capacity"),
+    ("server/health.go", "w.WriteHeader(http.StatusOK)", "w.WriteHeader(200)",
+     "Write the status code explicitly in the health endpoint response"),
+]
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    repo = build_fixture_repo(root)
+    for path, old, new, message in EDITS:
+        target = repo / path
+        text = target.read_text()
+        assert old in text, path
+        target.write_text(text.replace(old, new))
+        commit_all(repo, message)
+    home = root / "home"
+    RepoRegistry(home / "repos.json").add("demo", str(repo))
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("repos", ["demo"])
+    resources = make_resources(home) | {"mlflow": MlflowResource(codex_home=CodexHomeResource(root=str(home)))}
+    result = dg.materialize(
+        [*ingestion_assets, *ingestion_checks, *eval_assets], instance=instance, resources=resources,
+        partition_key="demo",
+    )
+    assert result.success
+    return home, repo, result, instance
+
+
+def test_eval_set_is_mined_from_history(evaluated) -> None:
+    _, _, result, _ = evaluated
+    mined = metadata(result, "eval_set")
+    assert mined["items"] == len(EDITS)
+    assert mined["eval_set"] == "demo-mined@1"
+    assert mined["items_with_gold_symbols"] >= 3
+
+
+def test_retrieval_eval_reports_metrics_ablations_and_mlflow_run(evaluated) -> None:
+    home, _, result, _ = evaluated
+    evaluation = metadata(result, "retrieval_eval")
+    assert evaluation["queries"] == len(EDITS)
+    assert 0.0 <= evaluation["file_ndcg_at_5"] <= 1.0
+    assert "dense only" in evaluation["ablations"] and "+graph hop" in evaluation["ablations"]
+    assert "no_overlap" in evaluation["lexical_overlap_split"]
+    assert evaluation["mlflow_url"].startswith("http://")
+
+    tracker = Tracker.embedded(CodexHome(home).mlflow_db)
+    runs = tracker.runs(EXPERIMENT)
+    kinds = {r.data.tags["kind"]: r for r in runs}
+    assert set(kinds) == {"retrieval_eval", "calibration"}
+    eval_run = kinds["retrieval_eval"]
+    assert eval_run.info.run_id == evaluation["mlflow_run_id"]
+    assert eval_run.data.params["eval_set"] == "demo-mined@1"
+    assert eval_run.data.tags["dagster.partition"] == "demo"
+    assert abs(eval_run.data.metrics["file_ndcg_at_5"] - evaluation["file_ndcg_at_5"]) < 1e-9
+    artifacts = {a.path for a in tracker.client.list_artifacts(eval_run.info.run_id, "tables")}
+    assert artifacts == {"tables/per_query.csv", "tables/metrics.json"}
+    calibration_artifacts = {
+        Path(a.path).name for a in tracker.client.list_artifacts(kinds["calibration"].info.run_id, "calibration")
+    }
+    assert {"calibrator-1.json", "reliability-1.png", "precision_coverage-1.png"} <= calibration_artifacts
+
+
+def test_serving_uses_the_published_calibrator(evaluated) -> None:
+    home, _, result, _ = evaluated
+    cal = metadata(result, "calibration")
+    engine = QueryEngine(CodexHome(home), answerer=offline_answerer())
+    try:
+        answer = engine.query("how is the cart total computed", repo="demo")
+        assert answer["confidence_kind"] == "calibrated"
+        trace = engine.trace(answer["trace_id"])
+        assert trace["abstain_below"] == pytest.approx(cal["tau"], abs=1e-4)
+        assert answer["abstained"] == (answer["confidence"] < cal["tau"])
+    finally:
+        engine.close()
+
+
+def test_nightly_schedule_requests_every_repo() -> None:
+    when = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
+    with dg.instance_for_test() as instance:
+        empty = nightly_eval(dg.build_schedule_context(instance=instance, scheduled_execution_time=when))
+        assert isinstance(empty, dg.SkipReason)
+        instance.add_dynamic_partitions("repos", ["demo", "other"])
+        requests = nightly_eval(dg.build_schedule_context(instance=instance, scheduled_execution_time=when))
+    assert [(r.partition_key, r.run_key) for r in requests] == [
+        ("demo", "demo:2026-11-23"), ("other", "other:2026-11-23"),
+    ]
+    from codex_assets.definitions import defs
+
+    schedule = defs().resolve_schedule_def("nightly_eval")
+    assert schedule.cron_schedule == "0 3 * * *" and schedule.execution_timezone == "UTC"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
