@@ -27,9 +27,13 @@ from codex_core.calibration import (
     precision_coverage_png,
     reliability_diagram_png,
 )
+from codex_core.config_registry import CHALLENGER, CHAMPION, ConfigRegistry
+from codex_core.configs import AnswerConfig, ConfigStore
 from codex_core.evalsets import EvalRegistry, mine_eval_set
-from codex_core.evaluation import ablation_configs, evaluate, metrics_table
+from codex_core.evaluation import ablation_configs, evaluate, metrics_table, summarize
 from codex_core.ingest import repo_dir_for
+from codex_core.judge import ArmResult, judge
+from codex_core.metrics import ndcg_at_k
 from codex_core.reader import PublishedReader
 from codex_core.retrieval import RetrievalConfig
 from codex_resources import CodexHomeResource, EmbedderResource, MlflowResource, VectorStoreResource
@@ -267,3 +271,104 @@ def _finite(value: float | None) -> float | None:
 
 
 eval_assets = [eval_set, retrieval_eval, calibration]
+
+
+def _arm_result(outcomes) -> tuple[ArmResult, dict[str, float]]:
+    """Quality, tail latency, calibration error (out-of-fold) and cost of one config on the eval set."""
+    summary = summarize(outcomes)
+    X = np.stack([feature_vector(o.features, o.query) for o in outcomes]) if outcomes else np.zeros((0, 1))
+    y = np.array([int(o.top1_correct) for o in outcomes], dtype=int)
+    fitted = fit_calibrator(X, y)
+    probs = fitted.cv_predictions if fitted.cv_predictions is not None else fitted.predict(X)
+    # Too few (or one-sided) outcomes to fit a calibrator: ECE is not comparable, so the judge skips it.
+    comparable = len(y) and fitted.method != "constant"
+    ece = float(expected_calibration_error(np.asarray(probs, dtype=float), y)) if comparable else float("nan")
+    per_query = tuple(ndcg_at_k(o.ranked_files, o.gold_files, 5) for o in outcomes)
+    arm = ArmResult(
+        ndcg_at_5=float(summary.get("file_ndcg_at_5", 0.0)),
+        p95_s=float(summary.get("latency_p95_ms", 0.0)) / 1000,
+        ece=ece,
+        cost=float(np.mean([o.context_tokens for o in outcomes])) if outcomes else 0.0,
+        per_query_ndcg=per_query,
+    )
+    return arm, summary | {"ece": ece, "cost_tokens": arm.cost}
+
+
+@dg.asset(deps=[calibration], kinds={"mlflow"}, **_COMMON)
+def ab_judgement(
+    context: dg.AssetExecutionContext,
+    codex_home: CodexHomeResource,
+    embedder: EmbedderResource,
+    vector_store: VectorStoreResource,
+    mlflow: MlflowResource,
+) -> dg.MaterializeResult:
+    """Champion vs challenger config (MLflow registry aliases) on the same eval set, in one run.
+
+    Promote iff ΔnDCG@5 ≥ −0.01, ΔP95 ≤ +0.2 s, ΔECE ≤ +0.02 and Δcost ≤ +10 %; a paired bootstrap
+    95% CI on ΔnDCG@5 is reported beside the gate. Promotion moves the `champion` alias.
+    """
+    repo = context.partition_key
+    home = codex_home.home
+    tracker = mlflow.tracker()
+    registry = ConfigRegistry(tracker, ConfigStore(home.configs_dir))
+    champion = registry.by_alias(CHAMPION) or registry.register(
+        AnswerConfig(description="default configuration"), alias=CHAMPION
+    )
+    challenger = registry.by_alias(CHALLENGER)
+    if challenger is None:
+        return dg.MaterializeResult(
+            metadata={"outcome": "no_challenger", "champion": f"v{champion.version} ({champion.config_id})"}
+        )
+    model = embedder.get_embedder()
+    if challenger.config.embedder != model.model_id:
+        registry.reject()
+        reason = f"challenger embedder {challenger.config.embedder!r} needs its own index (serving {model.model_id!r})"
+        return dg.MaterializeResult(metadata={"outcome": "reject", "reasons": dg.MetadataValue.json([reason])})
+    evalset = _resolve_set(EvalRegistry(home.evals_dir), "", repo)
+    items = [i for i in evalset.items if i.gold_files]
+    reader = PublishedReader(home, vector_store.open(), model)
+    try:
+        view = reader.refresh(force=True)
+        if repo not in view.corpora:
+            raise dg.Failure(f"{repo!r} has no published index: materialize the ingestion assets first")
+        arms = {}
+        for label, arm in (("champion", champion), ("challenger", challenger)):
+            run = evaluate(reader.retriever, items, repos=[repo], graph=view.graphs.get(repo),
+                           config=arm.config.retrieval, config_name=label)
+            arms[label] = _arm_result(run.outcomes)
+    finally:
+        reader.close()
+    verdict = judge(arms["champion"][0], arms["challenger"][0])
+    outcome, reasons = verdict.outcome, list(verdict.failed_rules)
+    if outcome == "promote":
+        registry.promote(challenger)
+    else:
+        registry.reject()
+    rows = {label: summary for label, (_, summary) in arms.items()}
+    columns = ["queries", "file_ndcg_at_5", "file_recall_at_5", "latency_p95_ms", "ece", "cost_tokens"]
+    table = metrics_table(rows, columns)
+    with tracker.run(EXPERIMENT, f"{repo} ab_judgement", _run_tags(context, repo) | {"kind": "ab_judgement"}) as run:
+        run.log_params({
+            "champion_version": champion.version, "champion_config": champion.config_id,
+            "challenger_version": challenger.version, "challenger_config": challenger.config_id,
+            "eval_set": f"{evalset.name}@{evalset.version}", "outcome": outcome,
+        })
+        for label, (_, summary) in arms.items():
+            run.log_metrics({f"{label}.{k}": v for k, v in summary.items() if isinstance(v, float)})
+        run.log_metrics({k: v for k, v in verdict.to_dict().items() if isinstance(v, float)})
+        run.log_json({"arms": rows, "judgement": verdict.to_dict(), "reasons": reasons}, "judgement.json", "tables")
+    return dg.MaterializeResult(
+        metadata={
+            "outcome": outcome,
+            "reasons": dg.MetadataValue.json(reasons),
+            "champion": f"v{champion.version} ({champion.config_id})",
+            "challenger": f"v{challenger.version} ({challenger.config_id})",
+            "arms": dg.MetadataValue.md(table),
+            "delta_ndcg_at_5": verdict.delta_ndcg,
+            "delta_ndcg_ci95": dg.MetadataValue.json([verdict.ndcg_ci_low, verdict.ndcg_ci_high]),
+            "mlflow_url": dg.MetadataValue.url(run.url) if run.url else None,
+        }
+    )
+
+
+eval_assets = [*eval_assets, ab_judgement]

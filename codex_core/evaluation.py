@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from codex_core.chunking import count_tokens
 from codex_core.metrics import dedupe_ranking, mrr_at_k, ndcg_at_k, percentile, recall_at_k
 from codex_core.retrieval import HybridRetriever, RetrievalConfig, heuristic_confidence
 
@@ -31,6 +32,7 @@ class QueryOutcome:
     features: dict[str, float]
     heuristic_confidence: float
     top1_correct: bool
+    context_tokens: int = 0  # tokens of the top-5 citations: what generation would be sent
 
     def row(self) -> dict[str, Any]:
         return {
@@ -124,6 +126,7 @@ def evaluate(
                 features=result.features,
                 heuristic_confidence=heuristic_confidence(result.features),
                 top1_correct=bool(files) and files[0] in set(gold_files),
+                context_tokens=sum(count_tokens(c.payload["text"]) for c in result.candidates[:5]),
             )
         )
     return run

@@ -11,7 +11,10 @@ import re
 from codex_core.llm.types import ContextChunk
 
 NOTHING_RETRIEVED = "I don't know — nothing relevant was retrieved for this question."
-HEADER = "No language model answered, so here are the most relevant retrieved snippets (extractive answer):"
+HEADER = (
+    "No language model gave an answer citing the retrieved code, so here are the most relevant "
+    "retrieved snippets (extractive answer):"
+)
 SUMMARY_CHARS = 140
 
 _DOC_OPEN = re.compile(r'^(?:[rRbBuU]{0,2})("""|\'\'\')\s*(.*?)\s*(?:\1)?\s*$')

@@ -119,3 +119,43 @@ def test_nightly_schedule_requests_every_repo() -> None:
     schedule = defs().resolve_schedule_def("nightly_eval")
     assert schedule.cron_schedule == "0 3 * * *" and schedule.execution_timezone == "UTC"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+
+
+def _judge(home: Path, instance) -> dict:
+    from codex_assets.evaluation import ab_judgement
+
+    resources = make_resources(home) | {"mlflow": MlflowResource(codex_home=CodexHomeResource(root=str(home)))}
+    result = dg.materialize(
+        [*ingestion_assets, *ingestion_checks, *eval_assets], instance=instance, resources=resources,
+        partition_key="demo", selection=[ab_judgement],
+    )
+    assert result.success
+    return metadata(result, "ab_judgement")
+
+
+def test_ab_judgement_promotes_better_and_rejects_worse(evaluated) -> None:
+    from codex_core.config_registry import CHALLENGER, CHAMPION, ConfigRegistry
+    from codex_core.configs import AnswerConfig, ConfigStore
+    from codex_core.retrieval import RetrievalConfig
+
+    home, _, _, instance = evaluated
+    registry = ConfigRegistry(Tracker.embedded(CodexHome(home).mlflow_db), ConfigStore(CodexHome(home).configs_dir))
+    assert _judge(home, instance)["outcome"] == "no_challenger"  # registers the default as champion
+
+    # A dense-only champion (same number of citations, worse ranking) against the hybrid default.
+    weak = registry.register(AnswerConfig(retrieval=RetrievalConfig(lexical=False, graph_hops=0),
+                                          description="dense only"), alias=CHAMPION)
+    default = registry.register(AnswerConfig(description="default"), alias=CHALLENGER)
+    promoted = _judge(home, instance)
+    assert promoted["outcome"] == "promote", promoted
+    assert promoted["delta_ndcg_at_5"] >= 0
+    assert registry.by_alias(CHAMPION).version == default.version != weak.version
+    assert registry.by_alias(CHALLENGER) is None
+
+    # A challenger that retrieves nothing is strictly worse.
+    registry.register(AnswerConfig(retrieval=RetrievalConfig(dense=False, lexical=False), description="broken"),
+                      alias=CHALLENGER)
+    rejected = _judge(home, instance)
+    assert rejected["outcome"] == "reject"
+    assert any(r.startswith("ΔnDCG@5") for r in rejected["reasons"])
+    assert registry.by_alias(CHAMPION).version == default.version

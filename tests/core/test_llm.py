@@ -642,8 +642,10 @@ def test_real_llama_server_with_smollm2(tmp_path: Path) -> None:
             tail = log_path.read_text(errors="replace")[-3000:]
             pytest.fail("llama-server did not become healthy in 120 s:\n" + tail)
         config = {
+            # A 1024-token window still holds both snippets and keeps the answer budget (and so the
+            # run time of a rambling 135M model on 2 CPU cores) small.
             "models": [{"name": "smollm2-135m", "backend": "openai", "base_url": base_url,
-                        "context_window": 2048, "timeout": 120}],
+                        "context_window": 1024, "timeout": 180}],
             "routes": {r: {"chain": ["smollm2-135m"]} for r in ("small", "medium", "large")},
         }
         answerer = Answerer(config_from_dict(config, env={}))
