@@ -4,17 +4,27 @@ import dagster as dg
 
 from codex_assets.evaluation import eval_assets
 from codex_assets.ingestion import ingestion_assets, ingestion_checks
+from codex_assets.lifecycle import lifecycle_assets
 from codex_resources import build_resources
-from codex_sensors import eval_job, git_head_sensor, ingest_job, nightly_eval
+from codex_sensors import (
+    daily_drift,
+    drift_job,
+    drift_recalibration_sensor,
+    eval_job,
+    git_head_sensor,
+    ingest_job,
+    nightly_eval,
+    recalibrate_job,
+)
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
     return dg.Definitions(
-        assets=[*ingestion_assets, *eval_assets],
+        assets=[*ingestion_assets, *eval_assets, *lifecycle_assets],
         asset_checks=ingestion_checks,
-        jobs=[ingest_job, eval_job],
-        schedules=[nightly_eval],
-        sensors=[git_head_sensor],
+        jobs=[ingest_job, eval_job, recalibrate_job, drift_job],
+        schedules=[nightly_eval, daily_drift],
+        sensors=[git_head_sensor, drift_recalibration_sensor],
         resources=build_resources(),
     )

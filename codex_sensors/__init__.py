@@ -26,6 +26,46 @@ def published_commit(home, name: str) -> str | None:
     return json.loads(path.read_text()).get("commit") if path.exists() else None
 
 
+recalibrate_job = dg.define_asset_job(
+    "recalibrate",
+    selection=dg.AssetSelection.assets("retrieval_eval", "calibration"),
+    description="Re-run evaluation and refit calibration (requested when served queries drift).",
+)
+
+drift_job = dg.define_asset_job("drift", selection=dg.AssetSelection.assets("drift_report"))
+
+
+@dg.schedule(
+    cron_schedule="0 4 * * *",
+    execution_timezone="UTC",
+    job=drift_job,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Daily drift report of served queries at 04:00 UTC.",
+)
+def daily_drift(context: dg.ScheduleEvaluationContext):
+    return dg.RunRequest(run_key=f"drift:{context.scheduled_execution_time.strftime('%Y-%m-%d')}")
+
+
+@dg.asset_sensor(
+    asset_key=dg.AssetKey("drift_report"),
+    job=recalibrate_job,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="When a drift report finds drift, re-evaluate and recalibrate every repo that was queried.",
+)
+def drift_recalibration_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
+    materialization = asset_event.asset_materialization
+    values = {k: getattr(v, "value", v) for k, v in (materialization.metadata if materialization else {}).items()}
+    if values.get("status") != "drift":
+        return dg.SkipReason(f"latest drift report: {values.get('status', 'unknown')}")
+    known = set(context.instance.get_dynamic_partitions("repos"))
+    repos = [r for r in values.get("repos") or [] if r in known]
+    return [
+        dg.RunRequest(run_key=f"drift:{asset_event.run_id}:{repo}", partition_key=repo,
+                      tags={"codex/repo": repo, "codex/reason": "drift"})
+        for repo in repos
+    ] or dg.SkipReason("drift found, but no known repository was queried")
+
+
 @dg.sensor(
     job=ingest_job,
     minimum_interval_seconds=30,
