@@ -332,6 +332,51 @@ def cmd_eval_import(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- configs
+
+
+def _config_registry(home: CodexHome):
+    from codex_core.config_registry import ConfigRegistry
+    from codex_core.configs import ConfigStore
+    from codex_core.tracking import Tracker
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    tracker = Tracker(uri) if uri else Tracker.embedded(home.mlflow_db)
+    return ConfigRegistry(tracker, ConfigStore(home.configs_dir))
+
+
+def cmd_config_register(args: argparse.Namespace) -> int:
+    from codex_core.configs import AnswerConfig
+
+    home = _home()
+    try:
+        data = json.loads(Path(args.file).read_text())
+        config = AnswerConfig.from_dict(data)
+    except (OSError, ValueError, TypeError) as exc:
+        raise CliError(f"cannot read config {args.file}: {exc}") from exc
+    registered = _config_registry(home).register(config, alias=args.alias)
+    data = {"config_id": registered.config_id, "version": registered.version, "alias": args.alias}
+    _emit(args, data, f"config {registered.config_id} is version {registered.version}"
+                      + (f" ({args.alias})" if args.alias else ""))
+    return 0
+
+
+def cmd_config_list(args: argparse.Namespace) -> int:
+    from codex_core.config_registry import CHALLENGER, CHAMPION
+    from codex_core.configs import ConfigStore
+
+    home = _home()
+    registry = _config_registry(home)
+    aliases = {alias: registry.by_alias(alias) for alias in (CHAMPION, CHALLENGER)}
+    configs = {
+        cid: {"aliases": [a for a, r in aliases.items() if r and r.config_id == cid], **cfg.to_dict()}
+        for cid, cfg in ConfigStore(home.configs_dir).list().items()
+    }
+    human = "\n".join(f"{cid}  {' '.join(c['aliases']) or '-':<20} {c['description']}" for cid, c in configs.items())
+    _emit(args, configs, human or "no configs yet: feriactl config register FILE.json --alias challenger")
+    return 0
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -379,6 +424,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="set name (default: REPO-hand)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval_import)
+
+    cfg = sub.add_parser("config", help="versioned retrieval/answer configs (MLflow registry aliases)")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
+    p = cfg_sub.add_parser("register", help="register a config JSON (AnswerConfig fields) as a new version")
+    p.add_argument("file")
+    p.add_argument("--alias", choices=["champion", "challenger"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_config_register)
+    p = cfg_sub.add_parser("list", help="configs with their aliases")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_config_list)
 
     p = sub.add_parser("up", help="start the query endpoint and the Dagster UI until Ctrl-C")
     p.add_argument("--host", default="127.0.0.1")
