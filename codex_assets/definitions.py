@@ -5,6 +5,7 @@ import dagster as dg
 from codex_assets.evaluation import eval_assets
 from codex_assets.ingestion import ingestion_assets, ingestion_checks
 from codex_assets.lifecycle import lifecycle_assets
+from codex_assets.snapshots import SnapshotKeyResource, nightly_snapshot, snapshot_assets, snapshot_job
 from codex_resources import build_resources
 from codex_sensors import (
     daily_drift,
@@ -21,10 +22,11 @@ from codex_sensors import (
 @dg.definitions
 def defs() -> dg.Definitions:
     return dg.Definitions(
-        assets=[*ingestion_assets, *eval_assets, *lifecycle_assets],
+        assets=[*ingestion_assets, *eval_assets, *lifecycle_assets, *snapshot_assets],
         asset_checks=ingestion_checks,
-        jobs=[ingest_job, eval_job, recalibrate_job, drift_job],
-        schedules=[nightly_eval, daily_drift],
+        jobs=[ingest_job, eval_job, recalibrate_job, drift_job, snapshot_job],
+        schedules=[nightly_eval, daily_drift, nightly_snapshot],
         sensors=[git_head_sensor, drift_recalibration_sensor],
-        resources=build_resources(),
+        # The snapshot key is read when a snapshot runs (never at load), with a clear error if unset.
+        resources={**build_resources(), "snapshot_key": SnapshotKeyResource()},
     )

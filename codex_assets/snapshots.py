@@ -106,7 +106,7 @@ snapshot_job = dg.define_asset_job(
     description="Daily signed snapshot of every repository at 02:30 UTC (start it once CODEX_SNAPSHOT_KEY is set).",
 )
 def nightly_snapshot(context: dg.ScheduleEvaluationContext):
-    day = context.scheduled_execution_time.strftime("%Y-%m-%d") if context.scheduled_execution_time else "adhoc"
+    day = context.scheduled_execution_time.strftime("%Y-%m-%d")
     repos = context.instance.get_dynamic_partitions("repos")
     if not repos:
         return dg.SkipReason("no repositories ingested yet")

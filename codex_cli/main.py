@@ -436,6 +436,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_config_list)
 
+    from codex_cli.snapshot_cmds import register as register_snapshot_commands
+
+    register_snapshot_commands(sub)
+
     p = sub.add_parser("up", help="start the query endpoint and the Dagster UI until Ctrl-C")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000, help="query endpoint port")

@@ -71,7 +71,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             lines.append(f"  {i.id:<48} UNREADABLE: {i.problem}")
             continue
         tags = f"  [{', '.join(i.tags)}]" if i.tags else ""
-        sign = "signed" if i.signed else "UNSIGNED"
+        sign = f"key {i.key_id}" if i.signed else "UNSIGNED"
         lines.append(f"  {i.id:<48} {i.created_at[:19]}  {_mib(i.size):>10}  {sign}{tags}")
     if not infos:
         lines.append("  none yet: feriactl snapshot create --repo NAME")
