@@ -11,19 +11,17 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Collection
 from typing import Any
 
 from codex_core.calibration import Calibrator, feature_vector
-
 from codex_core.embedding import Embedder, SentenceTransformerEmbedder
 from codex_core.home import CodexHome
 from codex_core.llm import Answerer, ContextChunk
 from codex_core.reader import PublishedReader, open_index
-from codex_core.retrieval import (
-    RetrievalConfig,
-    heuristic_confidence,
-)
+from codex_core.retrieval import RetrievalConfig, RetrievalResult, heuristic_confidence
 from codex_core.vector_store import VectorIndex
+from serving.freshness import DEFAULT_TTL_S, FreshnessTracker
 
 VERSION = "0.1.0"
 DEFAULT_ABSTAIN_BELOW = 0.35
@@ -43,6 +41,7 @@ class QueryEngine:
         answerer: Answerer | None = None,
         abstain_below: float = DEFAULT_ABSTAIN_BELOW,
         refresh_every_s: float = 1.0,
+        freshness_ttl_s: float = DEFAULT_TTL_S,
     ):
         self.home = home
         self.embedder = embedder or SentenceTransformerEmbedder()
@@ -53,6 +52,7 @@ class QueryEngine:
         self._lock = threading.Lock()
         self._traces: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._calibrators: dict[str, tuple[int, Calibrator]] = {}
+        self.freshness = FreshnessTracker(self.reader.worktree_of, ttl_s=freshness_ttl_s)
 
     def refresh(self, force: bool = False) -> None:
         self.reader.refresh(force)
@@ -79,26 +79,45 @@ class QueryEngine:
         probability = float(calibrator.predict(feature_vector(features, query)[None, :])[0])
         return probability, float(calibrator.tau), "calibrated"
 
-    def repos(self) -> dict[str, dict[str, Any]]:
+    def repos(self, allowed_repos: Collection[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Published repositories (only ``allowed_repos`` when given: a tenant never learns of others)."""
         view = self.reader.refresh()
         return {
-            name: {"commit": c.commit, "version": c.version, "chunks": len(c.ids)}
+            name: {"commit": c.commit, "version": c.version, "chunks": len(c.ids),
+                   "commits_behind": self.freshness.of(name, c.commit)["commits_behind"]}
             for name, c in sorted(view.corpora.items())
+            if allowed_repos is None or name in allowed_repos
         }
 
     # ------------------------------------------------------------ queries
 
     def query(self, query: str, *, repo: str | None = None, top_k: int = 5, tenant: str | None = None,
-              config: RetrievalConfig | None = None) -> dict[str, Any]:
+              config: RetrievalConfig | None = None, allowed_repos: Collection[str] | None = None,
+              trace_extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Answer ``query`` over ``repo`` (or every repository ``allowed_repos`` admits; None = all).
+
+        A ``repo`` outside ``allowed_repos`` is reported exactly like an unknown one, so a tenant
+        cannot probe for other tenants' repositories. ``trace_extra`` is stored with the trace
+        (serving puts the canary arm and the GPU governor's decision there).
+        """
         started = time.perf_counter()
         corpora = self.reader.refresh().corpora
-        if repo is not None and repo not in corpora:
+        visible = sorted(r for r in corpora if allowed_repos is None or r in allowed_repos)
+        if repo is not None and repo not in visible:
             raise UnknownRepo(
-                f"repository {repo!r} has no published index; known: {sorted(corpora) or 'none'} "
+                f"repository {repo!r} has no published index; known: {visible or 'none'} "
                 f"(ingest it with: feriactl ingest PATH --name {repo})"
             )
-        repos = [repo] if repo else sorted(corpora)
-        result = self.reader.retriever.retrieve(query, repos=repos, top_k=top_k, config=config)
+        repos = [repo] if repo else visible
+        if repos:
+            result = self.reader.retriever.retrieve(query, repos=repos, top_k=top_k, config=config)
+        else:
+            # Never hand the retriever an empty list: it reads "no repos" as "every repo".
+            result = RetrievalResult([], [], {"total_ms": 0.0}, {"citations": 0.0})
+        leaked = [c for c in result.candidates if c.repo not in repos]
+        if leaked:  # defence in depth: the store filter already restricts to ``repos``
+            result.candidates = [c for c in result.candidates if c.repo in repos]
+        retrieval_ms = round((time.perf_counter() - started) * 1000, 2)
         top_repo = result.candidates[0].repo if result.candidates else (repos[0] if repos else None)
         confidence, threshold, confidence_kind = self.confidence(top_repo, result.features, query)
         contexts = [
@@ -126,6 +145,7 @@ class QueryEngine:
             for c in result.candidates
         ]
         index_commits = {r: corpora[r].commit for r in repos}
+        freshness = {r: self.freshness.of(r, corpora[r].commit) for r in repos}
         latency_ms = round((time.perf_counter() - started) * 1000, 2)
         response = {
             "answer": answer,
@@ -137,6 +157,9 @@ class QueryEngine:
             "route": route,
             "index_commit": index_commits.get(top_repo) if top_repo else None,
             "index_commits": index_commits,
+            "commits_behind": freshness[top_repo]["commits_behind"] if top_repo in freshness else None,
+            "index_freshness": {r: {"commit": f["commit"], "commits_behind": f["commits_behind"]}
+                                for r, f in freshness.items()},
             "latency_ms": latency_ms,
             "trace_id": trace_id,
         }
@@ -146,17 +169,21 @@ class QueryEngine:
             "tenant": tenant,
             "repos": repos,
             "top_k": top_k,
-            "timings_ms": {**result.timings_ms, "total_ms": latency_ms},
+            "timings_ms": {**result.timings_ms, "retrieval_ms": retrieval_ms, "total_ms": latency_ms},
             "features": result.features,
             "confidence": confidence,
             "abstain_below": threshold,
             "confidence_kind": confidence_kind,
+            "abstained": abstained,
+            "index_freshness": response["index_freshness"],
             "candidates": [c.to_trace() for c in result.considered[:100]],
             "generation": None if generation is None else {
                 "model": generation.model, "route": generation.route, "fallbacks": generation.fallbacks,
                 "cited_refs": generation.cited_refs, "prompt_tokens": generation.prompt_tokens,
-                "extractive": generation.extractive,
+                "extractive": generation.extractive, "planned_route": generation.planned_route,
+                "difficulty": generation.difficulty, "rejected_refs": generation.rejected_refs,
             },
+            **(trace_extra or {}),
         })
         return response
 
@@ -169,10 +196,14 @@ class QueryEngine:
     def trace(self, trace_id: str) -> dict[str, Any] | None:
         return self._traces.get(trace_id)
 
-    def health(self) -> dict[str, Any]:
+    def health(self, allowed_repos: Collection[str] | None = None) -> dict[str, Any]:
         view = self.reader.refresh()
         llm = self.answerer.health()
-        index = {name: c.commit for name, c in sorted(view.corpora.items())}
+        visible = {
+            name: c for name, c in sorted(view.corpora.items()) if allowed_repos is None or name in allowed_repos
+        }
+        index = {name: c.commit for name, c in visible.items()}
+        freshness = {name: self.freshness.of(name, c.commit) for name, c in visible.items()}
         reasons = []
         if not index:
             reasons.append("no published index: run feriactl ingest PATH")
@@ -184,6 +215,7 @@ class QueryEngine:
             "uptime_s": round(time.time() - self.started_at, 1),
             "version": VERSION,
             "index": index,
+            "freshness": freshness,
             "llm": llm,
         }
 

@@ -1,0 +1,136 @@
+"""Prometheus metrics of one serving app (its own CollectorRegistry: two apps never share counters).
+
+Catalog (``METRIC_CATALOG``; dashboards and alerts may only use these names; docs/operations.md
+explains each):
+
+- router_requests_total{route,model}: answered queries per generation route
+  (small/medium/large/extractive/abstain) and model; router_latency_seconds{route}: histogram of
+  the whole /v1/query time per route; rag_latency_seconds: histogram of retrieval time.
+- queue_depth{queue}: admitted and unfinished (waiting + running); admit_total{queue};
+  throttle_total{queue,reason} (rate, tenant_inflight, queue_full, queue_timeout).
+- llm_fallback_total{from,to}: model chain hops; citation_rejected_total: refs a model wrote that
+  were not retrieved; http_errors_total{status}: 5xx responses (503 of the kill-switch included).
+- canary_requests_total{arm,outcome}; canary_p95_seconds / canary_error_rate /
+  canary_abstention_rate{arm}: the signals the automatic rollback reads.
+- gpu_utilization, gpu_memory_bytes, gpu_memory_total_bytes, gpu_temperature_celsius{gpu}:
+  ABSENT (not 0) when NVML is unavailable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from serving.gpu import GpuGovernor
+
+LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 30.0)
+
+# name -> (type, labels). Histograms expose name_bucket / name_sum / name_count.
+METRIC_CATALOG: dict[str, tuple[str, tuple[str, ...]]] = {
+    "router_requests_total": ("counter", ("route", "model")),
+    "router_latency_seconds": ("histogram", ("route",)),
+    "rag_latency_seconds": ("histogram", ()),
+    "queue_depth": ("gauge", ("queue",)),
+    "admit_total": ("counter", ("queue",)),
+    "throttle_total": ("counter", ("queue", "reason")),
+    "llm_fallback_total": ("counter", ("from", "to")),
+    "citation_rejected_total": ("counter", ()),
+    "http_errors_total": ("counter", ("status",)),
+    "canary_requests_total": ("counter", ("arm", "outcome")),
+    "canary_p95_seconds": ("gauge", ("arm",)),
+    "canary_error_rate": ("gauge", ("arm",)),
+    "canary_abstention_rate": ("gauge", ("arm",)),
+    "gpu_utilization": ("gauge", ("gpu",)),
+    "gpu_memory_bytes": ("gauge", ("gpu",)),
+    "gpu_memory_total_bytes": ("gauge", ("gpu",)),
+    "gpu_temperature_celsius": ("gauge", ("gpu",)),
+}
+GPU_METRICS = ("gpu_utilization", "gpu_memory_bytes", "gpu_memory_total_bytes", "gpu_temperature_celsius")
+
+
+def exposed_names(metric: str) -> set[str]:
+    """Sample names Prometheus will see for a catalog metric."""
+    kind, _ = METRIC_CATALOG[metric]
+    if kind == "histogram":
+        return {f"{metric}_bucket", f"{metric}_sum", f"{metric}_count"}
+    return {metric}
+
+
+class _GpuCollector(Collector):
+    """Reads the governor's last sample at scrape time; yields nothing at all when NVML is unavailable."""
+
+    def __init__(self, governor: GpuGovernor):
+        self.governor = governor
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        samples = self.governor.samples()
+        if not samples:
+            return
+        util = GaugeMetricFamily("gpu_utilization", "GPU utilisation (percent)", labels=["gpu"])
+        used = GaugeMetricFamily("gpu_memory_bytes", "GPU memory in use (bytes)", labels=["gpu"])
+        total = GaugeMetricFamily("gpu_memory_total_bytes", "GPU memory size (bytes)", labels=["gpu"])
+        temp = GaugeMetricFamily("gpu_temperature_celsius", "GPU temperature", labels=["gpu"])
+        for s in samples:
+            util.add_metric([str(s.index)], s.utilization_percent)
+            used.add_metric([str(s.index)], s.memory_used_bytes)
+            total.add_metric([str(s.index)], s.memory_total_bytes)
+            temp.add_metric([str(s.index)], s.temperature_celsius)
+        yield from (util, used, total, temp)
+
+
+class ServingMetrics:
+    def __init__(self, governor: GpuGovernor, queue_depth: Callable[[str], int], queues: tuple[str, ...]):
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.router_requests = Counter(
+            "router_requests", "Answered queries by generation route and model", ["route", "model"], registry=r
+        )
+        self.router_latency = Histogram(
+            "router_latency_seconds", "Whole /v1/query latency by generation route", ["route"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.rag_latency = Histogram(
+            "rag_latency_seconds", "Retrieval latency (embed, search, fuse, verify)", buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        depth = Gauge("queue_depth", "Requests admitted to a server queue, waiting or running", ["queue"], registry=r)
+        for q in queues:
+            depth.labels(q).set_function(lambda q=q: queue_depth(q))
+        self.admit = Counter("admit", "Requests admitted", ["queue"], registry=r)
+        self.throttle = Counter("throttle", "Requests refused with 429", ["queue", "reason"], registry=r)
+        self.llm_fallback = Counter("llm_fallback", "Model fallback hops", ["from", "to"], registry=r)
+        self.citation_rejected = Counter(
+            "citation_rejected", "Refs written by a model that were not retrieved", registry=r
+        )
+        self.http_errors = Counter("http_errors", "5xx responses by status", ["status"], registry=r)
+        self.canary_requests = Counter("canary_requests", "Canary traffic by arm and outcome", ["arm", "outcome"],
+                                       registry=r)
+        self.canary_p95 = Gauge("canary_p95_seconds", "P95 latency per canary arm", ["arm"], registry=r)
+        self.canary_error_rate = Gauge("canary_error_rate", "Error rate per canary arm", ["arm"], registry=r)
+        self.canary_abstention_rate = Gauge(
+            "canary_abstention_rate", "Abstention rate per canary arm", ["arm"], registry=r
+        )
+        for q in queues:
+            self.admit.labels(q)
+        r.register(_GpuCollector(governor))
+
+    def observe_answer(self, trace: dict | None, route: str, model: str, latency_s: float) -> None:
+        self.router_requests.labels(route, model).inc()
+        self.router_latency.labels(route).observe(latency_s)
+        if not trace:
+            return
+        retrieval_ms = (trace.get("timings_ms") or {}).get("retrieval_ms")
+        if retrieval_ms is not None:
+            self.rag_latency.observe(retrieval_ms / 1000)
+        generation = trace.get("generation") or {}
+        for hop in generation.get("fallbacks") or []:
+            self.llm_fallback.labels(hop.get("from", "?"), hop.get("to", "?")).inc()
+        rejected = len(generation.get("rejected_refs") or [])
+        if rejected:
+            self.citation_rejected.inc(rejected)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
