@@ -69,6 +69,8 @@ def code_files(context: dg.AssetExecutionContext, codex_home: CodexHomeResource)
             "skipped_examples": dg.MetadataValue.json(dict(list(scan.skipped.items())[:50])),
             "languages": dg.MetadataValue.md(markdown_table(counts(f.language for f in scan.files), "language")),
             "decoded_with_replacement": sum(f.decoded_with_replacement for f in scan.files),
+            "secrets_masked": sum(f.secrets_masked for f in scan.files),
+            "files_with_secrets": sum(1 for f in scan.files if f.secrets_masked),
             "commit": snapshot["commit"],
             "seconds": round(time.perf_counter() - started, 3),
         },
@@ -96,7 +98,7 @@ def code_chunks(context: dg.AssetExecutionContext, codex_home: CodexHomeResource
         lambda f: chunk_source_files([f], repo, snapshot["commit"]),
     )
     catalog.write_chunks(repo_dir / catalog.CHUNKS, chunks)
-    catalog.write_json(repo_dir / catalog.CHUNK_BLOBS, {f.path: f.blob_sha for f in files})
+    catalog.write_json(repo_dir / catalog.CHUNK_BLOBS, {f.path: f.content_key for f in files})
     with_symbol = sum(1 for c in chunks if c.symbol)
     return dg.MaterializeResult(
         metadata={
@@ -187,7 +189,7 @@ def code_graph(context: dg.AssetExecutionContext, codex_home: CodexHomeResource)
     )
     write_graph(graph_dir, definitions, edges)
     catalog.write_records(graph_dir / catalog.RAW_EDGES, raw_edges, Edge)
-    catalog.write_json(repo_dir / catalog.GRAPH_BLOBS, {f.path: f.blob_sha for f in files})
+    catalog.write_json(repo_dir / catalog.GRAPH_BLOBS, {f.path: f.content_key for f in files})
     by_type = counts(e.type for e in edges)
     return dg.MaterializeResult(
         metadata={

@@ -475,9 +475,11 @@ def _format_answer(r: dict[str, Any]) -> str:
 def cmd_query(args: argparse.Namespace) -> int:
     from serving.engine import QueryEngine, UnknownRepo
 
+    # argv arrives surrogate-escaped when the terminal sends invalid UTF-8: make it valid text first.
+    question = args.question.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     engine = QueryEngine(_home())
     try:
-        result = engine.query(args.question, repo=args.repo, top_k=args.top_k)
+        result = engine.query(question, repo=args.repo, top_k=args.top_k)
     except UnknownRepo as exc:
         raise CliError(str(exc)) from exc
     finally:

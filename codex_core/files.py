@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 
 from codex_core.git import TreeEntry, ls_tree, read_blobs
 from codex_core.languages import detect_language
+from codex_core.secrets import MASKER_VERSION, mask_secrets
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_LINE_CHARS = 1000  # a line this long is minified/generated output, not something to cite
@@ -47,6 +48,7 @@ class SkipReason:
     GENERATED = "generated"
     MINIFIED = "minified"
     EMPTY = "empty"
+    UNDECODABLE_PATH = "undecodable_path"  # a file name that is not UTF-8 cannot be cited or stored
 
 
 @dataclass(frozen=True)
@@ -55,9 +57,15 @@ class SourceFile:
     language: str
     size: int
     blob_sha: str
-    text: str
+    text: str  # as indexed: decoded, secrets masked (line structure unchanged)
     lines: int
     decoded_with_replacement: bool
+    secrets_masked: int = 0
+
+    @property
+    def content_key(self) -> str:
+        """What a stage's output from this file depends on: its blob and the masker's rules."""
+        return f"{self.blob_sha}:m{MASKER_VERSION}"
 
 
 @dataclass
@@ -81,6 +89,10 @@ def _symlink_reason(target: str, link_path: str) -> str:
 
 
 def _path_reason(entry: TreeEntry, max_bytes: int) -> str | None:
+    try:
+        entry.path.encode("utf-8")
+    except UnicodeEncodeError:
+        return SkipReason.UNDECODABLE_PATH
     p = PurePosixPath(entry.path)
     if entry.type == "commit":
         return SkipReason.SUBMODULE
@@ -111,6 +123,11 @@ def _content_reason(data: bytes, text: str) -> str | None:
     if any(len(line) > 20 * MAX_LINE_CHARS for line in lines):
         return SkipReason.MINIFIED
     return None
+
+
+def indexed_text(data: bytes, path: str) -> str:
+    """A file exactly as the index sees it (decoded, secrets masked): citations are verified against this."""
+    return mask_secrets(decode(data)[0], path=path)[0]
 
 
 def decode(data: bytes) -> tuple[str, bool]:
@@ -147,6 +164,7 @@ def scan_repository(repo: Path, commit: str, *, max_bytes: int = MAX_FILE_BYTES)
         if reason:
             scan.skipped[entry.path] = reason
             continue
+        text, findings = mask_secrets(text, path=entry.path)
         scan.files.append(
             SourceFile(
                 path=entry.path,
@@ -156,6 +174,7 @@ def scan_repository(repo: Path, commit: str, *, max_bytes: int = MAX_FILE_BYTES)
                 text=text,
                 lines=text.count("\n") + 1,
                 decoded_with_replacement=replaced,
+                secrets_masked=len(findings),
             )
         )
     return scan

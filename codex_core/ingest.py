@@ -104,7 +104,8 @@ def repo_dir_for(home: CodexHome, name: str) -> Path:
 
 # ------------------------------------------------------------------ incremental re-indexing
 #
-# Each stage remembers which blob of every file it last built from (``<stage>_blobs.json``).
+# Each stage remembers which content of every file it last built from (``<stage>_blobs.json``:
+# path -> blob sha + masker version).
 # A file whose blob is unchanged reuses its previous rows; only changed or new files are
 # re-chunked / re-parsed, deleted files simply drop out, and graph edges are re-resolved
 # repo-wide every time (cheap), which repairs the edges of callers of changed symbols.
@@ -123,7 +124,7 @@ def reuse_or_rebuild(
     rows: list = []
     reused = rebuilt = 0
     for f in files:
-        if previous_blobs.get(f.path) == f.blob_sha and f.path in previous_by_path:
+        if previous_blobs.get(f.path) == f.content_key and f.path in previous_by_path:
             rows.extend(previous_by_path[f.path])
             reused += 1
         else:
@@ -151,7 +152,7 @@ def incremental_graph(
     raw: list[Edge] = []
     reused = rebuilt = 0
     for f in files:
-        if previous_blobs.get(f.path) == f.blob_sha:  # unchanged, even if it held no definitions
+        if previous_blobs.get(f.path) == f.content_key:  # unchanged, even if it held no definitions
             definitions += defs_by_path.get(f.path, [])
             raw += edges_by_path.get(f.path, [])
             reused += 1

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from codex_core.dedup import shingles
+from codex_core.files import indexed_text
 from codex_core.git import GitError, show_file
 from codex_core.lexical import LexicalIndex
 from codex_core.models import content_hash, span_text
@@ -187,7 +188,7 @@ class GitVerificationSource:
         lines: list[str] | None = None
         if worktree is not None:
             try:
-                lines = show_file(worktree, commit, path).decode("utf-8", "replace").split("\n")
+                lines = indexed_text(show_file(worktree, commit, path), path).split("\n")
             except GitError:
                 lines = None
         self._cache[key] = lines

@@ -10,8 +10,9 @@ What is masked (``SECRET_KINDS``, most specific first):
 
 - ``private_key``: the body of PEM private-key blocks (RSA/EC/DSA/OPENSSH/ENCRYPTED/PGP), line by
   line when the block spans lines, in one piece when it sits on one line with ``\\n`` escapes
-  (service-account JSON). The BEGIN/END marker lines are kept: they are not secret and tell a
-  reader what was there. Certificates and public keys are left alone.
+  (service-account JSON). The BEGIN/END markers are kept: they are not secret and tell a reader
+  what was there (unless the whole value is masked because a secret name holds it). Certificates
+  and public keys are left alone.
 - token shapes, masked wherever they appear, even when they are obviously fake (a shape cannot
   tell a documented example from a live key, and masking a fake one costs nothing):
   ``aws_access_key`` (AKIA/ASIA/ABIA/ACCA + 16), ``aws_secret_key`` (40 base64 characters assigned
@@ -36,8 +37,13 @@ What is deliberately NOT masked (false-positive policy):
   the name itself (``password=password``), template and environment references (``${X}``, ``$X``,
   ``{{ x }}``, ``%(x)s``, ``<your-token>``), YAML anchors/tags/block indicators;
 - placeholders: values shorter than 4 characters, runs of one filler character (``xxx``,
-  ``****``), and well-known dummies (``changeme``, ``example``, ``dummy``, ``your_api_key``,
-  values containing ``placeholder``/``changeme``/``example``/``redacted``…);
+  ``****``), well-known dummies (``changeme``, ``example``, ``dummy``, ``your_api_key``, values
+  containing ``placeholder``/``changeme``/``example``/``redacted``/``xxx``/``...``), values that
+  name what they stand for and hold no digit (``my-secret``, ``secret_value``, ``new-passphrase``;
+  ``Password123!`` is still masked), and values that are only an interpolation (``f"?{sas_token}"``);
+- numbers assigned to non-password names (``tokens_per_second: 14.2``), prose of three or more
+  words (help texts), and — in source files only — literals that read as identifiers or labels
+  (``INPUT_TOKEN_KEY = "gen_ai.usage.input_tokens"``, ``ENV_SECRET = "HEALTHCARE_SECRET"``);
 - names that only describe a secret: ``*_file``, ``*_path``, ``*_url``, ``*_name``, ``*_type``,
   ``*_length``, ``*_ttl``, ``*_label``, ``*_prompt``, ``max_*``, ``is_*`` … (``token_url``,
   ``max_tokens``, ``password_min_length``);
@@ -47,7 +53,7 @@ Unquoted values (``PASSWORD=hunter2``, ``password: hunter2``) are masked only in
 shaped lines (the name starts the line, optionally after ``export``/``set``/``ENV``/``ARG``/``- ``)
 and never in files whose ``path`` says they are source code, where an unquoted value is a variable
 reference. Without a ``path`` every file is treated as possibly configuration: a Python line
-``token = new_token`` is then masked too (a harmless false positive). Callers that mask the same
+``token = session_value`` is then masked too (a harmless false positive). Callers that mask the same
 file twice (ingestion and citation verification) must pass the same ``path`` both times.
 
 Known gaps: multi-line YAML block scalars after a secret name (``password: |``), secrets split
@@ -203,6 +209,9 @@ _EXCLUDED_LAST = frozenset({
     "loader", "getter", "setter", "callback", "handler", "hook", "fn", "func", "id_", "sep", "separator",
     "delimiter", "style", "color", "icon", "class_name", "selector", "input", "widget", "button", "link",
     "page", "view", "form", "route", "question", "answer", "rules", "rule", "strength", "score",
+    # units: a measurement about tokens or keys, not a credential
+    "ms", "s", "sec", "secs", "seconds", "bytes", "kb", "mb", "pct", "percent", "ratio", "rate", "usd", "cost",
+    "price", "budget", "window", "per",
 })
 _EXCLUDED_FIRST = frozenset({
     "max", "min", "num", "n", "is", "has", "use", "show", "enable", "enabled", "disable", "no", "count",
@@ -219,7 +228,16 @@ _PLACEHOLDERS = frozenset({
     "not-a-secret", "not_a_secret", "replaceme", "replace_me", "replace-me", "xxxxxx", "******",
 })
 _PLACEHOLDER_MARKERS = ("changeme", "placeholder", "example", "redacted", "replace_with", "replace-with",
-                        "replace_me", "insert_", "insert-", "your_", "your-", "<your", "dummy", "xxxx")
+                        "replace_me", "insert_", "insert-", "your_", "your-", "<your", "dummy", "xxx", "...", "…")
+# A value naming what it stands for ("my-secret", "secret_value", "new-passphrase") is a stand-in,
+# unless it has digits ("Password123!" is a (bad) real password).
+_SELF_DESCRIBING = ("secret", "token", "password", "passwd", "passphrase", "apikey", "api_key", "api-key",
+                    "credential")
+_INTERPOLATION = re.compile(r"\$?\{[^{}]*\}|%\([^)]*\)[sd]|%[sd]")
+_CALL = re.compile(r"[\w.$]+\(.*\)")
+# Values of non-password names that read as identifiers, labels or prose, not credentials:
+# "input_tokens", "gen_ai.usage.output_tokens", "HEALTHCARE_SECRET", "Use a User Access Token ...".
+_IDENTIFIER_LIKE = re.compile(r"_*[A-Za-z]+(?:[._\-/: ][A-Za-z]+)*")
 _REFERENCE = re.compile(
     r"<[^<>]*>|\$\{[^}]*\}|\$\(.*\)|\$[A-Za-z_]\w*|\{\{.*\}\}|\{%.*%\}|%\([^)]*\)[sd]|\{[A-Za-z_][\w.]*\}|"
     r"%[A-Za-z_]\w*%|@[A-Za-z_][\w.]*@|\[[^\]]*\]"
@@ -230,6 +248,7 @@ _CALL_OR_SUBSCRIPT = re.compile(r"[\w.$]+[\[(]")
 _ANNOTATED_DEFAULT = re.compile(r"[A-Za-z_][\w.\[\], |]*[ \t]*=[ \t]")
 _ATTRIBUTE_CHAIN = re.compile(r"[A-Za-z_$][\w$]*(?:\.[A-Za-z_$][\w$]*)+[;,]?")
 _UNQUOTED_CODE_START = frozenset("$%{[(<&*!|>@~")
+_NUMBER = re.compile(r"[+-]?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?[,;]?")
 _BARE_WORD = re.compile(r"[A-Za-z_]+")
 _RANDOM_ALPHABET = re.compile(r"[A-Za-z0-9+/=_-]+")
 
@@ -282,7 +301,11 @@ def _is_placeholder(value: str, name: str = "") -> bool:
         return True
     if any(marker in lowered for marker in _PLACEHOLDER_MARKERS):
         return True
-    if _REFERENCE.fullmatch(stripped):
+    if _REFERENCE.fullmatch(stripped) or stripped.startswith("{") or _CALL.fullmatch(stripped):
+        return True  # templates, f-string fields, calls quoted in docs
+    if sum(c.isalnum() for c in _INTERPOLATION.sub("", stripped)) < 4:
+        return True  # f"?{sas_token}": the secret is elsewhere
+    if not any(c.isdigit() for c in lowered) and any(word in lowered for word in _SELF_DESCRIBING):
         return True
     bare_name = name.lstrip("$-.").lower()
     return bool(bare_name) and lowered in (bare_name, bare_name.rsplit(".", 1)[-1])
@@ -444,7 +467,7 @@ def _find_assignments(text: str, lowered: str, spans: _Spans, *, code: bool) -> 
             value = quoted.group(group)
             if quoted.group("op") in ("==", "!=") and _BARE_WORD.fullmatch(value):
                 continue  # a lexer's `token == "return"`, not a hard-coded credential
-            if _value_is_secret(value, name, kind):
+            if _value_is_secret(value, name, kind, code=code):
                 spans.add(quoted.start(group), quoted.end(group), kind)
             continue
         if code:
@@ -464,9 +487,18 @@ def _find_assignments(text: str, lowered: str, spans: _Spans, *, code: bool) -> 
             spans.add(unquoted.start("value"), unquoted.start("value") + len(value), kind)
 
 
-def _value_is_secret(value: str, name: str, kind: str) -> bool:
+def _value_is_secret(value: str, name: str, kind: str, *, code: bool = False) -> bool:
     if kind == "high_entropy_secret":
         return _looks_random(value) and REDACTED_PREFIX not in value
+    if kind != "password":
+        stripped = value.strip()
+        if _NUMBER.fullmatch(stripped):
+            return False  # "tokens_per_second: 14.2" is a measurement; a numeric password is still a password
+        identifier = code and _IDENTIFIER_LIKE.fullmatch(stripped)
+        if identifier and (not stripped.isalpha() or stripped.islower() or stripped.isupper()):
+            return False  # in source code such a literal is a dictionary key or a label
+        if len(stripped.split()) >= 3:
+            return False  # prose: help text, error messages
     return not _is_placeholder(value, name)
 
 

@@ -50,8 +50,13 @@ def summarize(chunk: ContextChunk) -> str:
     return _clip(first_code or "(empty snippet)")
 
 
+# Code may contain text shaped like our citations ("[evil.py:1-999]"); a summary quoting it would
+# look like a citation in the answer, so brackets are neutralised in summaries.
+_BRACKETS = str.maketrans({"[": "(", "]": ")"})
+
+
 def _clip(text: str) -> str:
-    text = " ".join(text.split())
+    text = " ".join(text.split()).translate(_BRACKETS)
     return text if len(text) <= SUMMARY_CHARS else text[: SUMMARY_CHARS - 1].rstrip() + "…"
 
 

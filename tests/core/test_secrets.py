@@ -133,6 +133,14 @@ def test_private_key_variants_in_code_yaml_and_json(header: str) -> None:
     assert masked(yaml).split("\n")[-1] == "  port: 443"
 
 
+def test_one_line_key_keeps_its_markers_when_its_name_is_not_secret() -> None:
+    body = "\\n".join(PEM_BODY)
+    line = f'TEST_PEM = "-----BEGIN PRIVATE KEY-----\\n{body}\\n-----END PRIVATE KEY-----\\n"'
+    out, findings = mask_secrets(line)
+    assert out == f'TEST_PEM = "-----BEGIN PRIVATE KEY-----{redaction("private_key")}-----END PRIVATE KEY-----\\n"'
+    assert [f.kind for f in findings] == ["private_key"]
+
+
 def test_pem_markers_in_parser_code_are_not_a_key() -> None:
     code = (
         'BEGIN = "-----BEGIN RSA PRIVATE KEY-----"\n'
@@ -196,8 +204,30 @@ def test_false_positive_guards(line: str) -> None:
     assert mask_secrets(line) == (line, []), masked(line)
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        'INPUT_TOKEN_KEY = "gen_ai.usage.input_tokens"',
+        '_ENV_HEALTHCARE_SECRET = "HEALTHCARE_SECRET"',
+        "    ...     api_key=\"hf_...\",  # Pass your HF token",
+        'For simple API keys: {"api_key": "sk-xxx"}',
+        'app = WebhooksServer(webhook_secret="my_secret")',
+        'secrets={"MY_SECRET_KEY": "secret_value"}',
+        'self.sas_token = f"?{sas_token}"',
+        "FillMaskOutputElement(score=0.06, token=45075, token_str=' immortality')",
+        '"--token": "Use a User Access Token. Prefer setting `HF_TOKEN` instead.",',
+        "# cached token: `get_token()` may refresh an OAuth token",
+        'assert url.password == "a secret"',
+        'prompt_per_token_ms = 1.320',
+    ],
+)
+def test_false_positive_guards_in_source_code(line: str) -> None:
+    """Lines seen in real libraries (huggingface_hub, mlflow, httpx): labels, docs and stand-ins."""
+    assert mask_secrets(line, path="lib/module.py") == (line, []), masked(line, path="lib/module.py")
+
+
 def test_unquoted_values_are_configuration_only_outside_source_files() -> None:
-    line = "token = new_token"
+    line = "token = session_value"
     assert masked(line, path="app/auth.py") == line  # a variable reference in code
     assert masked(line, path=".env") == f"token = {redaction('assigned_secret')}"
     assert masked(line) == f"token = {redaction('assigned_secret')}"  # unknown: assume configuration

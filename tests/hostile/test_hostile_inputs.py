@@ -262,8 +262,7 @@ def check_response(case: HostileCase, response, truth: Truth) -> None:
         found = answer_problems(answer, truth)
         assert not found.problems, f"{case.id}: {found.problems}"
         quoted += found.quoted_fake_refs
-    if quoted:
-        pytest.xfail(f"{QUOTED_FAKE_REF} {quoted} (see test_injected_citation_markers_never_reach_the_answer)")
+    assert not quoted, f"{case.id}: {QUOTED_FAKE_REF} {quoted}"
 
 
 # --------------------------------------------------------------------------- requests
@@ -362,14 +361,6 @@ def test_injected_text_in_files_does_not_change_route_or_model(served: Served) -
         assert trace["generation"]["route"] == "extractive"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "codex_core/llm/extractive.py summarize() copies the first docstring/comment line of a snippet into the "
-    "answer verbatim, so a comment containing '[evil.py:1-999]' puts a citation marker that names no "
-    "retrieved span into the answer text (repro: this test, query 'how is a timezone offset like +05:30 "
-    "parsed into minutes' over notes/prompt_injection.py). Fix: neutralise brackets in summaries "
-    "(e.g. '[' -> '⟦') "
-    "or drop bracketed refs that are not in the retrieved set."
-))
 def test_injected_citation_markers_never_reach_the_answer(served: Served) -> None:
     body = ask(served, "how is a timezone offset like +05:30 parsed into minutes")
     found = answer_problems(body, served.truth)
@@ -436,21 +427,12 @@ def test_secrets_never_come_back(served: Served, caplog: pytest.LogCaptureFixtur
     leaked = sorted({s for s in HOSTILE_SECRETS if s in everything})
     secret_files = {"config/settings.py", ".env", "deploy/id_rsa", "config/service_account.json"}
     assert secret_files <= cited, f"every secret-bearing file must be cited, or this proves nothing: {cited}"
-    if leaked and not _ingestion_masks_secrets(served.truth):
-        pytest.xfail(f"mask_secrets is not wired into ingestion yet: {len(leaked)} planted secrets come back")
     assert not leaked, f"{len(leaked)} planted secrets come back out (first chars: {[s[:6] for s in leaked]})"
 
 
 # --------------------------------------------------------------------------- file names git allows
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "A tracked file whose name is not valid UTF-8 (b'odd/latin1_\\xe9.py') fails the whole ingestion: "
-    "codex_core.git.ls_tree decodes paths with 'surrogateescape', and code_files' files.parquet write "
-    "raises UnicodeEncodeError: 'utf-8' codec can't encode character '\\udce9' ... surrogates not allowed. "
-    "One bad name blocks indexing the repository. Fix: scan_repository skips such paths with a reason "
-    "(e.g. 'undecodable_path')."
-))
 def test_a_file_name_that_is_not_utf8_is_skipped_not_fatal(tmp_path: Path) -> None:
     repo = tmp_path / "badname"
     repo.mkdir()
