@@ -28,7 +28,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from codex_assets.ingestion import ingestion_assets, ingestion_checks
-from codex_core.files import scan_repository
 from codex_core.git import RepoRegistry, show_file
 from codex_core.home import CodexHome
 from codex_core.llm.citations import parse_refs
@@ -389,11 +388,6 @@ SECRET_QUERIES = [
     "github token", "rsa private key", "session secret environment variables", "service account private key",
     "local environment DB_PASSWORD STRIPE_SECRET_KEY",
 ]
-
-
-def _ingestion_masks_secrets(truth: Truth) -> bool:
-    scan = scan_repository(truth.repo, truth.commit)
-    return not any(secret in f.text for f in scan.files for secret in HOSTILE_SECRETS)
 
 
 def test_secrets_never_come_back(served: Served, caplog: pytest.LogCaptureFixture) -> None:
