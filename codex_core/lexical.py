@@ -46,10 +46,13 @@ def code_tokens(text: str) -> list[str]:
 class LexicalIndex:
     """BM25 over documents given as strings. ``search`` returns (doc index, score) best first."""
 
-    def __init__(self, documents: Sequence[str]):
+    def __init__(self, documents: Sequence[str], *, tokens: Sequence[list[str] | None] | None = None):
+        """``tokens[i]``, when given and not None, is ``code_tokens(documents[i])`` computed earlier."""
         self.size = len(documents)
         self._bm25 = bm25s.BM25()
-        corpus = [code_tokens(doc) or ["\u2205"] for doc in documents]
+        known = tokens or [None] * len(documents)
+        self.tokens = [t if t is not None else code_tokens(doc) for doc, t in zip(documents, known, strict=True)]
+        corpus = [t or ["\u2205"] for t in self.tokens]
         if corpus:
             self._bm25.index(corpus, show_progress=False)
         self._vocab = set(self._bm25.vocab_dict) if corpus else set()

@@ -93,7 +93,7 @@ class PublishedReader:
                 if held is not None and held.version == current.version:
                     continue
                 points = list(self.index.iter_payloads(repo, current.version))
-                corpora[repo] = RepoCorpus.build(repo, current.version, current.commit, points)
+                corpora[repo] = RepoCorpus.build(repo, current.version, current.commit, points, previous=held)
                 graph_dir = self.home.graph_dir(repo)
                 graphs[repo] = load_graph(graph_dir) if (graph_dir / "edges.parquet").exists() else None
             self._view = PublishedView(corpora, graphs)

@@ -73,11 +73,27 @@ class RepoCorpus:
     by_path: dict[str, list[int]] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, repo: str, version: str, commit: str, points: Sequence[tuple[str, dict[str, Any]]]) -> RepoCorpus:
+    def build(
+        cls,
+        repo: str,
+        version: str,
+        commit: str,
+        points: Sequence[tuple[str, dict[str, Any]]],
+        previous: RepoCorpus | None = None,
+    ) -> RepoCorpus:
+        """``previous`` (an older version of the same repo) lends the tokens of unchanged chunks:
+        tokenizing is most of the cost of loading a new version."""
         ids = [pid for pid, _ in points]
         payloads = [p for _, p in points]
         docs = [f"{p['path']} {p.get('symbol') or ''} {p.get('symbol') or ''}\n{p['text']}" for p in payloads]
-        corpus = cls(repo, version, commit, ids, payloads, LexicalIndex(docs))
+        reuse: dict[tuple[str, str | None], list[str]] = {}
+        if previous is not None:
+            reuse = {
+                (pid, p.get("symbol")): toks
+                for pid, p, toks in zip(previous.ids, previous.payloads, previous.lexical.tokens, strict=True)
+            }
+        tokens = [reuse.get((pid, p.get("symbol"))) for pid, p in points]
+        corpus = cls(repo, version, commit, ids, payloads, LexicalIndex(docs, tokens=tokens))
         for i, p in enumerate(payloads):
             corpus.by_id[ids[i]] = i
             corpus.by_path.setdefault(p["path"], []).append(i)
