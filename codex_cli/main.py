@@ -440,6 +440,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_snapshot_commands(sub)
 
+    from codex_cli import serving_cmds
+
+    serving_cmds.register(sub)
+
     p = sub.add_parser("up", help="start the query endpoint and the Dagster UI until Ctrl-C")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000, help="query endpoint port")
@@ -455,7 +459,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from serving.app import create_app
 
     _home()
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info")
+    # The app writes one JSON access line per request; uvicorn's plain-text one would duplicate it.
+    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info", access_log=False)
     return 0
 
 

@@ -105,8 +105,12 @@ def cmd_kill_switch(args: argparse.Namespace) -> int:
 
 
 def promote_callback(config_id: str, canary: dict[str, Any]) -> None:
-    """Called after `canary promote` (CLI and API). The MLflow ``champion`` alias is set here once the
-    registry is wired (left to codex_core.registry); until then promotion lives in canary.json only."""
+    """Called after `canary promote` (CLI and API): the promoted config becomes the MLflow ``champion``."""
+    from codex_core.config_registry import CHAMPION
+
+    home = _cli()._home()
+    registry = _cli()._config_registry(home)
+    registry.register(registry.store.load(config_id), alias=CHAMPION)
 
 
 def _canary_store():

@@ -257,7 +257,8 @@ class HybridRetriever:
         cfg = config or RetrievalConfig()
         timings: dict[str, float] = {}
         corpora = self._corpora()
-        wanted = [r for r in (repos or list(corpora)) if r in corpora]
+        # None means every repo; an empty list means none (a tenant with no repos sees nothing).
+        wanted = [r for r in (list(corpora) if repos is None else repos) if r in corpora]
         pool: dict[tuple[str, int], Candidate] = {}
 
         def add(repo: str, index: int, retriever: str, rank: int, raw: float) -> None:

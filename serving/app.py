@@ -8,6 +8,7 @@ docs/operations.md is the runbook.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -33,6 +34,7 @@ from serving.logs import AccessLog
 from serving.metrics import ServingMetrics
 from serving.quotas import QUEUES, Admission, QuotaConfig, Throttled, load_quota_config
 
+log = logging.getLogger("codex.serving")
 REPO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 MAX_BATCH = 32
 
@@ -260,16 +262,19 @@ def create_app(
         started = time.perf_counter()
         try:
             response = await call_next(request)
-        except Exception as exc:  # anything unhandled: a JSON 500 with the trace to look for
+        except Exception as exc:  # anything unhandled: a JSON 500, the traceback in the serving log
+            log.exception("unhandled error on %s %s", request.method, request.url.path)
             request.state.log.setdefault("error", f"{type(exc).__name__}")
             response = JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the serving log"}, 500)
         fields: dict[str, Any] = request.state.log
         svc = holder.get("services")
         if svc is not None and response.status_code >= 500:
             svc.metrics.http_errors.labels(str(response.status_code)).inc()
+        lat_ms = round((time.perf_counter() - started) * 1000, 2)
+        # Lets a client tell server time from network/client queueing (feriactl simulate records both).
+        response.headers["Server-Timing"] = f"app;dur={lat_ms}"
         access_log.emit(
-            method=request.method, path=request.url.path, status=response.status_code,
-            lat_ms=round((time.perf_counter() - started) * 1000, 2),
+            method=request.method, path=request.url.path, status=response.status_code, lat_ms=lat_ms,
             trace_id=fields.get("trace_id"), tenant=fields.get("tenant"), route=fields.get("route"),
             model=fields.get("model"), confidence=fields.get("confidence"), admit=fields.get("admit"),
             throttle=fields.get("throttle"), queue=fields.get("queue"), arm=fields.get("arm"),
@@ -279,8 +284,14 @@ def create_app(
 
     # ------------------------------------------------------------ queries
 
-    def answer_one(item: QueryRequest | BatchItem, account: str, who: Caller) -> dict[str, Any]:
-        """One query through the canary and the engine; a failing challenger is re-served by the champion."""
+    def answer_one(item: QueryRequest | BatchItem, account: str, who: Caller, started: float | None = None
+                   ) -> dict[str, Any]:
+        """One query through the canary and the engine; a failing challenger is re-served by the champion.
+
+        ``router_latency_seconds`` observes from ``started`` (the request's arrival for /v1/query, so
+        queue waits count) or from the start of this item (batch).
+        """
+        arrived = started if started is not None else time.perf_counter()
         svc = services()
         choice = svc.canary.choose(account, item.query)
         decision = svc.governor.decision()
@@ -319,7 +330,9 @@ def create_app(
         if choice.arm is not None:
             svc.metrics.canary_requests.labels(choice.arm, "abstained" if result["abstained"] else "ok").inc()
         result["arm"] = extra["canary"]["arm"]
-        svc.metrics.observe_answer(svc.engine.trace(result["trace_id"]), result["route"], result["model"], latency)
+        svc.metrics.observe_answer(
+            svc.engine.trace(result["trace_id"]), result["route"], result["model"], time.perf_counter() - arrived
+        )
         return result
 
     def gate(request: Request, who: Caller, account: str, queue: str, query: str | None) -> None:
@@ -350,6 +363,7 @@ def create_app(
     async def query(body: QueryRequest, request: Request, who: Who):
         if not body.query.strip():
             raise HTTPException(status_code=422, detail="query is blank")
+        arrived = time.perf_counter()
         svc = services()
         account, queue = who.account(body.tenant), body.mode
         gate(request, who, account, queue, body.query)
@@ -357,7 +371,7 @@ def create_app(
             ticket = svc.admission.admit(account, queue)
             svc.metrics.admit.labels(queue).inc()
             request.state.log["admit"] = True
-            result = await svc.admission.run(ticket, lambda: run_in_threadpool(answer_one, body, account, who))
+            result = await svc.admission.run(ticket, lambda: run_in_threadpool(answer_one, body, account, who, arrived))
         except Throttled as exc:
             return throttled(request, queue, exc)
         except UnknownRepo as exc:
@@ -382,6 +396,9 @@ def create_app(
                     out.append(answer_one(item, account, who))
                 except UnknownRepo as exc:
                     out.append({"error": {"status": 404, "detail": str(exc)}})
+                except Exception as exc:  # one bad item must not fail its neighbours
+                    services().metrics.http_errors.labels("500").inc()
+                    out.append({"error": {"status": 500, "detail": f"internal error ({type(exc).__name__})"}})
             return out
 
         try:

@@ -184,6 +184,9 @@ class TenantStore:
         if role not in ROLES:
             raise TenantError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
         repos = sorted(set(repos)) or [ALL_REPOS]
+        for repo in repos:
+            if repo != ALL_REPOS and not _TENANT_RE.match(repo):
+                raise TenantError(f"invalid repository name {repo!r} in --repos (names as in feriactl status, or '*')")
         key = new_key()
         with self._locked() as data:
             tenants = data.setdefault("tenants", {})

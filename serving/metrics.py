@@ -5,7 +5,8 @@ explains each):
 
 - router_requests_total{route,model}: answered queries per generation route
   (small/medium/large/extractive/abstain) and model; router_latency_seconds{route}: histogram of
-  the whole /v1/query time per route; rag_latency_seconds: histogram of retrieval time.
+  /v1/query time from arrival (queue wait included) per route, or per batch item;
+  rag_latency_seconds: histogram of retrieval time.
 - queue_depth{queue}: admitted and unfinished (waiting + running); admit_total{queue};
   throttle_total{queue,reason} (rate, tenant_inflight, queue_full, queue_timeout).
 - llm_fallback_total{from,to}: model chain hops; citation_rejected_total: refs a model wrote that
@@ -89,7 +90,7 @@ class ServingMetrics:
             "router_requests", "Answered queries by generation route and model", ["route", "model"], registry=r
         )
         self.router_latency = Histogram(
-            "router_latency_seconds", "Whole /v1/query latency by generation route", ["route"],
+            "router_latency_seconds", "Query latency from arrival (queue wait included) by generation route", ["route"],
             buckets=LATENCY_BUCKETS, registry=r,
         )
         self.rag_latency = Histogram(

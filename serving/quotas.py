@@ -22,7 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -275,7 +275,3 @@ class Admission:
             for q in self.config.queues
         }
 
-
-def with_overrides(config: QuotaConfig, **queues: ServerQueue) -> QuotaConfig:
-    """A copy with some server queues replaced (tests and the load simulator use it)."""
-    return replace(config, queues={**config.queues, **queues})

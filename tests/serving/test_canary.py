@@ -148,3 +148,18 @@ def test_failing_challenger_is_answered_by_the_champion_then_rolled_back(canary_
     status = json.loads(run_cli("canary", "status", "--json")[1])
     assert status["status"] == "rolled_back" and "error rate" in status["canary"]["reason"]
     assert os.path.exists(canary_home / "serving" / "canary.json")
+
+
+def test_a_broken_champion_fails_visibly_as_500_counted_and_logged(canary_home, make_app) -> None:
+    broken = save(canary_home, lexical_k="many")
+    run_cli("canary", "start", "--config", broken, "--traffic", "10")
+    run_cli("canary", "promote", "--reason", "oops")
+    app, log = make_app(home=canary_home, state_dir=canary_home / "serving")
+    with TestClient(app) as client:
+        failed = client.post("/v1/query", json={"query": "how is the cart total computed"})
+        assert failed.status_code == 500 and "TypeError" in failed.json()["detail"]
+        batch = client.post("/v1/batch/query", json={"queries": [{"query": "cart total"}]})
+        assert batch.status_code == 200 and batch.json()["results"][0]["error"]["status"] == 500
+        assert 'http_errors_total{status="500"} 2.0' in client.get("/metrics").text
+    line = next(r for r in log.records() if r["path"] == "/v1/query")
+    assert line["status"] == 500 and line["error"] == "TypeError" and line["admit"] is True
