@@ -6,10 +6,10 @@ import dagster as dg
 
 from codex_core.drift import drift_report as compute_drift
 from codex_core.drift import split_windows
-from codex_core.querylog import QueryLog
+from codex_core.querylog import QUERY_LOG_FILE, QueryLog
 from codex_resources import CodexHomeResource
 
-QUERY_LOG = "query_log.jsonl"
+QUERY_LOG = QUERY_LOG_FILE
 
 
 @dg.asset(group_name="lifecycle", kinds={"evidently"})

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 _LOCK = threading.Lock()
+QUERY_LOG_FILE = "query_log.jsonl"  # under CODEX_HOME/serving
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
@@ -188,6 +189,9 @@ Who = Annotated[Caller, Depends(caller)]
 MaybeWho = Annotated[Caller | None, Depends(optional_caller)]
 
 
+MAX_BODY_BYTES = 1024 * 1024  # a query is at most 4,000 characters; a batch of them fits easily
+
+
 def create_app(
     engine_factory: Callable[[], QueryEngine] | None = None,
     *,
@@ -241,6 +245,14 @@ def create_app(
     app = FastAPI(title="Precision Codex", version=VERSION, lifespan=lifespan)
     app.state.env = env
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default echoes the rejected input: a 10 MiB query would come back whole, and NaN
+        # or a lone surrogate cannot even be rendered (a 500). Say where and what, never the value.
+        errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+                  for e in exc.errors()[:20]]
+        return JSONResponse({"detail": errors}, status_code=422)
+
     def services() -> Services:
         return holder["services"]
 
@@ -261,7 +273,16 @@ def create_app(
         request.state.log = {}
         started = time.perf_counter()
         try:
-            response = await call_next(request)
+            declared = int(request.headers.get("content-length") or 0)
+        except ValueError:
+            declared = MAX_BODY_BYTES + 1
+        try:
+            if declared > MAX_BODY_BYTES:
+                response = JSONResponse(
+                    {"detail": f"request body of {declared} bytes exceeds the {MAX_BODY_BYTES}-byte limit"}, 413
+                )
+            else:
+                response = await call_next(request)
         except Exception as exc:  # anything unhandled: a JSON 500, the traceback in the serving log
             log.exception("unhandled error on %s %s", request.method, request.url.path)
             request.state.log.setdefault("error", f"{type(exc).__name__}")

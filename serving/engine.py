@@ -18,8 +18,9 @@ from codex_core.calibration import Calibrator, feature_vector
 from codex_core.embedding import Embedder, SentenceTransformerEmbedder
 from codex_core.home import CodexHome
 from codex_core.llm import Answerer, ContextChunk
+from codex_core.querylog import QUERY_LOG_FILE, QueryLog, ServedQuery, now_iso
 from codex_core.reader import PublishedReader, open_index
-from codex_core.retrieval import RetrievalConfig, RetrievalResult, heuristic_confidence
+from codex_core.retrieval import RetrievalConfig, heuristic_confidence
 from codex_core.vector_store import VectorIndex
 from serving.freshness import DEFAULT_TTL_S, FreshnessTracker
 
@@ -52,6 +53,7 @@ class QueryEngine:
         self._lock = threading.Lock()
         self._traces: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._calibrators: dict[str, tuple[int, Calibrator]] = {}
+        self.query_log = QueryLog(home.serving_state_dir / QUERY_LOG_FILE)  # shapes only, for drift reports
         self.freshness = FreshnessTracker(self.reader.worktree_of, ttl_s=freshness_ttl_s)
 
     def refresh(self, force: bool = False) -> None:
@@ -101,6 +103,8 @@ class QueryEngine:
         (serving puts the canary arm and the GPU governor's decision there).
         """
         started = time.perf_counter()
+        # In-process callers (CLI argv is surrogate-escaped) may pass text that is not valid UTF-8.
+        query = query.encode("utf-8", "replace").decode("utf-8")
         corpora = self.reader.refresh().corpora
         visible = sorted(r for r in corpora if allowed_repos is None or r in allowed_repos)
         if repo is not None and repo not in visible:
@@ -109,11 +113,7 @@ class QueryEngine:
                 f"(ingest it with: feriactl ingest PATH --name {repo})"
             )
         repos = [repo] if repo else visible
-        if repos:
-            result = self.reader.retriever.retrieve(query, repos=repos, top_k=top_k, config=config)
-        else:
-            # Never hand the retriever an empty list: it reads "no repos" as "every repo".
-            result = RetrievalResult([], [], {"total_ms": 0.0}, {"citations": 0.0})
+        result = self.reader.retriever.retrieve(query, repos=repos, top_k=top_k, config=config)
         leaked = [c for c in result.candidates if c.repo not in repos]
         if leaked:  # defence in depth: the store filter already restricts to ``repos``
             result.candidates = [c for c in result.candidates if c.repo in repos]
@@ -185,6 +185,12 @@ class QueryEngine:
             },
             **(trace_extra or {}),
         })
+        top_payload = result.candidates[0].payload if result.candidates else {}
+        self.query_log.append(ServedQuery(
+            ts=now_iso(), repo=top_repo, query_length=len(query.split()), language=top_payload.get("language"),
+            top_score=float(result.features.get("top_score", 0.0)), confidence=float(confidence),
+            abstained=abstained, latency_ms=latency_ms,
+        ))
         return response
 
     def _remember(self, trace_id: str, trace: dict[str, Any], keep: int = 1000) -> None:

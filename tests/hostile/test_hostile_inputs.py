@@ -57,24 +57,11 @@ CASE_BUDGET_S = 10.0  # a request slower than this is a denial-of-service findin
 NORMAL_ROUTES = {("extractive", "extractive"), ("none", "abstain")}  # (model, route) with no LLM reachable
 
 # Deterministic 500s found by this corpus; each stays here (strict) until serving fixes it.
-VALIDATION_ECHO_500 = (
-    "FastAPI's default 422 handler echoes the rejected `input`; rendering NaN/Infinity or a lone surrogate "
-    "fails in JSONResponse (ValueError: Out of range float values / UnicodeEncodeError) -> 500. "
-    "Fix in serving: a RequestValidationError handler that drops or repr()s `input`."
-)
-KNOWN_5XX = {
-    "body-nan": VALIDATION_ECHO_500,
-    "body-infinity": VALIDATION_ECHO_500,
-    "bomb-huge-float": VALIDATION_ECHO_500,
-    "query-control-lone-surrogate": VALIDATION_ECHO_500,
-    "query-control-surrogate-pair-halves": VALIDATION_ECHO_500,
-}
 QUOTED_FAKE_REF = "extractive summary quotes a fake citation marker from the indexed code"
 
 
 def _case_param(case: HostileCase):
-    marks = [pytest.mark.xfail(strict=True, reason=KNOWN_5XX[case.id])] if case.id in KNOWN_5XX else []
-    return pytest.param(case, id=case.id, marks=marks)
+    return pytest.param(case, id=case.id)
 
 
 # --------------------------------------------------------------------------- the served corpus
@@ -282,11 +269,6 @@ def test_corpus_is_large_and_covers_every_attack_family() -> None:
     assert {"query", "size", "body", "shape", "bomb", "type", "repo", "route", "header", "batch"} <= prefixes
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "FastAPI's default 422 handler echoes the whole rejected `input`: a 10 MiB query comes back as a "
-    "10 MiB error body (amplification; it would also echo a credential pasted into the wrong field). "
-    "Fix in serving: a RequestValidationError handler without `input`, and a request body limit (413)."
-))
 def test_rejections_do_not_echo_the_body(served: Served) -> None:
     response = served.client.post("/v1/query", content=b'{"query":"' + b"a" * 2**20 + b'"}',
                                   headers={"content-type": "application/json"})
@@ -294,12 +276,6 @@ def test_rejections_do_not_echo_the_body(served: Served) -> None:
     assert len(response.content) < 64 * 1024, f"a 1 MiB body was answered with {len(response.content)} bytes"
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "QueryEngine.query with a lone surrogate (e.g. `feriactl query $'\\xff'`: argv is decoded with "
-    "surrogateescape) raises TypeError 'TextEncodeInput must be Union[...]' from the HF tokenizer in "
-    "SentenceTransformerEmbedder.embed. HTTP is safe (pydantic rejects such strings); the CLI and other "
-    "in-process callers are not. Fix: encode('utf-8', 'replace') the query before embedding/lexing."
-))
 def test_engine_survives_a_lone_surrogate(served: Served) -> None:
     result = served.engine.query("cart \udcff total", repo=REPO)
     assert result["citations"]
