@@ -152,7 +152,8 @@ def retrieval_eval(
     per_query_csv = out_dir / "per_query.csv"
     per_query.to_csv(per_query_csv, index=False)
     features = pd.DataFrame(
-        [{"query": o.query, "label": int(o.top1_correct), "heuristic": o.heuristic_confidence, **o.features}
+        [{"query": o.query, "label": int(o.top1_correct), "heuristic": o.heuristic_confidence,
+          "ndcg_at_5": ndcg_at_k(o.ranked_files, o.gold_files, 5), **o.features}
          for o in full.outcomes]
     )
     features.to_parquet(out_dir / "calibration_features.parquet", index=False)
@@ -213,7 +214,7 @@ def calibration(
     repo = context.partition_key
     home = codex_home.home
     frame = pd.read_parquet(home.eval_results_dir(repo) / "calibration_features.parquet")
-    feature_dicts = frame.drop(columns=["query", "label", "heuristic"]).to_dict("records")
+    feature_dicts = frame.drop(columns=["query", "label", "heuristic", "ndcg_at_5"]).to_dict("records")
     X = np.stack([feature_vector(f, q) for f, q in zip(feature_dicts, frame["query"], strict=True)]) \
         if len(frame) else np.zeros((0, 1))
     y = frame["label"].to_numpy(dtype=int)
@@ -225,6 +226,20 @@ def calibration(
     calibrator.tau = float(tau)
     curve = precision_at_coverage(probs, y)
     ece = expected_calibration_error(probs, y)
+    # The last ablation row: what calibrated abstention does to the answers that are still given.
+    answered = probs >= tau
+    ndcg = frame["ndcg_at_5"].to_numpy(dtype=float)
+    abstention_rows = {
+        "+graph hop (answer everything)": {
+            "coverage": 1.0, "top1_precision": float(y.mean()) if len(y) else None,
+            "file_ndcg_at_5": float(ndcg.mean()) if len(y) else None,
+        },
+        "+calibrated abstention (answer if p >= tau)": {
+            "coverage": float(answered.mean()) if len(y) else None,
+            "top1_precision": float(y[answered].mean()) if answered.any() else None,
+            "file_ndcg_at_5": float(ndcg[answered].mean()) if answered.any() else None,
+        },
+    }
     heuristic_ece = expected_calibration_error(frame["heuristic"].to_numpy(dtype=float), y) if len(frame) else None
 
     out = home.calibration_dir(repo)
@@ -245,6 +260,7 @@ def calibration(
         run.log_metrics({
             "ece_cv": ece, "heuristic_ece": heuristic_ece, "tau": tau, "precision_at_tau": precision,
             "coverage_at_tau": coverage, "positive_rate": float(y.mean()) if len(y) else None,
+            "answered_file_ndcg_at_5": abstention_rows["+calibrated abstention (answer if p >= tau)"]["file_ndcg_at_5"],
         })
         for p in (path, reliability, coverage_png):
             run.log_artifact(p, "calibration")
@@ -257,6 +273,9 @@ def calibration(
             "tau": round(float(tau), 4),
             "precision_at_tau": round(float(precision), 4),
             "coverage_at_tau": round(float(coverage), 4),
+            "abstention_ablation": dg.MetadataValue.md(
+                metrics_table(abstention_rows, ["coverage", "top1_precision", "file_ndcg_at_5"])
+            ),
             "calibrator": dg.MetadataValue.path(str(path)),
             "reliability_diagram": dg.MetadataValue.path(str(reliability)),
             "precision_coverage": dg.MetadataValue.path(str(coverage_png)),

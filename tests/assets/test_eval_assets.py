@@ -93,6 +93,7 @@ def test_retrieval_eval_reports_metrics_ablations_and_mlflow_run(evaluated) -> N
 def test_serving_uses_the_published_calibrator(evaluated) -> None:
     home, _, result, _ = evaluated
     cal = metadata(result, "calibration")
+    assert "+calibrated abstention" in cal["abstention_ablation"]
     engine = QueryEngine(CodexHome(home), answerer=offline_answerer())
     try:
         answer = engine.query("how is the cart total computed", repo="demo")
