@@ -56,14 +56,9 @@ def chunk_source_files(
 
 
 def build_graph(files: Iterable[SourceFile]) -> tuple[list[Definition], list[Edge]]:
-    files = list(files)
-    definitions: list[Definition] = []
-    edges: list[Edge] = []
-    for f in files:
-        defs, file_edges = extract_file_graph(f.path, f.language, f.text)
-        definitions.extend(defs)
-        edges.extend(file_edges)
-    return definitions, resolve_edges(definitions, edges, [f.path for f in files])
+    """Definitions and resolved edges of ``files`` from scratch (no previous run to reuse)."""
+    definitions, _, resolved, _ = incremental_graph(list(files), {}, [], [])
+    return definitions, resolved
 
 
 def index_points(chunks: Sequence[Chunk], vectors: np.ndarray, payload_of) -> Iterator[IndexPoint]:
