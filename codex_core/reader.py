@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,9 @@ def open_index(home: CodexHome) -> VectorIndex:
 
         return QdrantServerIndex(QdrantClient(url=url, api_key=os.environ.get("QDRANT_API_KEY") or None))
     return EmbeddedVectorIndex(home.index_dir)
+
+
+QUERY_VECTOR_CACHE = 4096
 
 
 @dataclass(frozen=True)
@@ -57,9 +61,11 @@ class PublishedReader:
         self._lock = threading.Lock()
         self._refresh_every = refresh_every_s
         self._last_refresh = float("-inf")
+        self._query_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()  # not the refresh lock: a reload must not stall queries
         self.retriever = HybridRetriever(
             dense_search=self._dense_search,
-            embed_query=lambda q: self.embedder.embed([q])[0],
+            embed_query=self._embed_query,
             corpora=lambda: self._view.corpora,
             graphs=lambda repo: self._view.graphs.get(repo),
             verifier=GitVerificationSource(self.worktree_of),
@@ -98,6 +104,20 @@ class PublishedReader:
                 graphs[repo] = load_graph(graph_dir) if (graph_dir / "edges.parquet").exists() else None
             self._view = PublishedView(corpora, graphs)
             return self._view
+
+    def _embed_query(self, query: str) -> np.ndarray:
+        # Repeated questions (ablations, A/B arms, retries, popular queries) skip the model.
+        with self._cache_lock:
+            cached = self._query_vectors.get(query)
+            if cached is not None:
+                self._query_vectors.move_to_end(query)
+                return cached
+        vector = self.embedder.embed([query])[0]
+        with self._cache_lock:
+            self._query_vectors[query] = vector
+            while len(self._query_vectors) > QUERY_VECTOR_CACHE:
+                self._query_vectors.popitem(last=False)
+        return vector
 
     def _dense_search(self, vector: np.ndarray, repos, k: int) -> list[tuple[str, str, float]]:
         hits = self.index.search(vector, repos=list(repos), top_k=k)
