@@ -34,7 +34,7 @@ from codex_core.evaluation import ablation_configs, evaluate, metrics_table, sum
 from codex_core.ingest import repo_dir_for
 from codex_core.judge import ArmResult, judge
 from codex_core.metrics import ndcg_at_k
-from codex_core.reader import PublishedReader
+from codex_core.reader import PublishedReader, reranker_from_env
 from codex_core.retrieval import RetrievalConfig
 from codex_resources import CodexHomeResource, EmbedderResource, MlflowResource, VectorStoreResource
 
@@ -128,7 +128,8 @@ def retrieval_eval(
     registry = EvalRegistry(home.evals_dir)
     evalset = _resolve_set(registry, config.eval_set, repo)
     model = embedder.get_embedder()
-    reader = PublishedReader(home, vector_store.open(), model)
+    reranker = reranker_from_env()
+    reader = PublishedReader(home, vector_store.open(), model, reranker=reranker)
     try:
         view = reader.refresh(force=True)
         if repo not in view.corpora:
@@ -137,7 +138,7 @@ def retrieval_eval(
         items = [i for i in evalset.items if i.gold_files]
         runs = {
             name: evaluate(reader.retriever, items, repos=[repo], graph=graph, config=cfg, config_name=name)
-            for name, cfg in ablation_configs(has_reranker=False).items()
+            for name, cfg in ablation_configs(has_reranker=reranker is not None).items()
         }
     finally:
         reader.close()

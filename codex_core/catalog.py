@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from codex_core.files import FileScan, SourceFile
-from codex_core.models import Chunk, Location
+from codex_core.models import Chunk
 
 SNAPSHOT = "snapshot.json"
 FILES = "files.parquet"
@@ -102,11 +102,6 @@ def point_payload(chunk: Chunk) -> dict[str, Any]:
         "text": chunk.text,
         "duplicates": [asdict(loc) for loc in chunk.duplicates],
     }
-
-
-def locations_of(payload: dict[str, Any]) -> list[Location]:
-    first = Location(payload["path"], payload["start_line"], payload["end_line"], payload.get("symbol"))
-    return [first, *(Location(**d) for d in payload.get("duplicates") or [])]
 
 
 def write_records(path: Path, rows: Iterable[Any], cls: type) -> None:

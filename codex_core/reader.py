@@ -37,6 +37,16 @@ def open_index(home: CodexHome) -> VectorIndex:
 QUERY_VECTOR_CACHE = 4096
 
 
+def reranker_from_env(env=os.environ) -> Reranker | None:
+    """``CODEX_RERANKER_PATH``: a local sentence-transformers CrossEncoder directory (off when unset)."""
+    path = env.get("CODEX_RERANKER_PATH")
+    if not path:
+        return None
+    from codex_core.retrieval import CrossEncoderReranker
+
+    return CrossEncoderReranker(path)
+
+
 @dataclass(frozen=True)
 class PublishedView:
     corpora: dict[str, RepoCorpus]

@@ -23,6 +23,8 @@ from codex_core.lexical import LexicalIndex
 from codex_core.models import content_hash, span_text
 
 RRF_K = 60
+# A cross-encoder reads query and passage together: its rank counts twice a first-stage rank.
+RERANK_WEIGHT = 2.0
 _TEST_PATH_RE = re.compile(
     r"(^|/)(tests?|__tests__|spec|testing)(/|$)|(^|/)test_[^/]*$|_test\.\w+$|\.(spec|test)\.\w+$"
 )
@@ -316,7 +318,7 @@ class HybridRetriever:
             order = sorted(head, key=lambda c: -c.raw_scores["rerank"])
             for rank, cand in enumerate(order, start=1):
                 cand.ranks["rerank"] = rank
-                cand.score = cand.score + 1.0 / (RRF_K + rank)
+                cand.score = cand.score + RERANK_WEIGHT / (RRF_K + rank)
             ranked = sorted(pool.values(), key=lambda c: (-c.score, c.payload["path"], c.payload["start_line"]))
             timings["rerank_ms"] = (time.perf_counter() - t1) * 1000
 

@@ -19,7 +19,7 @@ from codex_core.embedding import Embedder, SentenceTransformerEmbedder
 from codex_core.home import CodexHome
 from codex_core.llm import Answerer, ContextChunk
 from codex_core.querylog import QUERY_LOG_FILE, QueryLog, ServedQuery, now_iso
-from codex_core.reader import PublishedReader, open_index
+from codex_core.reader import PublishedReader, open_index, reranker_from_env
 from codex_core.retrieval import RetrievalConfig, heuristic_confidence
 from codex_core.vector_store import VectorIndex
 from serving.freshness import DEFAULT_TTL_S, FreshnessTracker
@@ -49,7 +49,10 @@ class QueryEngine:
         self.answerer = answerer or Answerer.from_config()
         self.abstain_below = abstain_below
         self.started_at = time.time()
-        self.reader = PublishedReader(home, index or open_index(home), self.embedder, refresh_every_s=refresh_every_s)
+        self.reader = PublishedReader(
+            home, index or open_index(home), self.embedder, reranker=reranker_from_env(),
+            refresh_every_s=refresh_every_s,
+        )
         self._lock = threading.Lock()
         self._traces: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._calibrators: dict[str, tuple[int, Calibrator]] = {}
