@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from codex_core.llm.types import ContextChunk
 
-_BRACKET = re.compile(r"\[([^\[\]\n]{1,600})\]")
+# One level of nested brackets is allowed inside, so a file named "we ird [v2].py" can be cited.
+_BRACKET = re.compile(r"\[((?:[^\[\]\n]|\[[^\[\]\n]*\]){1,600})\]")
 _REF = re.compile(r"^\s*`?(?P<path>[^\s`,;][^,;`]*?):(?P<start>\d+)(?:\s*[-–—]\s*(?P<end>\d+))?`?\s*$")
 _SPLIT = re.compile(r"\s*[,;]\s*")
 _REMOVED = "\x00"

@@ -343,12 +343,6 @@ def test_injected_citation_markers_never_reach_the_answer(served: Served) -> Non
     assert not found.quoted_fake_refs, f"answer carries citation markers of no retrieved span: {found.quoted_fake_refs}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "A file whose name contains brackets ('odd/we ird [v2].py') is cited in the answer as "
-    "'[odd/we ird [v2].py:1-2]', which codex_core.llm.citations.parse_refs cannot read back (its bracket "
-    "pattern excludes nested '[' ']'): a client cannot recover that citation from the answer. Fix: escape "
-    "brackets in paths when writing refs, or let _BRACKET match the last ']' before a ':N-M]'."
-))
 def test_every_cited_span_can_be_read_back_from_the_answer(served: Served) -> None:
     body = ask(served, "weird file name with spaces")
     cited = {f"{c['path']}:{c['line_start']}-{c['line_end']}" for c in body["citations"] if c["cited_in_answer"]}
