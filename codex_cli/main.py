@@ -93,8 +93,11 @@ def execute_job(
 
     def execute() -> None:
         try:
+            # The terminal gets the progress bar and the summary; every event stays in the Dagster UI.
+            quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
             outcome["result"] = job.execute_in_process(
-                run_config=run_config, instance=instance, partition_key=partition, run_id=run_id, raise_on_error=False
+                run_config={**(run_config or {}), **quiet}, instance=instance, partition_key=partition,
+                run_id=run_id, raise_on_error=False,
             )
         except Exception as exc:  # surfaced below, after the progress bar is closed
             outcome["error"] = exc
