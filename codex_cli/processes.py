@@ -6,6 +6,7 @@ its own session with default signal handlers, and the whole process group is sto
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -32,17 +33,20 @@ def _start(cmd: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Po
     )
 
 
-def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=grace)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+def _stop_all(procs: list[subprocess.Popen], grace: float = 10.0) -> None:
+    """TERM every service's process group at once, then KILL what is still there after ``grace``."""
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def service_commands(home: CodexHome, host: str, api_port: int, dagster_port: int, mlflow_port: int
@@ -80,7 +84,12 @@ def wait_until_ready(urls: dict[str, str], procs: dict[str, subprocess.Popen], t
     return ready
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def run_services(home: CodexHome, *, host: str, api_port: int, dagster_port: int, mlflow_port: int) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` of this process stops the services like Ctrl-C
     env = {
         **os.environ,
         "CODEX_HOME": str(home.root),
@@ -119,6 +128,8 @@ def run_services(home: CodexHome, *, host: str, api_port: int, dagster_port: int
     except KeyboardInterrupt:
         pass
     finally:
-        for proc in procs.values():
-            _stop(proc)
+        # A second Ctrl-C (or a TERM) must not abort the shutdown half-way and orphan services.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _stop_all(list(procs.values()))
     return 0
