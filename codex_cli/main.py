@@ -457,6 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    # One query embedding at a time per request: with 2 OpenMP threads the idle spinners slow the
+    # dense search that follows (measured: embed P95 ~110 ms -> 17 ms; docs/benchmarks.md).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     import uvicorn
 
     from serving.app import create_app

@@ -31,6 +31,31 @@ _TEST_PATH_RE = re.compile(
 _TEST_QUERY_RE = re.compile(r"\b(tests?|testing|tested|spec|specs|fixtures?|pytest|unittest)\b", re.I)
 _DOC_QUERY_RE = re.compile(r"\b(docs?|documentation|readme|guide|explain(ed)? in)\b", re.I)
 DOC_LANGUAGES = frozenset({"markdown", "text"})
+_CHANGELOG_RE = re.compile(r"(^|/)(changelog|changes|history|news|release[_-]?notes)(\.[a-z]+)?$", re.I)
+_CHANGELOG_QUERY_RE = re.compile(r"\b(changelog|changes|release[sd]?|version|history)\b", re.I)
+_PATHISH_RE = re.compile(r"[\w./-]+")
+
+
+def named_files(query: str, paths: Sequence[str]) -> set[str]:
+    """Paths the query names by file name (``_client.py``, ``client.py``) or path suffix (``http/_urls``)."""
+    # Only words shaped like file names count ("_urls.py", "config_parser", "http/_client"): a plain
+    # word such as "retry" names a behaviour, not a file.
+    words = {
+        w.strip("./").lower() for w in _PATHISH_RE.findall(query)
+        if len(w.strip("./")) >= 4 and any(ch in w.strip("./") for ch in "./_")
+    }
+    if not words:
+        return set()
+    named = set()
+    for path in paths:
+        lowered = path.lower()
+        name = lowered.rsplit("/", 1)[-1]
+        stem = name.rsplit(".", 1)[0]
+        no_ext = lowered.rsplit(".", 1)[0]
+        if any(w in (name, stem, stem.lstrip("_")) or ("/" in w and (lowered.endswith(w) or no_ext.endswith(w)))
+               for w in words):
+            named.add(path)
+    return named
 
 
 def is_test_path(path: str) -> bool:
@@ -169,7 +194,9 @@ class RetrievalConfig:
     graph_budget: int = 4
     graph_decay: float = 0.5
     test_penalty: float = 0.5
-    doc_penalty: float = 0.7
+    doc_penalty: float = 0.5
+    changelog_penalty: float = 0.5  # CHANGELOG/HISTORY/NEWS mention everything; rarely the answer
+    named_file_boost: float = 1.5  # the query names this file ("where in _urls.py ...")
     # Module-level code (imports, constants) rarely implements a behaviour; definitions do.
     module_penalty: float = 0.85
     dedup_jaccard: float = 0.8
@@ -300,8 +327,14 @@ class HybridRetriever:
 
         wants_tests = bool(_TEST_QUERY_RE.search(query))
         wants_docs = bool(_DOC_QUERY_RE.search(query))
+        wants_changes = bool(_CHANGELOG_QUERY_RE.search(query))
+        named = named_files(query, sorted({c.payload["path"] for c in pool.values()}))
         for cand in pool.values():
             cand.score = cand.fused
+            if cand.payload["path"] in named:
+                cand.score *= cfg.named_file_boost
+            if not wants_changes and _CHANGELOG_RE.search(cand.payload["path"]):
+                cand.score *= cfg.changelog_penalty
             if not wants_tests and is_test_path(cand.payload["path"]):
                 cand.score *= cfg.test_penalty
             if not wants_docs and cand.payload.get("language") in DOC_LANGUAGES:
