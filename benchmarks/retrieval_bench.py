@@ -389,17 +389,15 @@ def diagnostics(systems: list[SystemRun], queries: list[dict[str, Any]]) -> dict
       ranking. Gold files are never tests or docs, so this shows how much of a margin comes from
       down-weighting tests and docs rather than from ranking source files better.
     """
-    from mine_queries import CODE_EXTENSIONS
-
+    from codex_core.evalsets import is_source_path
     from codex_core.lexical import code_tokens
-    from codex_core.retrieval import is_test_path
 
     def names_gold(q: dict[str, Any]) -> bool:
         words = set(code_tokens(q["query"]))
         return any(set(code_tokens(PurePosixPath(g).stem)) & words for g in q["gold_files"])
 
     def source_only(ranking: list[str]) -> list[str]:
-        return [p for p in ranking if not is_test_path(p) and PurePosixPath(p).suffix in CODE_EXTENSIONS]
+        return [p for p in ranking if is_source_path(p)]
 
     named = [names_gold(q) for q in queries]
     out: dict[str, Any] = {"queries_naming_a_gold_stem": sum(named), "by_gold_stem_in_query": {},
