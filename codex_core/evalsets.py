@@ -68,7 +68,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from codex_core.git import _ENV, GitError, head_sha, run_git, show_file
+from codex_core.git import GitError, git_env, head_sha, run_git, show_file
 from codex_core.languages import detect_language
 from codex_core.models import Definition
 from codex_core.parsing import definitions
@@ -649,7 +649,7 @@ def _iter_commits(repo: Path, head: str) -> Iterator[_Commit]:
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
-        env=_ENV,
+        env=git_env(),
     )  # fmt: skip
     assert proc.stdout is not None
     buffer = b""

@@ -19,7 +19,12 @@ class GitError(RuntimeError):
     pass
 
 
-_ENV = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+def git_env() -> dict[str, str]:
+    """The environment git runs with: never prompt for credentials, stable (C) messages.
+
+    Read at call time, not import time, so a changed environment (tests, CLI) is honoured.
+    """
+    return {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
 _URL_RE = re.compile(r"^(https?|ssh|git|file)://|^[\w.-]+@[\w.-]+:")
 
 
@@ -28,7 +33,7 @@ def run_git(repo: Path | str, *args: str, input: bytes | None = None, timeout: f
         ["git", "-C", str(repo), *args],
         input=input,
         capture_output=True,
-        env=_ENV,
+        env=git_env(),
         timeout=timeout,
     )
     if proc.returncode != 0:
@@ -48,7 +53,7 @@ def head_sha(repo: Path | str, ref: str = "HEAD") -> str:
 def remote_head_sha(url: str) -> str:
     """HEAD of a remote without cloning (for sensors: refs only)."""
     out = subprocess.run(
-        ["git", "ls-remote", url, "HEAD"], capture_output=True, env=_ENV, timeout=60
+        ["git", "ls-remote", url, "HEAD"], capture_output=True, env=git_env(), timeout=60
     )
     if out.returncode != 0 or not out.stdout.strip():
         raise GitError(f"git ls-remote {url} failed: {out.stderr.decode('utf-8', 'replace').strip()}")
@@ -122,7 +127,7 @@ def read_blobs(repo: Path | str, shas: Iterable[str]) -> Iterator[tuple[str, byt
         ["git", "-C", str(repo), "cat-file", "--batch"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        env=_ENV,
+        env=git_env(),
     )
     assert proc.stdin is not None and proc.stdout is not None
     try:
