@@ -242,6 +242,10 @@ def calibration(
         },
     }
     heuristic_ece = expected_calibration_error(frame["heuristic"].to_numpy(dtype=float), y) if len(frame) else None
+    cv = calibrator.cv_metrics
+    chosen = (cv.get("candidates") or {}).get(f"{calibrator.method}:{cv.get('feature_set')}", {})
+    ece_mean, ece_std, floor = chosen.get("ece"), chosen.get("ece_std"), cv.get("ece_noise_floor")
+    candidates_md = metrics_table(cv.get("candidates") or {}, ["ece", "ece_std", "brier", "auc"])
 
     out = home.calibration_dir(repo)
     out.mkdir(parents=True, exist_ok=True)
@@ -257,9 +261,11 @@ def calibration(
 
     tracker = mlflow.tracker()
     with tracker.run(EXPERIMENT, f"{repo} calibration", _run_tags(context, repo) | {"kind": "calibration"}) as run:
-        run.log_params({"method": calibrator.method, "samples": len(y), "calibrator_version": version})
+        run.log_params({"method": calibrator.method, "samples": len(y), "calibrator_version": version,
+                        "feature_set": cv.get("feature_set"), "cv_repeats": cv.get("repeats")})
         run.log_metrics({
-            "ece_cv": ece, "heuristic_ece": heuristic_ece, "tau": tau, "precision_at_tau": precision,
+            "ece_cv": ece, "ece_cv_mean_repeats": ece_mean, "ece_cv_std_repeats": ece_std, "ece_noise_floor": floor,
+            "heuristic_ece": heuristic_ece, "tau": tau, "precision_at_tau": precision,
             "coverage_at_tau": coverage, "positive_rate": float(y.mean()) if len(y) else None,
             "answered_file_ndcg_at_5": abstention_rows["+calibrated abstention (answer if p >= tau)"]["file_ndcg_at_5"],
         })
@@ -268,8 +274,14 @@ def calibration(
     return dg.MaterializeResult(
         metadata={
             "method": calibrator.method,
+            "feature_set": cv.get("feature_set"),
+            "features": dg.MetadataValue.json(calibrator.feature_names),
             "samples": len(y),
             "ece_cv": _finite(ece),
+            "ece_cv_mean_repeats": _finite(ece_mean),
+            "ece_cv_std_repeats": _finite(ece_std),
+            "ece_noise_floor": _finite(floor),
+            "candidates": dg.MetadataValue.md(candidates_md),
             "heuristic_ece": _finite(heuristic_ece),
             "tau": round(float(tau), 4),
             "precision_at_tau": round(float(precision), 4),

@@ -22,6 +22,8 @@ from codex_core.ingest import (
     index_points,
     load_blob_index,
     markdown_table,
+    payload_digest,
+    plan_delta,
     repo_dir_for,
     reuse_or_rebuild,
     span_problems,
@@ -58,12 +60,14 @@ def code_files(context: dg.AssetExecutionContext, codex_home: CodexHomeResource)
     started = time.perf_counter()
     repo_dir = repo_dir_for(codex_home.home, context.partition_key)
     snapshot = catalog.read_json(repo_dir / catalog.SNAPSHOT)
-    scan = scan_repository(snapshot["worktree"], snapshot["commit"])
+    previous = catalog.read_files(repo_dir) if (repo_dir / catalog.FILES).exists() else []
+    scan = scan_repository(snapshot["worktree"], snapshot["commit"], previous=previous)
     catalog.write_files(repo_dir, scan)
     skipped = scan.skipped_by_reason
     return dg.MaterializeResult(
         metadata={
             "files_indexed": len(scan.files),
+            "files_reused": scan.reused,
             "files_skipped": len(scan.skipped),
             "skipped_by_reason": dg.MetadataValue.json(skipped),
             "skipped_examples": dg.MetadataValue.json(dict(list(scan.skipped.items())[:50])),
@@ -160,7 +164,7 @@ def chunk_embeddings(context: dg.AssetExecutionContext, embedder: EmbedderResour
     return dg.MaterializeResult(
         metadata={
             "model_id": model.model_id,
-            "dim": model.dim,
+            "dim": embedder.dim,
             "chunks": stats.requested,
             "embeddings_computed": stats.computed,
             "embeddings_cached": stats.cached,
@@ -210,33 +214,64 @@ def staged_index(
 ) -> dg.MaterializeResult:
     """A new, not yet visible index version holding exactly the unique chunks (deterministic ids).
 
-    Serving never sees it until the blocking checks pass and `published_index` swaps it in.
+    When the published version was staged here with the same model, the new version is a copy of
+    it with only the changed points rewritten and the vanished ones deleted (delta staging);
+    otherwise every point is written. Serving never sees it until the blocking checks pass and
+    `published_index` swaps it in.
     """
     started = time.perf_counter()
     repo = context.partition_key
     repo_dir = repo_dir_for(embedder.codex_home.home, repo)
     snapshot = catalog.read_json(repo_dir / catalog.SNAPSHOT)
     chunks = catalog.read_chunks(repo_dir / catalog.UNIQUE_CHUNKS)
-    model = embedder.get_embedder()
-    vectors, stats = embed_documents(model, embedder.cache, [embedding_document(c) for c in chunks])
-    if stats.computed:
-        context.log.warning(f"{stats.computed} embeddings were missing from the cache and were computed now")
+    files = catalog.read_files(repo_dir)
+    model = embedder.get_embedder()  # lazy: loads only if something must be embedded
+    payloads = {c.point_id: catalog.point_payload(c) for c in chunks}
+    digests = {pid: payload_digest(p) for pid, p in payloads.items()}
+    digest_path = repo_dir / catalog.INDEX_DIGEST
+    previous = catalog.read_json(digest_path) if digest_path.exists() else None
     index = vector_store.open()
     try:
-        version = index.stage(
-            repo, model.dim, index_points(chunks, vectors, catalog.point_payload), commit=snapshot["commit"]
-        )
+        current = index.current(repo)
+        plan = plan_delta(previous, digests, published_version=current.version if current else None,
+                          supports_delta=index.supports_delta, model_id=model.model_id)
+        wanted = set(plan.upserts)
+        todo = [c for c in chunks if c.point_id in wanted]
+        vectors, stats = embed_documents(model, embedder.cache, [embedding_document(c) for c in todo])
+        if stats.computed:
+            context.log.warning(f"{stats.computed} embeddings were missing from the cache and were computed now")
+        dim = int(vectors.shape[1]) if len(todo) else int(previous["dim"]) if plan.base else embedder.dim
+        points = index_points(todo, vectors, lambda c: payloads[c.point_id])
+        if plan.base:
+            version = index.stage_delta(repo, dim, plan.base, points, plan.deletes, commit=snapshot["commit"])
+        else:
+            version = index.stage(repo, dim, points, commit=snapshot["commit"])
     finally:
         index.close()
+    blobs = {f.path: f.content_key for f in files}
+    old_blobs = (previous or {}).get("blobs") or {}
+    changed_files = {path for path, key in blobs.items() if old_blobs.get(path) != key}
+    # What the span check must read: everything for a full version; for a delta, every rewritten
+    # point and every point of a file whose content changed (the rest is byte-identical to a
+    # version that passed the check against identical files).
+    verify = None if not plan.base else sorted(wanted | {c.point_id for c in chunks if c.path in changed_files})
     catalog.write_json(
         repo_dir / catalog.STAGED,
-        {"version": version, "commit": snapshot["commit"], "points": len(chunks), "dim": model.dim},
+        {"version": version, "commit": snapshot["commit"], "points": len(chunks), "dim": dim,
+         "base_version": plan.base, "verify_ids": verify},
     )
+    catalog.write_json(digest_path, {"version": version, "model_id": model.model_id, "dim": dim,
+                                     "digests": digests, "blobs": blobs})
     return dg.MaterializeResult(
         metadata={
             "version": version,
             "commit": snapshot["commit"],
             "points": len(chunks),
+            "mode": "delta" if plan.base else "full",
+            "mode_reason": plan.reason,
+            "base_version": plan.base or "",
+            "points_written": len(todo),
+            "points_deleted": len(plan.deletes),
             "seconds": round(time.perf_counter() - started, 3),
         }
     )
@@ -266,7 +301,7 @@ def vector_dim_consistent(
 ) -> dg.AssetCheckResult:
     """Every staged vector has the embedder's dimension."""
     staged = _staged(context, embedder.codex_home)
-    expected = embedder.get_embedder().dim
+    expected = embedder.dim
     index = vector_store.open()
     try:
         stats = index.staged_stats(context.partition_key, staged["version"])
@@ -282,17 +317,30 @@ def vector_dim_consistent(
 def spans_within_files(
     context: dg.AssetCheckExecutionContext, codex_home: CodexHomeResource, vector_store: VectorStoreResource
 ) -> dg.AssetCheckResult:
-    """Every point cites lines that exist in its file at the pinned commit, with the exact text."""
+    """Every point cites lines that exist in its file at the pinned commit, with the exact text.
+
+    A delta version re-reads its rewritten points and every point of a changed file; its other
+    points are byte-identical to the base version, which passed this check on identical files.
+    """
     repo_dir = repo_dir_for(codex_home.home, context.partition_key)
     staged = _staged(context, codex_home)
+    ids = staged.get("verify_ids")
     index = vector_store.open()
     try:
-        problems = span_problems(index.iter_payloads(context.partition_key, staged["version"]),
-                                 catalog.read_files(repo_dir))
+        checked = list(index.iter_payloads(context.partition_key, staged["version"], ids=ids))
     finally:
         index.close()
+    problems = span_problems(checked, catalog.read_files(repo_dir))
+    if ids is not None and len(checked) != len(ids):
+        problems.append(f"{len(ids) - len(checked)} rewritten points are missing from the staged version")
     return dg.AssetCheckResult(
-        passed=not problems, metadata={"bad_spans": len(problems), "examples": dg.MetadataValue.json(problems[:20])}
+        passed=not problems,
+        metadata={
+            "points_checked": len(checked),
+            "scope": "all points" if ids is None else f"delta on {staged.get('base_version')}",
+            "bad_spans": len(problems),
+            "examples": dg.MetadataValue.json(problems[:20]),
+        },
     )
 
 
@@ -307,12 +355,15 @@ def point_count_matches_unique_chunks(
     index = vector_store.open()
     try:
         stats = index.staged_stats(context.partition_key, staged["version"])
-        stored = {pid for pid, _ in index.iter_payloads(context.partition_key, staged["version"])}
+        stored = {pid for pid, _ in index.iter_payloads(context.partition_key, staged["version"], with_payload=False)}
     finally:
         index.close()
     missing, unexpected = expected - stored, stored - expected
+    # A full version must have received exactly its points (more means duplicate ids); a delta
+    # received only its rewritten points.
+    received_ok = stats.base_version is not None or stats.points == stats.received
     return dg.AssetCheckResult(
-        passed=stats.points == stats.received == len(expected) and not missing and not unexpected,
+        passed=received_ok and stats.points == len(expected) and not missing and not unexpected,
         metadata={
             "points": stats.points,
             "points_received": stats.received,

@@ -28,6 +28,7 @@ GRAPH_BLOBS = "graph_blobs.json"  # path -> blob sha that the graph was built fr
 SIGNATURES = "minhash_signatures.parquet"  # content hash -> MinHash values (dedup cache)
 RAW_EDGES = "raw_edges.parquet"  # graph edges before resolution, for incremental re-resolution
 STAGED = "staged_index.json"
+INDEX_DIGEST = "index_digest.json"  # point id -> payload digest of the last staged version (delta staging)
 PUBLISHED = "published_index.json"
 
 

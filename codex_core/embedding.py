@@ -118,6 +118,11 @@ class EmbeddingCache:
         )
         self._conn.commit()
 
+    def dim_of(self, model_id: str) -> int | None:
+        """The dimension of the vectors cached for ``model_id`` (None if none are)."""
+        row = self._conn.execute("SELECT dim FROM vectors WHERE model = ? LIMIT 1", [model_id]).fetchone()
+        return int(row[0]) if row else None
+
     def count(self, model_id: str | None = None) -> int:
         if model_id is None:
             return self._conn.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]

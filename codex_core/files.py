@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import posixpath
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -73,6 +74,7 @@ class FileScan:
     commit: str
     files: list[SourceFile] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # path -> reason
+    reused: int = 0  # files taken over unchanged from a previous scan
 
     @property
     def skipped_by_reason(self) -> dict[str, int]:
@@ -138,9 +140,17 @@ def decode(data: bytes) -> tuple[str, bool]:
         return data.decode("utf-8", errors="replace"), True
 
 
-def scan_repository(repo: Path, commit: str, *, max_bytes: int = MAX_FILE_BYTES) -> FileScan:
-    """Tracked files at ``commit``: those worth indexing, and every other one with its reason."""
+def scan_repository(
+    repo: Path, commit: str, *, max_bytes: int = MAX_FILE_BYTES, previous: Sequence[SourceFile] = ()
+) -> FileScan:
+    """Tracked files at ``commit``: those worth indexing, and every other one with its reason.
+
+    ``previous`` (the files of an earlier scan) are reused for paths whose blob and masking rules
+    are unchanged: only new or changed blobs are read, decoded and masked.
+    """
     scan = FileScan(commit=commit)
+    current_rules = f"m{MASKER_VERSION}"
+    reusable = {(f.path, f.content_key): f for f in previous if f.content_key.endswith(current_rules)}
     entries: list[TreeEntry] = []
     symlinks: list[TreeEntry] = []
     for entry in ls_tree(repo, commit):
@@ -156,8 +166,14 @@ def scan_repository(repo: Path, commit: str, *, max_bytes: int = MAX_FILE_BYTES)
     for entry in symlinks:
         target = link_targets[entry.sha].decode("utf-8", "replace")
         scan.skipped[entry.path] = _symlink_reason(target, entry.path)
-    blobs = dict(read_blobs(repo, sorted({e.sha for e in entries})))
+    reused = {e.path: reusable[(e.path, f"{e.sha}:{current_rules}")] for e in entries
+              if (e.path, f"{e.sha}:{current_rules}") in reusable}
+    blobs = dict(read_blobs(repo, sorted({e.sha for e in entries if e.path not in reused})))
     for entry in sorted(entries, key=lambda e: e.path):
+        if entry.path in reused:
+            scan.files.append(reused[entry.path])
+            scan.reused += 1
+            continue
         data = blobs[entry.sha]
         text, replaced = decode(data)
         reason = _content_reason(data, text)

@@ -66,6 +66,59 @@ def index_points(chunks: Sequence[Chunk], vectors: np.ndarray, payload_of) -> It
         yield IndexPoint(id=chunk.point_id, vector=vector, payload=payload_of(chunk))
 
 
+def payload_digest(payload: dict[str, Any]) -> str:
+    """Stable digest of a point payload: equal digests mean the stored point needs no rewrite."""
+    import hashlib
+    import json
+
+    blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+    return hashlib.blake2b(blob, digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True)
+class DeltaPlan:
+    """How ``staged_index`` builds the next version: a copy of ``base`` plus changes, or from scratch."""
+
+    base: str | None  # None: stage every point
+    upserts: list[str]  # point ids to (re)write
+    deletes: list[str]  # point ids of the base that are gone
+    reason: str
+
+
+# A delta that rewrites more than this share of the points is not worth a copy of the old version.
+MAX_DELTA_FRACTION = 0.5
+
+
+def plan_delta(
+    previous: dict[str, Any] | None,
+    digests: dict[str, str],
+    *,
+    published_version: str | None,
+    supports_delta: bool,
+    model_id: str,
+) -> DeltaPlan:
+    """Compare the payload digests of the wanted points with those of the last staged version.
+
+    A delta is only taken on top of the version serving publishes now (a staged version that
+    failed its checks is never a base), built with the same embedding model.
+    """
+    if not supports_delta:
+        return DeltaPlan(None, list(digests), [], "the vector store stages full versions only")
+    if not previous:
+        return DeltaPlan(None, list(digests), [], "no earlier staged version")
+    if previous.get("version") != published_version:
+        return DeltaPlan(None, list(digests), [], "the last staged version is not the published one")
+    if previous.get("model_id") != model_id:
+        return DeltaPlan(None, list(digests), [], "the embedding model changed")
+    old: dict[str, str] = previous.get("digests") or {}
+    upserts = [pid for pid, d in digests.items() if old.get(pid) != d]
+    deletes = [pid for pid in old if pid not in digests]
+    if len(upserts) + len(deletes) > MAX_DELTA_FRACTION * max(1, len(digests)):
+        return DeltaPlan(None, list(digests), [], f"{len(upserts)} upserts + {len(deletes)} deletes: "
+                         "more than half the index changes")
+    return DeltaPlan(published_version, upserts, deletes, "delta on the published version")
+
+
 def span_problems(payloads: Iterable[tuple[str, dict[str, Any]]], files: Sequence[SourceFile]) -> list[str]:
     """Every point must cite lines that exist in its file and hash to the stored text."""
     lines_by_path = {f.path: f.text.split("\n") for f in files}

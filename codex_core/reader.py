@@ -21,7 +21,7 @@ from codex_core.git import RepoRegistry, is_url
 from codex_core.graph import CodeGraph, load_graph
 from codex_core.home import CodexHome
 from codex_core.retrieval import GitVerificationSource, HybridRetriever, RepoCorpus, Reranker
-from codex_core.vector_store import EmbeddedVectorIndex, QdrantServerIndex, VectorIndex
+from codex_core.vector_store import EmbeddedVectorIndex, PublishedVersion, QdrantServerIndex, VectorIndex
 
 
 def open_index(home: CodexHome) -> VectorIndex:
@@ -108,12 +108,28 @@ class PublishedReader:
                 held = corpora.get(repo)
                 if held is not None and held.version == current.version:
                     continue
-                points = list(self.index.iter_payloads(repo, current.version))
-                corpora[repo] = RepoCorpus.build(repo, current.version, current.commit, points, previous=held)
+                corpora[repo] = self._load_corpus(repo, current, held)
                 graph_dir = self.home.graph_dir(repo)
                 graphs[repo] = load_graph(graph_dir) if (graph_dir / "edges.parquet").exists() else None
             self._view = PublishedView(corpora, graphs)
             return self._view
+
+    def _load_corpus(self, repo: str, current: PublishedVersion, held: RepoCorpus | None) -> RepoCorpus:
+        """The corpus of the published version. A delta on the version this reader holds reads only
+        the rewritten points (the index keeps the changed ids); anything else reads every point."""
+        if isinstance(self.index, EmbeddedVectorIndex):
+            self.index.refresh([repo])  # open the private copy once: search and the reads below share it
+        staged = self.index.staged_stats(repo, current.version)
+        if held is not None and staged.base_version == held.version:
+            changed = dict(self.index.iter_payloads(repo, current.version, ids=staged.changed_ids))
+            if len(changed) == len(staged.changed_ids):
+                gone = set(staged.deleted_ids) | set(changed)
+                points = [(pid, p) for pid, p in zip(held.ids, held.payloads, strict=True) if pid not in gone]
+                points += changed.items()
+                points.sort(key=lambda point: point[0])  # the order a full read gives (by id)
+                return RepoCorpus.build(repo, current.version, current.commit, points, previous=held)
+        points = sorted(self.index.iter_payloads(repo, current.version), key=lambda point: point[0])
+        return RepoCorpus.build(repo, current.version, current.commit, points, previous=held)
 
     def _embed_query(self, query: str) -> np.ndarray:
         # Repeated questions (ablations, A/B arms, retries, popular queries) skip the model.

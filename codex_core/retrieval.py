@@ -415,10 +415,13 @@ class HybridRetriever:
 
 
 def _features(chosen: list[Candidate], ranked: list[Candidate]) -> dict[str, float]:
-    """Signals for confidence: fused score, margin, retriever agreement, verification, dense cosine."""
+    """Signals for confidence: fused score, margin, retriever agreement, verification, dense cosine,
+    and how clearly the top-1 *file* (what the calibrated confidence is about) stands out:
+    its share of the top-10 score mass, its relative lead over the next file, how many distinct
+    files the top 10 spread over, and the best dense / lexical rank any of its chunks reached."""
     top = chosen[0] if chosen else None
     second = chosen[1].score if len(chosen) > 1 else 0.0
-    return {
+    features = {
         "top_score": top.score if top else 0.0,
         "margin": (top.score - second) if top else 0.0,
         "agreement": float(len(top.ranks)) if top else 0.0,
@@ -427,7 +430,34 @@ def _features(chosen: list[Candidate], ranked: list[Candidate]) -> dict[str, flo
         "verified_fraction": sum(1 for c in ranked if c.verified)
         / max(1, sum(1 for c in ranked if c.verified is not None)),
         "citations": float(len(chosen)),
+        "file_share": 0.0,
+        "file_margin": 0.0,
+        "distinct_files_top10": 0.0,
+        "top_file_dense_rr": 0.0,
+        "top_file_lexical_rr": 0.0,
     }
+    if top is None:
+        return features
+    top_file = (top.repo, top.payload["path"])
+    best: dict[tuple[str, str], float] = {}
+    for cand in ranked:
+        best.setdefault((cand.repo, cand.payload["path"]), cand.score)
+    others = sorted((s for f, s in best.items() if f != top_file), reverse=True)
+    lead = best.get(top_file, top.score)
+    head = ranked[:10]
+    mass = sum(max(c.score, 0.0) for c in head)
+    in_top = [c for c in ranked if (c.repo, c.payload["path"]) == top_file]
+    dense = [c.ranks["dense"] for c in in_top if "dense" in c.ranks]
+    lexical = [c.ranks["lexical"] for c in in_top if "lexical" in c.ranks]
+    features.update(
+        file_share=sum(max(c.score, 0.0) for c in head if (c.repo, c.payload["path"]) == top_file) / mass
+        if mass > 0 else 0.0,
+        file_margin=(lead - others[0]) / lead if others and lead > 0 else 1.0,
+        distinct_files_top10=float(len({(c.repo, c.payload["path"]) for c in head})),
+        top_file_dense_rr=1.0 / min(dense) if dense else 0.0,
+        top_file_lexical_rr=1.0 / min(lexical) if lexical else 0.0,
+    )
+    return features
 
 
 def heuristic_confidence(features: dict[str, float]) -> float:

@@ -15,8 +15,13 @@ Writer side (one writer per repo at a time; the pipeline guarantees it, nothing 
     the published version is untouched.
 ``staged_stats(repo, version) -> StagedVersion``
     Points counted by the engine after the build, points received, dim, commit, index kind.
-``iter_payloads(repo, version)``
-    Every point's ``(id, payload)`` — for the blocking checks that run before ``publish``.
+``stage_delta(repo, dim, base_version, upserts, deletes, commit=...) -> version``
+    (``supports_delta`` only: the embedded index.) Builds a NEW version as a copy of
+    ``base_version`` with ``upserts`` written over it and ``deletes`` removed; the base is read,
+    never modified. A one-file commit then costs a directory copy plus that file's points, not a
+    rebuild of the whole repo.
+``iter_payloads(repo, version, ids=None, with_payload=True)``
+    Every point's ``(id, payload)`` (or only ``ids``) — for the blocking checks before ``publish``.
 ``publish(repo, version, commit=...) -> PublishedVersion``
     Atomic swap: a reader sees the old version or the new one, never a mix. Publishing an older
     version that still exists is a rollback.
@@ -149,6 +154,14 @@ class StagedVersion:
     index: str  # "exact" or "hnsw" (embedded); "server" (the Qdrant server decides plain vs HNSW)
     created_at: str
     files: dict[str, list[Any]] = field(default_factory=dict, repr=False)  # embedded: path -> [size, sha256]
+    # A delta version (``stage_delta``) is a copy of ``base_version`` with ``received`` points
+    # upserted and ``deleted`` ids removed; a full version has no base and ``deleted`` 0.
+    base_version: str | None = None
+    deleted: int = 0
+    # Delta versions only: which ids were (re)written and which removed, so a reader holding the
+    # base can switch by reading just those points.
+    changed_ids: list[str] = field(default_factory=list, repr=False)
+    deleted_ids: list[str] = field(default_factory=list, repr=False)
 
 
 class UnknownRepoError(LookupError):
@@ -228,11 +241,31 @@ class VectorIndex(ABC):
         self, repo: str, dim: int, points: Iterable[IndexPoint], *, commit: str, batch_size: int = 512
     ) -> str: ...
 
+    supports_delta = False
+
+    def stage_delta(
+        self,
+        repo: str,
+        dim: int,
+        base_version: str,
+        upserts: Iterable[IndexPoint],
+        deletes: Sequence[str],
+        *,
+        commit: str,
+        batch_size: int = 512,
+    ) -> str:
+        """A new version = ``base_version`` + ``upserts`` - ``deletes`` (only if ``supports_delta``)."""
+        raise NotImplementedError(f"{type(self).__name__} stages full versions only; call stage()")
+
     @abstractmethod
     def staged_stats(self, repo: str, version: str) -> StagedVersion: ...
 
     @abstractmethod
-    def iter_payloads(self, repo: str, version: str) -> Iterator[tuple[str, dict[str, Any]]]: ...
+    def iter_payloads(
+        self, repo: str, version: str, *, ids: Sequence[str] | None = None, with_payload: bool = True
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """``(id, payload)`` of every point of a version (or of ``ids``, those that exist);
+        ``with_payload=False`` gives empty payloads, cheaper when only ids are wanted."""
 
     @abstractmethod
     def publish(self, repo: str, version: str, *, commit: str) -> PublishedVersion: ...
@@ -415,6 +448,7 @@ class EmbeddedVectorIndex(VectorIndex):
         self.root.mkdir(parents=True, exist_ok=True)
         self.reader_dir = Path(reader_dir) if reader_dir else Path(tempfile.gettempdir()) / "codex-vector-readers"
         self.hnsw_min_points = hnsw_min_points
+        self.supports_delta = True
         self.refresh_interval_s = refresh_interval_s
         self._open: dict[str, _OpenVersion] = {}
         self._lock = threading.RLock()
@@ -458,9 +492,43 @@ class EmbeddedVectorIndex(VectorIndex):
     # ---- writer side
 
     def stage(self, repo: str, dim: int, points: Iterable[IndexPoint], *, commit: str, batch_size: int = 512) -> str:
+        self._check_stage_args(repo, dim, batch_size, commit)
+        return self._build(repo, dim, points, (), commit=commit, batch_size=batch_size, base=None)
+
+    def stage_delta(
+        self,
+        repo: str,
+        dim: int,
+        base_version: str,
+        upserts: Iterable[IndexPoint],
+        deletes: Sequence[str],
+        *,
+        commit: str,
+        batch_size: int = 512,
+    ) -> str:
+        self._check_stage_args(repo, dim, batch_size, commit)
+        base = self._read_staged(repo, base_version)
+        if base.dim != dim:
+            raise ValueError(f"base version {base_version} has dim {base.dim}, not {dim}: stage a full version")
+        if base.index != "exact":
+            raise ValueError(f"base version {base_version} is an HNSW index: stage a full version")
+        return self._build(repo, dim, upserts, deletes, commit=commit, batch_size=batch_size, base=base)
+
+    def _build(
+        self,
+        repo: str,
+        dim: int,
+        points: Iterable[IndexPoint],
+        deletes: Sequence[str],
+        *,
+        commit: str,
+        batch_size: int,
+        base: StagedVersion | None,
+    ) -> str:
+        """A new sealed version: ``points`` upserted into an empty shard, or into a copy of ``base``
+        (then ``deletes`` removed). The base directory is only read (copied), never loaded."""
         import qdrant_edge as qe
 
-        self._check_stage_args(repo, dim, batch_size, commit)
         version = new_version_id()
         vdir = self._version_dir(repo, version)
         vdir.mkdir(parents=True)
@@ -469,19 +537,34 @@ class EmbeddedVectorIndex(VectorIndex):
         try:
             # No WAL: a version is only ever used after the final flush; a crash leaves an
             # incomplete directory (no version.json) that prune() removes.
-            shard = qe.EdgeShard.create(str(shard_path), self._edge_config(dim, hnsw=False))
-            shard.update(qe.UpdateOperation.create_field_index("repo", qe.PayloadSchemaType.Keyword))
-            shard.update(qe.UpdateOperation.create_field_index("path", qe.KeywordIndexParams(prefix=True)))
+            if base is None:
+                shard = qe.EdgeShard.create(str(shard_path), self._edge_config(dim, hnsw=False))
+                shard.update(qe.UpdateOperation.create_field_index("repo", qe.PayloadSchemaType.Keyword))
+                shard.update(qe.UpdateOperation.create_field_index("path", qe.KeywordIndexParams(prefix=True)))
+            else:
+                source = self._version_dir(repo, base.version) / SHARD_DIR
+                _copy_tree_sparse(source, shard_path)
+                copied = {p.relative_to(shard_path).as_posix(): p.stat().st_size
+                          for p in shard_path.rglob("*") if p.is_file()}
+                if copied != {path: size for path, (size, _) in base.files.items()}:
+                    raise RuntimeError(f"base version {base.version} changed while being copied (pruned?)")
+                shard = qe.EdgeShard.load(str(shard_path), self._edge_config(dim, hnsw=False))
             received = 0
+            written: list[str] = []
             batch: list[qe.Point] = []
             for pid, vec, payload in _checked_points(points, dim):
                 batch.append(qe.Point(pid, vec.tolist(), payload))
                 received += 1
+                if base is not None:
+                    written.append(pid)
                 if len(batch) >= batch_size:
                     shard.update(qe.UpdateOperation.upsert_points(batch))
                     batch = []
             if batch:
                 shard.update(qe.UpdateOperation.upsert_points(batch))
+            doomed = [_point_id(d) for d in deletes]
+            for i in range(0, len(doomed), batch_size):
+                shard.update(qe.UpdateOperation.delete_points(doomed[i : i + batch_size]))
             shard.flush()
             counted = shard.count(qe.CountRequest(exact=True))
             shard.close()
@@ -510,6 +593,10 @@ class EmbeddedVectorIndex(VectorIndex):
                 index=index,
                 created_at=utc_now(),
                 files=file_manifest(shard_path),
+                base_version=base.version if base else None,
+                deleted=len(doomed),
+                changed_ids=sorted(set(written)),
+                deleted_ids=sorted(set(doomed)),
             )
             _write_json_atomic(vdir / VERSION_FILE, asdict(staged))
             return version
@@ -550,22 +637,44 @@ class EmbeddedVectorIndex(VectorIndex):
         actual = file_manifest(self._version_dir(repo, version) / SHARD_DIR)
         return sorted(k for k in set(staged.files) | set(actual) if staged.files.get(k) != actual.get(k))
 
-    def iter_payloads(self, repo: str, version: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    def iter_payloads(
+        self, repo: str, version: str, *, ids: Sequence[str] | None = None, with_payload: bool = True
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
         staged = self._read_staged(repo, version)  # fail here, not at the first next()
-        return self._scroll_copy(repo, staged.version)
+        with self._lock:
+            opened = None if self._closed else self._open.get(repo)
+            if opened is not None and opened.published.version == staged.version:
+                # This reader already holds a private copy of that version: read it, copy nothing.
+                return iter(self._read_open(opened.shard, ids, with_payload))
+        return self._scroll_copy(repo, staged.version, ids, with_payload)
 
-    def _scroll_copy(self, repo: str, version: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    @staticmethod
+    def _read_open(
+        shard: qe.EdgeShard, ids: Sequence[str] | None, with_payload: bool
+    ) -> list[tuple[str, dict[str, Any]]]:
         import qdrant_edge as qe
+
+        out: list[tuple[str, dict[str, Any]]] = []
+        if ids is not None:
+            wanted = [_point_id(i) for i in ids]
+            for i in range(0, len(wanted), 1024):
+                records = shard.retrieve(wanted[i : i + 1024], with_payload=with_payload, with_vector=False)
+                out += [(str(r.id), dict(r.payload or {})) for r in records]
+            return out
+        offset = None
+        while True:
+            records, offset = shard.scroll(qe.ScrollRequest(offset=offset, limit=1024, with_payload=with_payload))
+            out += [(str(r.id), dict(r.payload or {})) for r in records]
+            if offset is None:
+                return out
+
+    def _scroll_copy(
+        self, repo: str, version: str, ids: Sequence[str] | None, with_payload: bool
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
 
         shard, copy_dir = self._open_copy(repo, version)
         try:
-            offset = None
-            while True:
-                records, offset = shard.scroll(qe.ScrollRequest(offset=offset, limit=1024, with_payload=True))
-                for record in records:
-                    yield str(record.id), dict(record.payload or {})
-                if offset is None:
-                    break
+            yield from self._read_open(shard, ids, with_payload)
         finally:
             shard.close()
             shutil.rmtree(copy_dir, ignore_errors=True)
@@ -938,14 +1047,24 @@ class QdrantServerIndex(VectorIndex):
                 names.append(c.name)
         return sorted(names)
 
-    def iter_payloads(self, repo: str, version: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    def iter_payloads(
+        self, repo: str, version: str, *, ids: Sequence[str] | None = None, with_payload: bool = True
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
         self.staged_stats(repo, version)  # fail here, not at the first next()
-        return self._scroll(self._collection(repo, version))
+        return self._scroll(self._collection(repo, version), ids, with_payload)
 
-    def _scroll(self, name: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    def _scroll(
+        self, name: str, ids: Sequence[str] | None, with_payload: bool
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        if ids is not None:
+            wanted = [_point_id(i) for i in ids]
+            for i in range(0, len(wanted), 1024):
+                for record in self.client.retrieve(name, ids=wanted[i : i + 1024], with_payload=with_payload):
+                    yield str(record.id), dict(record.payload or {})
+            return
         offset = None
         while True:
-            records, offset = self.client.scroll(name, offset=offset, limit=1024, with_payload=True)
+            records, offset = self.client.scroll(name, offset=offset, limit=1024, with_payload=with_payload)
             for record in records:
                 yield str(record.id), dict(record.payload or {})
             if offset is None:

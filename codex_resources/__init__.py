@@ -69,6 +69,12 @@ class EmbedderResource(dg.ConfigurableResource):
         return shared_embedder(self.model_path or None, self.model_id, self.device)
 
     @property
+    def dim(self) -> int:
+        """The model's dimension, read from vectors it already put in the cache when there are
+        any: a run with nothing new to embed never pays the model load (seconds)."""
+        return self.cache.dim_of(self.model_id) or self.get_embedder().dim
+
+    @property
     def cache(self) -> EmbeddingCache:
         if self._cache is None:  # used outside a run (e.g. a REPL)
             self._cache = EmbeddingCache(self.codex_home.home.embedding_cache_path)

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Collection
 from typing import Any
 
-from codex_core.calibration import Calibrator, feature_vector
+from codex_core.calibration import Calibrator
 from codex_core.embedding import Embedder, SentenceTransformerEmbedder
 from codex_core.home import CodexHome
 from codex_core.llm import Answerer, ContextChunk
@@ -81,7 +81,7 @@ class QueryEngine:
         calibrator = self.calibrator_for(repo) if repo else None
         if calibrator is None:
             return heuristic_confidence(features), self.abstain_below, "heuristic"
-        probability = float(calibrator.predict(feature_vector(features, query)[None, :])[0])
+        probability = calibrator.predict_one(features, query)
         return probability, float(calibrator.tau), "calibrated"
 
     def repos(self, allowed_repos: Collection[str] | None = None) -> dict[str, dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -10,6 +11,7 @@ import dagster as dg
 from codex_assets.ingestion import ingestion_assets, ingestion_checks
 from codex_core.git import RepoRegistry
 from codex_core.home import CodexHome
+from codex_core.vector_store import EmbeddedVectorIndex
 from codex_resources import CodexHomeResource
 from codex_sensors import git_head_sensor
 from serving.engine import QueryEngine
@@ -48,6 +50,18 @@ def run_requested(instance, home: Path, request: dg.RunRequest):
     )
 
 
+def _published(home: Path) -> dict[str, dict]:
+    """Published points, without the commit each chunk was built at (a full re-index rebuilds
+    every chunk at HEAD; the incremental run keeps unchanged chunks from the earlier commit)."""
+    index = EmbeddedVectorIndex(home / "index")
+    try:
+        current = index.current("demo")
+        return {pid: {k: v for k, v in p.items() if k != "commit"}
+                for pid, p in index.iter_payloads("demo", current.version)}
+    finally:
+        index.close()
+
+
 def test_commit_tick_run_then_new_lines_are_cited_and_deleted_file_is_gone(tmp_path: Path, fixture_repo: Path) -> None:
     home = tmp_path / "home"
     RepoRegistry(home / "repos.json").add("demo", str(fixture_repo))
@@ -61,6 +75,9 @@ def test_commit_tick_run_then_new_lines_are_cited_and_deleted_file_is_gone(tmp_p
     assert initial.success
     assert tick(instance, home, first.cursor).run_requests == []  # nothing moved
 
+    # A serving engine that already holds the first version switches by reading only the delta.
+    engine = QueryEngine(CodexHome(home), answerer=offline_answerer(), abstain_below=0.0)
+    engine.refresh(force=True)
     (fixture_repo / "app" / "retry.py").write_text(NEW_RETRY)
     git(fixture_repo, "rm", "-q", "server/health.go")
     head = commit_all(fixture_repo, "Cap the retry backoff delay and drop the health handler")
@@ -77,9 +94,34 @@ def test_commit_tick_run_then_new_lines_are_cited_and_deleted_file_is_gone(tmp_p
     assert metadata(rerun, "code_graph")["files_reparsed"] == 1
     embeddings = metadata(rerun, "chunk_embeddings")
     assert 1 <= embeddings["embeddings_computed"] <= 2  # only the changed module's chunk(s)
+    staged = metadata(rerun, "staged_index")
+    assert staged["mode"] == "delta", staged["mode_reason"]
+    assert staged["base_version"] == metadata(initial, "published_index")["version"]
+    assert 1 <= staged["points_written"] <= 2 and staged["points_deleted"] >= 1  # health.go's chunk(s)
+    checks = {e.check_name: e for e in rerun.get_asset_check_evaluations()}
+    assert all(e.passed for e in checks.values())
+    spans = {k: getattr(v, "value", v) for k, v in checks["spans_within_files"].metadata.items()}
+    assert 1 <= spans["points_checked"] < staged["points"]
 
-    engine = QueryEngine(CodexHome(home), answerer=offline_answerer(), abstain_below=0.0)
+    # The delta version holds exactly what a from-scratch index of the same commit holds.
+    full_home = tmp_path / "full"
+    (full_home / "embeddings").mkdir(parents=True)
+    shutil.copy(home / "embeddings" / "cache.sqlite", full_home / "embeddings" / "cache.sqlite")
+    RepoRegistry(full_home / "repos.json").add("demo", str(fixture_repo))
+    full_instance = dg.DagsterInstance.ephemeral()
+    full_instance.add_dynamic_partitions("repos", ["demo"])
+    full = run_requested(full_instance, full_home, request)
+    assert metadata(full, "staged_index")["mode"] == "full"
+    assert _published(full_home) == _published(home)
+
     try:
+        engine.refresh(force=True)
+        held = engine.reader.view.corpora["demo"]
+        fresh = QueryEngine(CodexHome(home), answerer=offline_answerer())
+        fresh.refresh(force=True)
+        loaded = fresh.reader.view.corpora["demo"]
+        assert (held.version, held.ids, held.payloads) == (loaded.version, loaded.ids, loaded.payloads)
+        fresh.close()
         answer = engine.query("how is the exponential backoff delay capped", repo="demo", top_k=5)
         top = answer["citations"][0]
         assert top["path"] in {"app/retry.py", "app/retry_copy.py"}

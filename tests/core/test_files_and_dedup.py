@@ -37,6 +37,20 @@ def test_scan_reads_the_commit_not_the_work_tree(fixture_repo: Path) -> None:
     assert "retry_with_backoff" in retry.text
 
 
+def test_rescan_reads_only_changed_blobs_and_equals_a_fresh_scan(fixture_repo: Path) -> None:
+    first = scan_repository(fixture_repo, head_sha(fixture_repo))
+    (fixture_repo / "app" / "retry.py").write_text("def retry():\n    return 'changed'\n")
+    git(fixture_repo, "mv", "web/cart.js", "web/basket.js")
+    head = commit_all(fixture_repo, "Change one file, rename another")
+
+    again = scan_repository(fixture_repo, head, previous=first.files)
+    fresh = scan_repository(fixture_repo, head)
+    assert again.files == fresh.files and again.skipped == fresh.skipped
+    # Unchanged paths are taken over; the changed and the renamed file are read again.
+    assert again.reused == len(fresh.files) - 2
+    assert "changed" in next(f for f in again.files if f.path == "app/retry.py").text
+
+
 def test_vendored_minified_generated_and_inner_symlinks(tmp_path: Path) -> None:
     repo = tmp_path / "r"
     (repo / "vendor" / "lib").mkdir(parents=True)

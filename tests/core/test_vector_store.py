@@ -461,3 +461,48 @@ def test_reader_rereads_the_pointer_when_its_target_is_pruned_mid_switch(
     assert len(list((tmp_path / "readers").iterdir())) == 1  # the failed copy was cleaned up
     writer.close()
     reader.close()
+
+
+def test_delta_version_equals_a_full_build_and_leaves_the_base_untouched(tmp_path: Path) -> None:
+    store = EmbeddedVectorIndex(tmp_path / "index", reader_dir=tmp_path / "readers")
+    points, vectors = make_points("alpha", 200, seed=21, paths=("a/x.py", "b/y.py"))
+    base = store.publish("alpha", store.stage("alpha", DIM, points, commit="c1"), commit="c1").version
+    base_dir = tmp_path / "index" / "alpha" / "versions" / base
+    before = tree_state(base_dir)
+
+    new_points, new_vectors = make_points("alpha", 5, seed=22, paths=("c/z.py",))
+    moved = IndexPoint(points[3].id, vectors[7], {**points[3].payload, "start_line": 40, "end_line": 41})
+    doomed = [p.id for p in points[:3]]
+    delta = store.stage_delta("alpha", DIM, base, [*new_points, moved], doomed, commit="c2")
+    stats = store.staged_stats("alpha", delta)
+    assert (stats.base_version, stats.received, stats.deleted, stats.points) == (base, 6, 3, 202)
+    wanted = [moved, *points[4:], *new_points]
+    full = store.stage("alpha", DIM, wanted, commit="c2")
+    assert dict(store.iter_payloads("alpha", delta)) == dict(store.iter_payloads("alpha", full))
+    assert tree_state(base_dir) == before  # the base was copied, never loaded in place
+    assert store.check_files("alpha", delta) == []
+
+    store.publish("alpha", delta, commit="c2")
+    assert store.search(new_vectors[2], top_k=1)[0].id == new_points[2].id
+    assert store.get("alpha", [moved.id])[0].payload["start_line"] == 40
+    assert {h.id for h in store.search(vectors[0], top_k=200)}.isdisjoint(doomed)
+    only = dict(store.iter_payloads("alpha", delta, ids=[moved.id, doomed[0]], with_payload=False))
+    assert only == {moved.id: {}}  # deleted ids are simply absent
+    store.close()
+
+
+def test_failed_delta_leaves_nothing_and_hnsw_bases_are_refused(tmp_path: Path) -> None:
+    store = EmbeddedVectorIndex(tmp_path / "index", reader_dir=tmp_path / "readers", hnsw_min_points=400)
+    points, _ = make_points("alpha", 20, seed=23)
+    base = store.publish("alpha", store.stage("alpha", DIM, points, commit="c1"), commit="c1").version
+    bad = IndexPoint(points[0].id, [float("nan")] * DIM, points[0].payload)
+    with pytest.raises(ValueError, match="NaN"):
+        store.stage_delta("alpha", DIM, base, [bad], [], commit="c2")
+    assert [v.version for v in store.versions("alpha")] == [base]
+    with pytest.raises(ValueError, match="dim"):
+        store.stage_delta("alpha", DIM + 1, base, [], [], commit="c2")
+    big, _ = make_points("beta", 450, seed=24)
+    hnsw = store.stage("beta", DIM, big, commit="c1")
+    with pytest.raises(ValueError, match="HNSW"):
+        store.stage_delta("beta", DIM, hnsw, [], [], commit="c2")
+    store.close()
