@@ -16,9 +16,11 @@ Rules:
   map be any monotone curve. The score of a fitted logistic model is used rather than the single
   strongest feature because no one retrieval feature dominates on every repository.
 * **Choice**: stratified K-fold cross-validation (``folds``), repeated ``repeats`` times with
-  different shuffles (``seed``, ``seed + 1``, ...); the candidate (method x feature set) with the
-  lowest mean out-of-fold ECE wins, ECEs equal to 3 decimals going to the lower Brier score
-  (then to ``platt`` and the ``core`` set, the simpler models). The out-of-fold predictions of
+  different shuffles (``seed``, ``seed + 1``, ...). The feature set with the lowest mean
+  out-of-fold Brier score wins (a proper score: by ECE alone, a set that cannot tell right from
+  wrong answers wins by predicting the base rate); within it, the method with the lowest mean
+  out-of-fold ECE, ECEs equal to 3 decimals going to the lower Brier score (then to ``platt``).
+  Equal Brier scores (4 decimals) go to the ``core`` set, the simpler model. The out-of-fold predictions of
   the first shuffle choose ``tau`` and draw the diagrams.
 * **Noise floor** (``ece_noise_floor``): ECE is biased upwards on small sets — a perfectly
   calibrated model still measures ~0.05 on 400 queries with 15 bins — so the floor for the
@@ -448,7 +450,7 @@ def fit_calibrator(
     feature_names: Sequence[str] | None = None,
     coverage_range: tuple[float, float] = DEFAULT_COVERAGE_RANGE,
 ) -> Calibrator:
-    """Fit Platt and isotonic candidates on each feature set, keep the lowest cross-validated ECE.
+    """Fit Platt and isotonic on each feature set; best set by Brier, then lowest cross-validated ECE.
 
     ``X`` is ``(n_samples, n_features)`` (rows from ``feature_vector`` unless ``feature_names``
     says otherwise); ``y`` is 1 when the answer was correct. Each candidate is scored on
@@ -523,8 +525,13 @@ def fit_calibrator(
 
     candidates = {f"{method}:{label}": summary(oof[(method, label)]) for method, label in keys}
     order = {key: i for i, key in enumerate(candidates)}
-    chosen_key = min(candidates, key=lambda c: (round(candidates[c]["ece"], 3), candidates[c]["brier"], order[c]))
-    method, label = chosen_key.split(":")
+    # The feature set by Brier score (a proper score: calibration AND sharpness; by ECE alone a set
+    # that cannot tell answers apart would win by predicting the base rate), then the method
+    # within it by ECE.
+    label = min(subsets, key=lambda s: round(min(candidates[f"{m}:{s}"]["brier"] for m in ("platt", "isotonic")), 4))
+    chosen_key = min((f"{m}:{label}" for m in ("platt", "isotonic")),
+                     key=lambda c: (round(candidates[c]["ece"], 3), candidates[c]["brier"], order[c]))
+    method = chosen_key.split(":")[0]
     cols = subsets[label]
     chosen_names = [names[i] for i in cols]
     predictions = oof[(method, label)][0]  # the first split: what tau and the diagrams are drawn from
@@ -537,7 +544,8 @@ def fit_calibrator(
     tau, precision, coverage, tau_note = _choose(predictions, y, coverage_range)
     floor = ece_noise_floor(predictions, seed=seed)
     notes = [
-        f"chose {method} on the {label} features by {k}-fold cross-validated ECE, mean of {repeats} shuffles",
+        f"chose the {label} features by Brier score and {method} by ECE ({k}-fold cross-validation, "
+        f"mean of {repeats} shuffles)",
         f"ECE noise floor at n={n}: {floor:.3f} (what a perfectly calibrated model with these confidences "
         "would measure)",
     ]

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from codex_core.calibration import (
+    CORE_FEATURES,
     FEATURES,
     Calibrator,
     choose_threshold,
+    ece_noise_floor,
     expected_calibration_error,
     feature_vector,
     fit_calibrator,
@@ -72,9 +74,10 @@ def test_fitted_calibrator_recovers_known_probabilities() -> None:
     # The distortion is non-linear, so the isotonic map must beat Platt in cross-validation.
     candidates = calibrator.cv_metrics["candidates"]
     assert calibrator.method == "isotonic"
-    assert candidates["isotonic"]["ece"] < candidates["platt"]["ece"]
-    assert set(candidates["platt"]) == {"ece", "brier", "auc"}
-    assert calibrator.cv_metrics["folds"] == 5
+    # Custom feature names: one feature set ("all"), each method scored over 5 shuffles.
+    assert candidates["isotonic:all"]["ece"] < candidates["platt:all"]["ece"]
+    assert set(candidates["platt:all"]) == {"ece", "ece_std", "brier", "auc"}
+    assert calibrator.cv_metrics["folds"] == 5 and calibrator.cv_metrics["repeats"] == 5
     assert calibrator.cv_predictions is not None and calibrator.cv_predictions.shape == (4_000,)
     assert calibrator.n_samples == 4_000 and calibrator.n_positive == int(y[train].sum())
     # tau answers 70-80% of the training queries (out of fold).
@@ -131,12 +134,43 @@ def test_calibrator_on_retrieval_features() -> None:
     assert X.shape == (400, len(FEATURES))
     assert X[0, FEATURES.index("query_length")] == 6 and X[0, FEATURES.index("top_lexical")] == 0.0
     calibrator = fit_calibrator(X, np.array(labels))
-    assert calibrator.feature_names == list(FEATURES)
+    # The file-level features carry nothing here (all 0): the tie goes to the simpler core set.
+    assert calibrator.cv_metrics["feature_set"] == "core"
+    assert calibrator.feature_names == list(CORE_FEATURES)
     low = calibrator.predict_one({"top_dense_cosine": 0.15, "agreement": 2.0, "citations": 3.0}, "a b c d e f")
     high = calibrator.predict_one({"top_dense_cosine": 0.85, "agreement": 2.0, "citations": 3.0}, "a b c d e f")
     assert low < 0.4 < 0.6 < high
     with pytest.raises(ValueError, match="expected rows of 8 features"):
         calibrator.predict(np.zeros((2, 3)))
+
+
+def test_file_level_features_are_chosen_when_they_carry_the_signal() -> None:
+    rng = np.random.default_rng(4)
+    rows, labels = [], []
+    for _ in range(600):
+        share = rng.uniform(0.0, 1.0)
+        rows.append(feature_vector({"top_score": 0.03, "top_dense_cosine": 0.5, "file_share": share,
+                                    "distinct_files_top10": 4.0}, "where is it"))
+        labels.append(int(rng.random() < 0.1 + 0.8 * share))
+    calibrator = fit_calibrator(np.stack(rows), np.array(labels))
+    assert calibrator.cv_metrics["feature_set"] == "extended"
+    assert "file_share" in calibrator.feature_names
+    candidates = calibrator.cv_metrics["candidates"]
+    assert candidates["platt:extended"]["auc"] > candidates["platt:core"]["auc"] + 0.2
+    sure = calibrator.predict_one({"top_dense_cosine": 0.5, "file_share": 0.95}, "where is it")
+    unsure = calibrator.predict_one({"top_dense_cosine": 0.5, "file_share": 0.05}, "where is it")
+    assert unsure < 0.3 < 0.7 < sure
+
+
+def test_noise_floor_is_what_a_perfectly_calibrated_model_measures() -> None:
+    rng = np.random.default_rng(5)
+    probs = rng.uniform(0.3, 0.95, 384)
+    measured = [expected_calibration_error(probs, rng.random(384) < probs) for _ in range(300)]
+    floor = ece_noise_floor(probs)
+    assert abs(floor - np.mean(measured)) < 0.005
+    assert 0.03 < floor < 0.08  # at a few hundred queries, ECE < 0.05 is within sampling noise
+    assert ece_noise_floor(probs[:0]) != ece_noise_floor(probs[:0])  # NaN for no samples
+    assert ece_noise_floor(np.repeat(probs, 20)) < floor / 3  # shrinks like 1/sqrt(n)
 
 
 @pytest.mark.parametrize(
