@@ -280,6 +280,10 @@ class HybridRetriever:
         self._verifier = verifier
         self._reranker = reranker
 
+    def embed_query(self, query: str) -> np.ndarray:
+        """The query's vector (the embedder behind this retriever; cached by serving's reader)."""
+        return self._embed_query(query)
+
     def retrieve(
         self, query: str, *, repos: Sequence[str] | None = None, top_k: int = 5, config: RetrievalConfig | None = None
     ) -> RetrievalResult:
