@@ -12,6 +12,10 @@ ingest_job = dg.define_asset_job(
     "ingest",
     selection=dg.AssetSelection.groups("ingestion"),
     description="Snapshot a repository, chunk, deduplicate, embed, graph, stage, check and publish its index.",
+    # One process per run, not per step: a step subprocess costs seconds of imports (and a model
+    # load for embedding steps), which would dominate a one-file re-index. The steps form a
+    # chain anyway, so nothing is lost in parallelism.
+    executor_def=dg.in_process_executor,
 )
 
 eval_job = dg.define_asset_job(

@@ -227,6 +227,8 @@ def test_definitions_list_assets_with_descriptions_and_checks() -> None:
         assert graph.get(key).description, key
     check_names = {c.name for c in graph.asset_check_keys}
     assert {"spans_within_files", "point_count_matches_unique_chunks"} <= check_names
+    # A one-file re-index must not pay a process start (and a model load) per step.
+    assert defs().get_job_def("ingest").executor_def.name == "in_process"
 
 
 @pytest.mark.parametrize("bad", ["../escape", "a b"])
