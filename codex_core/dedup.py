@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-from datasketch import MinHash, MinHashLSH
+from datasketch import MinHash
 
 from codex_core.models import Chunk, Location
 
@@ -42,18 +42,54 @@ def _minhash(shingle_set: set[bytes], num_perm: int) -> MinHash:
     return mh
 
 
-def _cached_minhash(chunk: Chunk, num_perm: int, cache: dict[str, np.ndarray] | None) -> MinHash | None:
-    """Signature of a chunk (None when too small to compare), reusing ``cache`` across runs."""
+def _signature(chunk: Chunk, num_perm: int, cache: dict[str, np.ndarray] | None) -> np.ndarray | None:
+    """MinHash values of a chunk (None when too small to compare), reusing ``cache`` across runs."""
     if cache is not None and chunk.content_hash in cache:
         values = cache[chunk.content_hash]
-        if values.size == 0:
-            return None
-        return MinHash(num_perm=num_perm, seed=1, hashvalues=values, scheme=MINHASH_SCHEME)
+        return None if values.size == 0 else values
     sh = shingles(chunk.text)
-    mh = _minhash(sh, num_perm) if len(sh) >= MIN_SHINGLES else None
+    values = _minhash(sh, num_perm).hashvalues.astype(SIGNATURE_DTYPE) if len(sh) >= MIN_SHINGLES else None
     if cache is not None:
-        cache[chunk.content_hash] = np.array([], dtype=SIGNATURE_DTYPE) if mh is None else mh.hashvalues
-    return mh
+        cache[chunk.content_hash] = np.array([], dtype=SIGNATURE_DTYPE) if values is None else values
+    return values
+
+
+class _BandIndex:
+    """LSH banding over MinHash signatures (datasketch's optimal ``b`` x ``r`` for the threshold),
+    on plain arrays: no MinHash objects, and candidates come back in insertion order, so the kept
+    copy of a near-duplicate cluster never depends on set iteration order."""
+
+    def __init__(self, threshold: float, num_perm: int) -> None:
+        from datasketch.lsh import _optimal_param
+
+        self.bands, self.rows = _optimal_param(threshold, num_perm, 0.5, 0.5)
+        self.buckets: list[dict[bytes, list[int]]] = [{} for _ in range(self.bands)]
+        self.signatures: list[np.ndarray] = []
+
+    def _keys(self, signature: np.ndarray) -> list[bytes]:
+        r = self.rows
+        return [signature[b * r : (b + 1) * r].tobytes() for b in range(self.bands)]
+
+    def match(self, signature: np.ndarray, threshold: float) -> int | None:
+        """The first inserted signature whose estimated Jaccard with ``signature`` is >= ``threshold``."""
+        seen: set[int] = set()
+        candidates: list[int] = []
+        for bucket, key in zip(self.buckets, self._keys(signature), strict=True):
+            for i in bucket.get(key, ()):
+                if i not in seen:
+                    seen.add(i)
+                    candidates.append(i)
+        for i in sorted(candidates):
+            if np.count_nonzero(self.signatures[i] == signature) / signature.size >= threshold:
+                return i
+        return None
+
+    def insert(self, signature: np.ndarray) -> int:
+        index = len(self.signatures)
+        self.signatures.append(signature)
+        for bucket, key in zip(self.buckets, self._keys(signature), strict=True):
+            bucket.setdefault(key, []).append(index)
+        return index
 
 
 def _location(chunk: Chunk) -> Location:
@@ -88,25 +124,22 @@ def dedup_chunks(
 
     # LSH banding is tuned below the real threshold: it only proposes candidates (banding misses
     # pairs just above its own threshold), the signature estimate then decides.
-    lsh = MinHashLSH(threshold=max(0.5, threshold - 0.15), num_perm=num_perm)
-    signatures: dict[str, MinHash] = {}
+    lsh = _BandIndex(max(0.5, threshold - 0.15), num_perm)
+    kept_hashes: list[str] = []
     unique: list[Chunk] = []
     near = 0
     for chunk in by_hash.values():
-        mh = _cached_minhash(chunk, num_perm, signature_cache)
-        if mh is None:
+        signature = _signature(chunk, num_perm, signature_cache)
+        if signature is None:
             unique.append(chunk)
             continue
-        match = next(
-            (key for key in lsh.query(mh) if signatures[key].jaccard(mh) >= threshold),
-            None,
-        )
+        match = lsh.match(signature, threshold)
         if match is None:
-            lsh.insert(chunk.content_hash, mh)
-            signatures[chunk.content_hash] = mh
+            lsh.insert(signature)
+            kept_hashes.append(chunk.content_hash)
             unique.append(chunk)
             continue
-        kept = by_hash[match]
+        kept = by_hash[kept_hashes[match]]
         kept.duplicates.append(_location(chunk))
         kept.duplicates.extend(chunk.duplicates)
         near += 1
