@@ -93,13 +93,15 @@ def code_chunks(context: dg.AssetExecutionContext, codex_home: CodexHomeResource
     repo = context.partition_key
     repo_dir = repo_dir_for(codex_home.home, repo)
     snapshot = catalog.read_json(repo_dir / catalog.SNAPSHOT)
-    files = catalog.read_files(repo_dir)
     previous = catalog.read_chunks(repo_dir / catalog.CHUNKS) if (repo_dir / catalog.CHUNKS).exists() else []
+    previous_by_path, blobs = group_by_path(previous), load_blob_index(repo_dir / catalog.CHUNK_BLOBS)
+    # Only files whose content changed are read with their text; the rest reuse their chunks.
+    files = catalog.read_file_index(repo_dir)
+    changed = [f.path for f in files if blobs.get(f.path) != f.content_key or f.path not in previous_by_path]
+    texts = {f.path: f for f in catalog.read_files(repo_dir, changed)}
+    files = [texts.get(f.path, f) for f in files]
     chunks, reuse = reuse_or_rebuild(
-        files,
-        load_blob_index(repo_dir / catalog.CHUNK_BLOBS),
-        group_by_path(previous),
-        lambda f: chunk_source_files([f], repo, snapshot["commit"]),
+        files, blobs, previous_by_path, lambda f: chunk_source_files([f], repo, snapshot["commit"])
     )
     catalog.write_chunks(repo_dir / catalog.CHUNKS, chunks)
     catalog.write_json(repo_dir / catalog.CHUNK_BLOBS, {f.path: f.content_key for f in files})
@@ -176,38 +178,6 @@ def chunk_embeddings(context: dg.AssetExecutionContext, embedder: EmbedderResour
     )
 
 
-@dg.asset(deps=[code_files], kinds={"tree-sitter", "parquet"}, **_COMMON)
-def code_graph(context: dg.AssetExecutionContext, codex_home: CodexHomeResource) -> dg.MaterializeResult:
-    """Definitions and `calls` / `imports` / `inherits` edges, resolved within the repository."""
-    started = time.perf_counter()
-    home = codex_home.home
-    repo = context.partition_key
-    repo_dir = repo_dir_for(home, repo)
-    graph_dir = home.graph_dir(repo)
-    files = catalog.read_files(repo_dir)
-    definitions, raw_edges, edges, reuse = incremental_graph(
-        files,
-        load_blob_index(repo_dir / catalog.GRAPH_BLOBS),
-        catalog.read_records(graph_dir / "definitions.parquet", Definition),
-        catalog.read_records(graph_dir / catalog.RAW_EDGES, Edge),
-    )
-    write_graph(graph_dir, definitions, edges)
-    catalog.write_records(graph_dir / catalog.RAW_EDGES, raw_edges, Edge)
-    catalog.write_json(repo_dir / catalog.GRAPH_BLOBS, {f.path: f.content_key for f in files})
-    by_type = counts(e.type for e in edges)
-    return dg.MaterializeResult(
-        metadata={
-            "definitions": len(definitions),
-            "edges": len(edges),
-            "edges_by_type": dg.MetadataValue.md(markdown_table(by_type, "edge type")),
-            "resolved_edges": sum(1 for e in edges if e.resolved),
-            "files_reparsed": reuse["files_rebuilt"],
-            "files_reused": reuse["files_reused"],
-            "seconds": round(time.perf_counter() - started, 3),
-        }
-    )
-
-
 @dg.asset(deps=[unique_chunks, chunk_embeddings], kinds={"qdrant"}, **_COMMON)
 def staged_index(
     context: dg.AssetExecutionContext, embedder: EmbedderResource, vector_store: VectorStoreResource
@@ -224,7 +194,6 @@ def staged_index(
     repo_dir = repo_dir_for(embedder.codex_home.home, repo)
     snapshot = catalog.read_json(repo_dir / catalog.SNAPSHOT)
     chunks = catalog.read_chunks(repo_dir / catalog.UNIQUE_CHUNKS)
-    files = catalog.read_files(repo_dir)
     model = embedder.get_embedder()  # lazy: loads only if something must be embedded
     payloads = {c.point_id: catalog.point_payload(c) for c in chunks}
     digests = {pid: payload_digest(p) for pid, p in payloads.items()}
@@ -248,7 +217,7 @@ def staged_index(
             version = index.stage(repo, dim, points, commit=snapshot["commit"])
     finally:
         index.close()
-    blobs = {f.path: f.content_key for f in files}
+    blobs = catalog.read_file_keys(repo_dir)
     old_blobs = (previous or {}).get("blobs") or {}
     changed_files = {path for path, key in blobs.items() if old_blobs.get(path) != key}
     # What the span check must read: everything for a full version; for a delta, every rewritten
@@ -330,7 +299,8 @@ def spans_within_files(
         checked = list(index.iter_payloads(context.partition_key, staged["version"], ids=ids))
     finally:
         index.close()
-    problems = span_problems(checked, catalog.read_files(repo_dir))
+    cited = None if ids is None else {p["path"] for _, p in checked}
+    problems = span_problems(checked, catalog.read_files(repo_dir, cited))
     if ids is not None and len(checked) != len(ids):
         problems.append(f"{len(ids) - len(checked)} rewritten points are missing from the staged version")
     return dg.AssetCheckResult(
@@ -351,7 +321,7 @@ def point_count_matches_unique_chunks(
     """No duplicates and nothing missing: point count == number of unique chunks."""
     repo_dir = repo_dir_for(codex_home.home, context.partition_key)
     staged = _staged(context, codex_home)
-    expected = {c.point_id for c in catalog.read_chunks(repo_dir / catalog.UNIQUE_CHUNKS)}
+    expected = set(catalog.read_point_ids(repo_dir / catalog.UNIQUE_CHUNKS))
     index = vector_store.open()
     try:
         stats = index.staged_stats(context.partition_key, staged["version"])
@@ -374,7 +344,7 @@ def point_count_matches_unique_chunks(
     )
 
 
-@dg.asset(deps=[staged_index, code_graph], kinds={"qdrant"}, **_COMMON)
+@dg.asset(deps=[staged_index], kinds={"qdrant"}, **_COMMON)
 def published_index(
     context: dg.AssetExecutionContext, codex_home: CodexHomeResource, vector_store: VectorStoreResource
 ) -> dg.MaterializeResult:
@@ -397,6 +367,43 @@ def published_index(
             "published_at": published.published_at,
         },
         data_version=dg.DataVersion(published.version),
+    )
+
+
+@dg.asset(deps=[published_index], kinds={"tree-sitter", "parquet"}, **_COMMON)
+def code_graph(context: dg.AssetExecutionContext, codex_home: CodexHomeResource) -> dg.MaterializeResult:
+    """Definitions and `calls` / `imports` / `inherits` edges, resolved within the repository.
+
+    Built after `published_index`: the new commit's code is queryable without waiting for the
+    graph (graph hops only add neighbours; a stale edge to a vanished symbol is skipped), and
+    serving picks the repaired graph up as soon as it is written.
+    """
+    started = time.perf_counter()
+    home = codex_home.home
+    repo = context.partition_key
+    repo_dir = repo_dir_for(home, repo)
+    graph_dir = home.graph_dir(repo)
+    files = catalog.read_files(repo_dir)
+    definitions, raw_edges, edges, reuse = incremental_graph(
+        files,
+        load_blob_index(repo_dir / catalog.GRAPH_BLOBS),
+        catalog.read_records(graph_dir / "definitions.parquet", Definition),
+        catalog.read_records(graph_dir / catalog.RAW_EDGES, Edge),
+    )
+    write_graph(graph_dir, definitions, edges)
+    catalog.write_records(graph_dir / catalog.RAW_EDGES, raw_edges, Edge)
+    catalog.write_json(repo_dir / catalog.GRAPH_BLOBS, {f.path: f.content_key for f in files})
+    by_type = counts(e.type for e in edges)
+    return dg.MaterializeResult(
+        metadata={
+            "definitions": len(definitions),
+            "edges": len(edges),
+            "edges_by_type": dg.MetadataValue.md(markdown_table(by_type, "edge type")),
+            "resolved_edges": sum(1 for e in edges if e.resolved),
+            "files_reparsed": reuse["files_rebuilt"],
+            "files_reused": reuse["files_reused"],
+            "seconds": round(time.perf_counter() - started, 3),
+        }
     )
 
 

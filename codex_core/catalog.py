@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from codex_core.files import FileScan, SourceFile
-from codex_core.models import Chunk
+from codex_core.models import Chunk, Location
 
 SNAPSHOT = "snapshot.json"
 FILES = "files.parquet"
@@ -57,34 +59,78 @@ def write_files(repo_dir: Path, scan: FileScan) -> None:
     write_json(repo_dir / SKIPPED, {"commit": scan.commit, "skipped": scan.skipped})
 
 
-def read_files(repo_dir: Path) -> list[SourceFile]:
+def read_files(repo_dir: Path, paths: Iterable[str] | None = None) -> list[SourceFile]:
+    """Indexed files (only ``paths``, when given: the others are not even decoded)."""
     path = repo_dir / FILES
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: materialize code_files first")
-    frame = pd.read_parquet(path)
+    wanted = None if paths is None else sorted(set(paths))
+    if wanted is not None and not wanted:
+        return []
+    frame = pd.read_parquet(path, filters=[("path", "in", wanted)] if wanted is not None else None)
     return [SourceFile(**row) for row in frame.to_dict("records")]
 
 
+def read_file_index(repo_dir: Path) -> list[SourceFile]:
+    """The indexed files without their text (``text`` is empty): paths, languages and blobs only."""
+    path = repo_dir / FILES
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: materialize code_files first")
+    columns = [name for name in SourceFile.__dataclass_fields__ if name != "text"]
+    data = pq.read_table(path, columns=columns).to_pydict()
+    rows = zip(*(data[name] for name in columns), strict=True)
+    return [SourceFile(**dict(zip(columns, values, strict=True)), text="") for values in rows]
+
+
+def read_file_keys(repo_dir: Path) -> dict[str, str]:
+    """``{path: content_key}`` of the indexed files, without reading their text."""
+    return {f.path: f.content_key for f in read_file_index(repo_dir)}
+
+
+def read_point_ids(path: Path) -> list[str]:
+    """Point ids of a chunk table, without reading the chunks."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: materialize the upstream chunk assets first")
+    return pd.read_parquet(path, columns=["point_id"])["point_id"].tolist()
+
+
+_CHUNK_SCHEMA = pa.schema(
+    [("repo", pa.string()), ("commit", pa.string()), ("path", pa.string()), ("language", pa.string()),
+     ("symbol", pa.string()), ("kind", pa.string()), ("start_line", pa.int64()), ("end_line", pa.int64()),
+     ("text", pa.string()), ("content_hash", pa.string()), ("duplicates", pa.string()), ("point_id", pa.string())]
+)
+_NO_DUPLICATES = "[]"
+
+
 def write_chunks(path: Path, chunks: Iterable[Chunk]) -> int:
-    rows = []
-    for chunk in chunks:
-        row = chunk.to_row()
-        row["duplicates"] = json.dumps(row["duplicates"])
-        rows.append(row)
-    columns = [*Chunk.__dataclass_fields__, "point_id"]
-    frame = pd.DataFrame(rows, columns=columns)
-    _replace_atomically(path, lambda tmp: frame.to_parquet(tmp, index=False))
-    return len(rows)
+    """Chunks as parquet, column by column (no per-row dicts: this runs on every re-index)."""
+    chunks = list(chunks)
+    columns: dict[str, list[Any]] = {
+        name: [getattr(c, name) for c in chunks]
+        for name in ("repo", "commit", "path", "language", "symbol", "kind", "start_line", "end_line", "text",
+                     "content_hash")
+    }
+    columns["duplicates"] = [
+        json.dumps([asdict(d) for d in c.duplicates]) if c.duplicates else _NO_DUPLICATES for c in chunks
+    ]
+    columns["point_id"] = [c.point_id for c in chunks]
+    table = pa.table(columns, schema=_CHUNK_SCHEMA)
+    _replace_atomically(path, lambda tmp: pq.write_table(table, tmp))
+    return len(chunks)
 
 
 def read_chunks(path: Path) -> list[Chunk]:
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: materialize the upstream chunk assets first")
-    frame = pd.read_parquet(path)
+    data = pq.read_table(path).to_pydict()
     chunks = []
-    for row in frame.to_dict("records"):
-        row["duplicates"] = json.loads(row["duplicates"] or "[]")
-        chunks.append(Chunk.from_row(row))
+    for repo, commit, file, language, symbol, kind, start, end, text, digest, dups in zip(
+        data["repo"], data["commit"], data["path"], data["language"], data["symbol"], data["kind"],
+        data["start_line"], data["end_line"], data["text"], data["content_hash"], data["duplicates"], strict=True,
+    ):
+        duplicates = [Location(**d) for d in json.loads(dups)] if dups and dups != _NO_DUPLICATES else []
+        chunks.append(Chunk(repo, commit, file, language, symbol or None, kind, int(start), int(end), text, digest,
+                            duplicates))
     return chunks
 
 

@@ -68,6 +68,7 @@ class PublishedReader:
         self.embedder = embedder
         self._registry = RepoRegistry(home.registry_path)
         self._view = PublishedView({}, {})
+        self._graph_stamps: dict[str, tuple[int, int, int] | None] = {}
         self._lock = threading.Lock()
         self._refresh_every = refresh_every_s
         self._last_refresh = float("-inf")
@@ -106,11 +107,19 @@ class PublishedReader:
                 if current is None:
                     continue
                 held = corpora.get(repo)
-                if held is not None and held.version == current.version:
-                    continue
-                corpora[repo] = self._load_corpus(repo, current, held)
-                graph_dir = self.home.graph_dir(repo)
-                graphs[repo] = load_graph(graph_dir) if (graph_dir / "edges.parquet").exists() else None
+                if held is None or held.version != current.version:
+                    corpora[repo] = self._load_corpus(repo, current, held)
+                # The graph is written after the index is published (ingestion's last step): reload
+                # it whenever its files change, not only when the index version does.
+                edges = self.home.graph_dir(repo) / "edges.parquet"
+                try:
+                    st = edges.stat()
+                    stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+                except FileNotFoundError:
+                    stamp = None
+                if repo not in graphs or self._graph_stamps.get(repo) != stamp:
+                    graphs[repo] = load_graph(edges.parent) if stamp else None
+                    self._graph_stamps[repo] = stamp
             self._view = PublishedView(corpora, graphs)
             return self._view
 
