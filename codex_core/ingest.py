@@ -67,10 +67,16 @@ def index_points(chunks: Sequence[Chunk], vectors: np.ndarray, payload_of) -> It
 
 
 def payload_digest(payload: dict[str, Any]) -> str:
-    """Stable digest of a point payload: equal digests mean the stored point needs no rewrite."""
+    """Stable digest of a point payload: equal digests mean the stored point needs no rewrite.
+
+    ``text`` is left out only when ``content_hash`` (its sha256) stands for it: serializing every
+    chunk's text on each re-index would cost more than the rest of the digest.
+    """
     import hashlib
     import json
 
+    if "content_hash" in payload:
+        payload = {k: v for k, v in payload.items() if k != "text"}
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
     return hashlib.blake2b(blob, digest_size=16).hexdigest()
 
