@@ -122,6 +122,9 @@ def test_commit_tick_run_then_new_lines_are_cited_and_deleted_file_is_gone(tmp_p
         loaded = fresh.reader.view.corpora["demo"]
         assert (held.version, held.ids, held.payloads) == (loaded.version, loaded.ids, loaded.payloads)
         fresh.close()
+        # The graph, repaired after publishing, was picked up too: the deleted file's symbols are gone.
+        paths = {d.path for d in engine.reader.view.graphs["demo"].definitions}
+        assert "app/retry.py" in paths and "server/health.go" not in paths
         answer = engine.query("how is the exponential backoff delay capped", repo="demo", top_k=5)
         top = answer["citations"][0]
         assert top["path"] in {"app/retry.py", "app/retry_copy.py"}
