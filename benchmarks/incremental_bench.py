@@ -1,6 +1,6 @@
 """Freshness: a one-file commit, from sensor tick to queryable, against a full re-index (same run).
 
-    .venv/bin/python benchmarks/incremental_bench.py [--chunks 20000] [--home benchmarks/out/incremental]
+    .venv/bin/python benchmarks/incremental_bench.py [--chunks 21500] [--home benchmarks/out/incremental]
 
 Builds a git repository from Python sources installed in the venv (until it holds about
 ``--chunks`` chunks), ingests it once (the embedding cache under ``--home`` makes later runs
@@ -120,7 +120,7 @@ def main() -> int:
     if len(sys.argv) == 5 and sys.argv[1] == "--poll":
         return poll(*sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--chunks", type=int, default=20000)
+    parser.add_argument("--chunks", type=int, default=21500)
     parser.add_argument("--home", default="benchmarks/out/incremental")
     parser.add_argument("--probes", type=int, default=3, help="one-file commits to time, one after another")
     args = parser.parse_args()

@@ -447,11 +447,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     serving_cmds.register(sub)
 
-    p = sub.add_parser("up", help="start the query endpoint and the Dagster UI until Ctrl-C")
+    p = sub.add_parser("worker", help="keep local repositories fresh: re-index within seconds of a commit")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between HEAD checks (default 1)")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("up", help="start the query endpoint, the Dagster and MLflow UIs and the freshness worker")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000, help="query endpoint port")
     p.add_argument("--dagster-port", type=int, default=3000)
     p.add_argument("--mlflow-port", type=int, default=5000)
+    p.add_argument("--no-worker", action="store_true",
+                   help="leave freshness to git_head_sensor alone (30 s ticks, a fresh process per run)")
     p.set_defaults(func=cmd_up)
     return parser
 
@@ -499,13 +505,37 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+
+    import dagster as dg
+
+    from codex_sensors.worker import FreshnessWorker
+
+    if args.interval <= 0:
+        raise CliError(f"--interval must be positive, got {args.interval}")
+    home = _home()
+    ensure_instance_dir(home)
+    os.environ.setdefault("DAGSTER_HOME", str(home.dagster_home))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    worker = FreshnessWorker(home, dg.DagsterInstance.get(), interval_s=args.interval)
+    print(f"freshness worker: checking local repositories every {args.interval:g} s (Ctrl-C stops)", flush=True)
+    worker.run_forever(stop)
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from codex_cli.processes import run_services
 
     home = _home()
     ensure_instance_dir(home)
     return run_services(
-        home, host=args.host, api_port=args.port, dagster_port=args.dagster_port, mlflow_port=args.mlflow_port
+        home, host=args.host, api_port=args.port, dagster_port=args.dagster_port, mlflow_port=args.mlflow_port,
+        worker=not args.no_worker,
     )
 
 

@@ -1,4 +1,5 @@
-"""Long-running services for `make run` / `feriactl up`: the Dagster UI (and the query endpoint).
+"""Long-running services for `make run` / `feriactl up`: the query endpoint, the Dagster and MLflow
+UIs and the freshness worker.
 
 `dagster dev` started with `&` from a shell script ignores SIGTERM, so it is started from here in
 its own session with default signal handlers, and the whole process group is stopped on exit.
@@ -49,11 +50,11 @@ def _stop_all(procs: list[subprocess.Popen], grace: float = 10.0) -> None:
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
-def service_commands(home: CodexHome, host: str, api_port: int, dagster_port: int, mlflow_port: int
-                     ) -> dict[str, list[str]]:
+def service_commands(home: CodexHome, host: str, api_port: int, dagster_port: int, mlflow_port: int,
+                     worker: bool = True) -> dict[str, list[str]]:
     bin_dir = Path(sys.executable).parent
     home.mlflow_db.parent.mkdir(parents=True, exist_ok=True)
-    return {
+    commands = {
         "mlflow": [
             str(bin_dir / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{home.mlflow_db}",
             "--default-artifact-root", (home.mlflow_db.parent / "artifacts").as_uri(),
@@ -65,6 +66,9 @@ def service_commands(home: CodexHome, host: str, api_port: int, dagster_port: in
             "-h", host, "-p", str(dagster_port),
         ],
     }
+    if worker:
+        commands["worker"] = [str(bin_dir / "feriactl"), "worker"]
+    return commands
 
 
 def wait_until_ready(urls: dict[str, str], procs: dict[str, subprocess.Popen], timeout: float = 180) -> dict[str, bool]:
@@ -88,7 +92,9 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def run_services(home: CodexHome, *, host: str, api_port: int, dagster_port: int, mlflow_port: int) -> int:
+def run_services(
+    home: CodexHome, *, host: str, api_port: int, dagster_port: int, mlflow_port: int, worker: bool = True
+) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` of this process stops the services like Ctrl-C
     env = {
         **os.environ,
@@ -99,7 +105,7 @@ def run_services(home: CodexHome, *, host: str, api_port: int, dagster_port: int
     }
     procs = {
         name: _start(cmd, home.root / "logs" / f"{name}.log", env)
-        for name, cmd in service_commands(home, host, api_port, dagster_port, mlflow_port).items()
+        for name, cmd in service_commands(home, host, api_port, dagster_port, mlflow_port, worker).items()
     }
     logs = home.root / "logs"
     ready = wait_until_ready(
@@ -117,6 +123,8 @@ def run_services(home: CodexHome, *, host: str, api_port: int, dagster_port: int
     print(f"Query endpoint  {api}/v1/query   docs {api}/docs   (log: {logs / 'api.log'})")
     print(f"Dagster UI      http://{host}:{dagster_port}   (log: {logs / 'dagster.log'})")
     print(f"MLflow UI       http://{host}:{mlflow_port}   (log: {logs / 'mlflow.log'})")
+    if "worker" in procs:
+        print(f"Freshness       local repositories re-indexed within seconds of a commit (log: {logs / 'worker.log'})")
     print("Ctrl-C stops everything.", flush=True)
     try:
         while True:

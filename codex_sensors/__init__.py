@@ -4,9 +4,9 @@ import json
 
 import dagster as dg
 
-from codex_core import catalog
 from codex_core.git import GitError, head_sha, is_url, remote_head_sha
 from codex_resources import CodexHomeResource
+from codex_sensors.worker import published_commit, worker_alive
 
 ingest_job = dg.define_asset_job(
     "ingest",
@@ -23,11 +23,6 @@ eval_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups("eval"),
     description="Mine the eval set, run the retriever with ablations, refit calibration (one MLflow run each).",
 )
-
-
-def published_commit(home, name: str) -> str | None:
-    path = home.repo_dir(name) / catalog.PUBLISHED
-    return json.loads(path.read_text()).get("commit") if path.exists() else None
 
 
 recalibrate_job = dg.define_asset_job(
@@ -79,8 +74,16 @@ def drift_recalibration_sensor(context: dg.SensorEvaluationContext, asset_event:
 def git_head_sensor(context: dg.SensorEvaluationContext, codex_home: CodexHomeResource) -> dg.SensorResult:
     cursor: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     known = set(context.instance.get_dynamic_partitions("repos"))
-    requests, new_partitions, unreadable = [], [], []
+    requests, new_partitions, unreadable, left_to_worker = [], [], [], []
+    worker = worker_alive(codex_home.home)
     for name, entry in sorted(codex_home.registry.all().items()):
+        if worker and not is_url(entry.source):
+            # The warm freshness worker (codex_sensors/worker.py) re-indexes local repositories
+            # within seconds; the cursor is left alone so this sensor catches up if it stops.
+            left_to_worker.append(name)
+            if name not in known:
+                new_partitions.append(name)
+            continue
         try:
             sha = remote_head_sha(entry.source) if is_url(entry.source) else head_sha(entry.source)
         except GitError as exc:
@@ -94,13 +97,16 @@ def git_head_sensor(context: dg.SensorEvaluationContext, codex_home: CodexHomeRe
         if seen != sha:
             tags = {"codex/repo": name, "codex/commit": sha}
             requests.append(dg.RunRequest(run_key=f"{name}:{sha}", partition_key=name, tags=tags))
-            cursor[name] = sha
+        cursor[name] = sha
     return dg.SensorResult(
         run_requests=requests,
         cursor=json.dumps(cursor, sort_keys=True),
         dynamic_partitions_requests=[dg.AddDynamicPartitionsRequest("repos", new_partitions)] if new_partitions else [],
         skip_reason=None if requests else dg.SkipReason(
-            "no HEAD moved" + (f"; unreadable: {', '.join(unreadable)}" if unreadable else "")
+            "no HEAD moved"
+            + (f"; unreadable: {', '.join(unreadable)}" if unreadable else "")
+            + (f"; left to the freshness worker (pid {worker['pid']}): {', '.join(left_to_worker)}"
+               if left_to_worker else "")
         ),
     )
 

@@ -1,0 +1,171 @@
+"""Warm freshness worker: re-indexes a local repository within seconds of a commit.
+
+`git_head_sensor` ticks every 30 s, and the run it requests starts in a fresh process that must
+import the code location and load the embedding model (8-10 s here) before it can embed the
+changed chunk. This worker is one long-lived process (`feriactl worker`, started by `feriactl
+up`) that keeps the model loaded, reads the HEAD of every registered *local* repository every
+``interval_s`` seconds, and runs the same `ingest` job in its own process for each repository
+whose HEAD is not the published commit. The runs are recorded on the CODEX_HOME Dagster instance,
+so they show in the Dagster UI like any other run (tag ``codex/trigger=freshness-worker``).
+
+While the worker's heartbeat (``CODEX_HOME/freshness_worker.json``) is fresh, the sensor leaves
+local repositories to it (URL sources stay with the sensor: fetching them every second would
+hammer the remote); when the worker stops, the sensor takes over on its next tick. A repository
+with a run of its partition queued or in progress is skipped (one writer per repository).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+
+from codex_core import catalog
+from codex_core.git import GitError, RepoRegistry, head_sha, is_url
+from codex_core.home import CodexHome
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT = "freshness_worker.json"
+TRIGGER_TAG = "codex/trigger"
+_ACTIVE = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def worker_alive(home: CodexHome, now: float | None = None) -> dict[str, Any] | None:
+    """The heartbeat of a live worker (beat within 3 intervals, at least 10 s, process alive), else None."""
+    try:
+        beat = json.loads((home.root / HEARTBEAT).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    now = time.time() if now is None else now
+    fresh = now - float(beat.get("beat_at", 0)) <= max(10.0, 3 * float(beat.get("interval_s", 1)))
+    return beat if fresh and _pid_alive(int(beat.get("pid", -1))) else None
+
+
+def published_commit(home: CodexHome, name: str) -> str | None:
+    """The commit serving answers from for ``name`` (None before the first publish)."""
+    path = home.repo_dir(name) / catalog.PUBLISHED
+    try:
+        return json.loads(path.read_text()).get("commit")
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+@dataclass
+class WorkerRun:
+    repo: str
+    commit: str
+    run_id: str
+    success: bool
+    seconds: float
+
+
+class FreshnessWorker:
+    def __init__(self, home: CodexHome, instance: dg.DagsterInstance, *, interval_s: float = 1.0) -> None:
+        from codex_assets.definitions import defs
+
+        self.home = home
+        self.instance = instance
+        self.interval_s = interval_s
+        self.job = defs().resolve_job_def("ingest")
+        self._failed: set[tuple[str, str]] = set()  # (repo, commit) whose run failed: not retried in a loop
+
+    def warm(self) -> None:
+        """Load the embedding model now, so the first commit does not wait for it."""
+        from codex_resources import build_resources
+
+        build_resources()["embedder"].get_embedder().embed(["warm up"])
+
+    def beat(self) -> None:
+        path = self.home.root / HEARTBEAT
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"pid": os.getpid(), "beat_at": time.time(), "interval_s": self.interval_s}))
+        os.replace(tmp, path)
+
+    def stop_beating(self) -> None:
+        path = self.home.root / HEARTBEAT
+        try:
+            if json.loads(path.read_text()).get("pid") == os.getpid():
+                path.unlink()
+        except (FileNotFoundError, ValueError):
+            pass
+
+    def pending(self) -> list[tuple[str, str]]:
+        """(repo, HEAD) of local repositories whose HEAD is not what serving publishes."""
+        due = []
+        for name, entry in sorted(RepoRegistry(self.home.registry_path).all().items()):
+            if is_url(entry.source):
+                continue
+            try:
+                sha = head_sha(entry.source)
+            except GitError as exc:
+                logger.warning("%s: cannot read HEAD (%s); will retry", name, exc)
+                continue
+            if sha != published_commit(self.home, name) and (name, sha) not in self._failed:
+                due.append((name, sha))
+        return due
+
+    def _busy(self, repo: str) -> bool:
+        runs = self.instance.get_runs(
+            dg.RunsFilter(statuses=_ACTIVE, tags={"dagster/partition": repo}), limit=1
+        )
+        return bool(runs)
+
+    def tick(self) -> list[WorkerRun]:
+        """One pass: beat, then run the ingest job for every repository whose HEAD moved."""
+        self.beat()
+        done = []
+        for repo, sha in self.pending():
+            if self._busy(repo):
+                logger.info("%s: a run of this repository is in progress; waiting for it", repo)
+                continue
+            if not self.instance.has_dynamic_partition("repos", repo):
+                self.instance.add_dynamic_partitions("repos", [repo])
+            started = time.perf_counter()
+            result = self.job.execute_in_process(
+                instance=self.instance, partition_key=repo, raise_on_error=False,
+                tags={TRIGGER_TAG: "freshness-worker", "codex/repo": repo, "codex/commit": sha},
+            )
+            run = WorkerRun(repo, sha, result.run_id, result.success, time.perf_counter() - started)
+            if not run.success:
+                self._failed.add((repo, sha))  # the next commit (or the sensor) tries again
+                logger.error("%s@%s: ingest run %s failed; see the Dagster UI", repo, sha[:12], run.run_id)
+            else:
+                logger.info("%s@%s indexed in %.1f s (run %s)", repo, sha[:12], run.seconds, run.run_id)
+            done.append(run)
+            self.beat()
+        return done
+
+    def run_forever(self, stop: threading.Event) -> None:
+        self.warm()
+        try:
+            while not stop.is_set():
+                try:
+                    self.tick()
+                except Exception:  # a bad tick must not end freshness for every repository
+                    logger.exception("freshness worker tick failed; retrying")
+                stop.wait(self.interval_s)
+        finally:
+            self.stop_beating()
