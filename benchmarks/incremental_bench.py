@@ -76,6 +76,68 @@ def _fresh_process_seconds(code: str) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def _probe_commit(repo: Path, target: Path, n: int) -> tuple[str, str]:
+    """Insert a marker line into the first function of ``target`` and commit it: (marker, head)."""
+    import secrets
+
+    # A word no other line has: the question must find this line, not an earlier probe's.
+    marker = f"    # freshness probe {n} zq{secrets.token_hex(4)}: the index must serve this line"
+    lines = target.read_text().split("\n")
+    index = next(i for i, line in enumerate(lines) if line.startswith("def "))
+    lines.insert(index + 1, marker)
+    target.write_text("\n".join(lines))
+    git(repo, "commit", "-qam", f"Probe freshness {n}")
+    return marker, git(repo, "rev-parse", "HEAD")
+
+
+def _start_poller(home: Path, head: str, marker: str) -> subprocess.Popen:
+    """Serving in its own process (as `feriactl serve`), checking every 100 ms; returns once it is warm."""
+    poller = subprocess.Popen(
+        [sys.executable, __file__, "--poll", str(home), head, marker.strip().lstrip("# ") or "-"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert poller.stdout.readline().strip() == "ready"  # holds the current version
+    return poller
+
+
+def worker_probes(home: Path, repo: Path, targets: list[Path], first: int, count: int) -> list[dict]:
+    """The deployment path of `feriactl up`: commits picked up by a running `feriactl worker`."""
+    env = {**os.environ, "CODEX_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"), "HF_HUB_OFFLINE": "1"}
+    (home / "freshness_worker.json").unlink(missing_ok=True)  # a killed earlier worker may have left one
+    log = open(home / "worker-bench.log", "ab")  # noqa: SIM115 - closed below
+    worker = subprocess.Popen([str(Path(sys.executable).parent / "feriactl"), "worker", "--interval", "1"],
+                              env=env, stdout=log, stderr=subprocess.STDOUT)
+    heartbeat = home / "freshness_worker.json"
+    try:
+        deadline = time.time() + 180
+        while not heartbeat.exists():  # written after the model is loaded and the first pass is done
+            assert worker.poll() is None and time.time() < deadline, "worker did not start"
+            time.sleep(0.2)
+        probes = []
+        for n in range(first, first + count):
+            target = targets[(len(targets) // (first + count + 1)) * (n + 1)]
+            poller = _start_poller(home, "next", "")  # waits for whatever commit comes next
+            marker, head = _probe_commit(repo, target, n)
+            t0 = time.time()
+            poller.stdin.write(marker.strip().lstrip("# ") + "\n")  # the question, known only now
+            poller.stdin.flush()
+            seen = json.loads(poller.communicate(timeout=300)[0])
+            assert seen["commit"] == head, (seen["commit"], head)
+            rel = str(target.relative_to(repo))
+            cited = any(c["path"] == rel and marker.strip() in c["snippet"] for c in seen["answer"]["citations"])
+            probes.append({"commit_to_queryable_s": round(seen["seen_at"] - t0, 2), "probe_line_cited": cited})
+            print(json.dumps({"worker": probes[-1]}), file=sys.stderr)
+            # Let the run finish (the graph is repaired after publishing) before the next commit.
+            state = home / "repos" / "bench" / "graph_state.json"
+            while time.time() - t0 < 120 and json.loads(state.read_text()).get("commit") != head:
+                time.sleep(0.2)
+        return probes
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+        log.close()
+
+
 def _meta(result, node: str) -> dict:
     (event,) = result.asset_materializations_for_node(node)
     return {k: getattr(v, "value", v) for k, v in event.metadata.items()}
@@ -98,20 +160,28 @@ def ingest(home: Path, repo: Path, instance, partition: str = "bench"):
 
 
 def poll(home: str, head: str, question: str) -> int:
-    """Serving side of the benchmark (a separate process): report when the index serves ``head``."""
+    """Serving side of the benchmark (a separate process): report when the index serves ``head``
+    (``next``: any commit other than the one served at start)."""
     from codex_core.home import CodexHome
     from serving.engine import QueryEngine
     from tests.serving.test_query import offline_answerer
 
     engine = QueryEngine(CodexHome(Path(home)), answerer=offline_answerer(), refresh_every_s=0.0)
     engine.refresh(force=True)
-    engine.query(question, repo="bench", top_k=10)  # warm: model loaded, query path exercised
+    engine.query(question if question != "-" else "warm up", repo="bench", top_k=10)  # warm: model loaded
+    start = engine.reader.view.corpora["bench"].commit
     print("ready", flush=True)
-    while engine.reader.refresh(force=True).corpora["bench"].commit != head:
+
+    def arrived(commit: str) -> bool:
+        return commit != start if head == "next" else commit == head
+
+    if question == "-":  # asked once the commit exists (its marker is random)
+        question = sys.stdin.readline().strip()
+    while not arrived(engine.reader.refresh(force=True).corpora["bench"].commit):
         time.sleep(0.1)
     answer = engine.query(question, repo="bench", top_k=10)
     seen_at = time.time()
-    print(json.dumps({"seen_at": seen_at, "answer": answer}))
+    print(json.dumps({"seen_at": seen_at, "answer": answer, "commit": answer["index_commit"]}))
     engine.close()
     return 0
 
@@ -163,21 +233,9 @@ def main() -> int:
         targets = [p for p in sorted(repo.rglob("*.py")) if "\ndef " in p.read_text(errors="replace")]
         cursor = tick.cursor
         for n in range(args.probes):
-            target = targets[(len(targets) // (args.probes + 1)) * (n + 1)]
-            marker = f"    # freshness probe {n}: the index must serve this line"
-            lines = target.read_text().split("\n")
-            index = next(i for i, line in enumerate(lines) if line.startswith("def "))
-            lines.insert(index + 1, marker)
-            target.write_text("\n".join(lines))
-            git(repo, "commit", "-qam", f"Probe freshness {n}")
-            head = git(repo, "rev-parse", "HEAD")
-
-            # Serving runs in its own process (as `feriactl serve` does); it checks every 100 ms.
-            poller = subprocess.Popen(
-                [sys.executable, __file__, "--poll", str(home), head, marker.strip().lstrip("# ")],
-                stdout=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-            )
-            assert poller.stdout.readline().strip() == "ready"  # holds the current version
+            target = targets[(len(targets) // (2 * args.probes + 1)) * (n + 1)]
+            marker, head = _probe_commit(repo, target, n)
+            poller = _start_poller(home, head, marker)
             t0 = time.time()
             context = dg.build_sensor_context(instance=instance, cursor=cursor,
                                               resources={"codex_home": CodexHomeResource(root=str(home))})
@@ -198,6 +256,8 @@ def main() -> int:
                            "staged_mode": _meta(rerun, "staged_index")["mode"], "steps_s": steps})
             print(json.dumps(probes[-1]), file=sys.stderr)
 
+        worker = worker_probes(home, repo, targets, args.probes, args.probes)
+
         full_home = root / "full-home"
         shutil.rmtree(full_home, ignore_errors=True)
         (full_home / "embeddings").mkdir(parents=True)
@@ -212,6 +272,8 @@ def main() -> int:
         "probes": probes,
         "tick_to_queryable_s_median": queryable[len(queryable) // 2],
         "tick_to_queryable_s_max": queryable[-1],
+        "feriactl_worker_commit_to_queryable_s": [p["commit_to_queryable_s"] for p in worker],
+        "feriactl_worker_probe_lines_cited": all(p["probe_line_cited"] for p in worker),
         "full_reindex_warm_embeddings_s": round(full_s, 2),
         "full_over_incremental_ratio": round(full_s / queryable[len(queryable) // 2], 2),
         "dagster_dev_extra_per_run_s": {

@@ -393,6 +393,8 @@ def code_graph(context: dg.AssetExecutionContext, codex_home: CodexHomeResource)
     write_graph(graph_dir, definitions, edges)
     catalog.write_records(graph_dir / catalog.RAW_EDGES, raw_edges, Edge)
     catalog.write_json(repo_dir / catalog.GRAPH_BLOBS, {f.path: f.content_key for f in files})
+    commit = catalog.read_json(repo_dir / catalog.SNAPSHOT)["commit"]
+    catalog.write_json(repo_dir / catalog.GRAPH_STATE, {"commit": commit})  # the freshness worker reads it
     by_type = counts(e.type for e in edges)
     return dg.MaterializeResult(
         metadata={

@@ -524,7 +524,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     worker = FreshnessWorker(home, dg.DagsterInstance.get(), interval_s=args.interval)
     print(f"freshness worker: checking local repositories every {args.interval:g} s (Ctrl-C stops)", flush=True)
-    worker.run_forever(stop)
+    # Runs execute off the main thread, so Dagster installs no interrupt handler of its own: a
+    # stop request lets the current run finish (the graph included) instead of failing it.
+    loop = threading.Thread(target=worker.run_forever, args=(stop,), name="freshness-worker")
+    loop.start()
+    while loop.is_alive():
+        loop.join(0.5)
     return 0
 
 

@@ -28,6 +28,7 @@ UNIQUE_CHUNKS = "unique_chunks.parquet"
 CHUNK_BLOBS = "chunks_blobs.json"  # path -> blob sha that chunks.parquet was built from
 GRAPH_BLOBS = "graph_blobs.json"  # path -> blob sha that the graph was built from
 SIGNATURES = "minhash_signatures.parquet"  # content hash -> MinHash values (dedup cache)
+GRAPH_STATE = "graph_state.json"  # {"commit": the commit code_graph last built the graph for}
 RAW_EDGES = "raw_edges.parquet"  # graph edges before resolution, for incremental re-resolution
 STAGED = "staged_index.json"
 INDEX_DIGEST = "index_digest.json"  # point id -> payload digest of the last staged version (delta staging)

@@ -72,6 +72,13 @@ def published_commit(home: CodexHome, name: str) -> str | None:
         return None
 
 
+def _graph_commit(home: CodexHome, name: str) -> str | None:
+    try:
+        return json.loads((home.repo_dir(name) / catalog.GRAPH_STATE).read_text()).get("commit")
+    except (FileNotFoundError, ValueError):
+        return None
+
+
 @dataclass
 class WorkerRun:
     repo: str
@@ -113,7 +120,7 @@ class FreshnessWorker:
             pass
 
     def pending(self) -> list[tuple[str, str]]:
-        """(repo, HEAD) of local repositories whose HEAD is not what serving publishes."""
+        """(repo, HEAD) of local repositories whose HEAD is not what serving publishes (index and graph)."""
         due = []
         for name, entry in sorted(RepoRegistry(self.home.registry_path).all().items()):
             if is_url(entry.source):
@@ -123,7 +130,9 @@ class FreshnessWorker:
             except GitError as exc:
                 logger.warning("%s: cannot read HEAD (%s); will retry", name, exc)
                 continue
-            if sha != published_commit(self.home, name) and (name, sha) not in self._failed:
+            # A run stopped after publishing but before the graph was repaired counts as not done.
+            done = sha == published_commit(self.home, name) == _graph_commit(self.home, name)
+            if not done and (name, sha) not in self._failed:
                 due.append((name, sha))
         return due
 

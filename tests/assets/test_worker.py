@@ -32,6 +32,11 @@ def test_worker_indexes_new_commits_and_the_sensor_defers_to_it(
     assert [(r.repo, r.success) for r in first] == [("demo", True)]  # URL sources stay with the sensor
     assert published_commit(home, "demo") == head_sha(fixture_repo)
     assert worker.tick() == []  # nothing moved
+    # A run stopped after publishing but before the graph was repaired is done again.
+    state = home.repo_dir("demo") / "graph_state.json"
+    state.write_text(json.dumps({"commit": "0" * 40}))
+    assert worker.pending() == [("demo", head_sha(fixture_repo))]
+    assert [r.success for r in worker.tick()] == [True] and worker.pending() == []
 
     (fixture_repo / "app" / "retry.py").write_text("def retry_forever(fn):\n    while True:\n        fn()\n")
     head = commit_all(fixture_repo, "Retry forever")
@@ -77,3 +82,30 @@ def test_stale_or_foreign_heartbeats_do_not_count(tmp_path: Path) -> None:
     assert worker_alive(home, now=1011.0) is None  # more than 10 s (and 3 intervals) old
     (home.root / HEARTBEAT).write_text("not json")
     assert worker_alive(home) is None
+
+
+def test_feriactl_worker_beats_then_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    home = CodexHome(tmp_path / "home")
+    env = {**os.environ, "CODEX_HOME": str(home.root), "DAGSTER_HOME": str(home.root / "dagster")}
+    feriactl = Path(sys.executable).parent / "feriactl"
+    proc = subprocess.Popen([str(feriactl), "worker", "--interval", "0.5"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while worker_alive(home) is None:  # beats once the model is loaded
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.time() < deadline, "no heartbeat within 120 s"
+            time.sleep(0.2)
+        assert worker_alive(home)["pid"] == proc.pid
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert worker_alive(home) is None and not (home.root / HEARTBEAT).exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
