@@ -99,10 +99,42 @@ class FreshnessWorker:
         self._failed: set[tuple[str, str]] = set()  # (repo, commit) whose run failed: not retried in a loop
 
     def warm(self) -> None:
-        """Load the embedding model now, so the first commit does not wait for it."""
-        from codex_resources import build_resources
+        """Load the embedding model, then run the ingestion pipeline once on a throwaway one-file
+        repository (temp CODEX_HOME, ephemeral instance): the first real commit then pays neither
+        the model load nor the first-run costs of the engines (measured: 3.3 s at 21k chunks)."""
+        import subprocess
+        import tempfile
+        from pathlib import Path
 
-        build_resources()["embedder"].get_embedder().embed(["warm up"])
+        from codex_assets.ingestion import ingestion_assets, ingestion_checks
+        from codex_resources import (
+            CodexHomeResource,
+            EmbeddedVectorStoreResource,
+            EmbedderResource,
+            build_resources,
+        )
+
+        configured: EmbedderResource = build_resources()["embedder"]
+        configured.get_embedder().embed(["warm up"])
+        with tempfile.TemporaryDirectory(prefix="codex-warmup-") as tmp:
+            repo, home = Path(tmp) / "repo", CodexHome(Path(tmp) / "home")
+            repo.mkdir()
+            (repo / "warmup.py").write_text('def warm_up():\n    """Exercise every stage once."""\n    return 1\n')
+            env = {**os.environ, "GIT_AUTHOR_NAME": "codex", "GIT_AUTHOR_EMAIL": "codex@localhost",
+                   "GIT_COMMITTER_NAME": "codex", "GIT_COMMITTER_EMAIL": "codex@localhost"}
+            for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "warm up"]):
+                subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, env=env)
+            RepoRegistry(home.registry_path).add("warmup", str(repo))
+            instance = dg.DagsterInstance.ephemeral()
+            instance.add_dynamic_partitions("repos", ["warmup"])
+            codex_home = CodexHomeResource(root=str(home.root))
+            embedder = EmbedderResource(codex_home=codex_home, model_path=configured.model_path,
+                                        model_id=configured.model_id, device=configured.device)
+            dg.materialize(
+                [*ingestion_assets, *ingestion_checks], instance=instance, partition_key="warmup",
+                resources={"codex_home": codex_home, "embedder": embedder,
+                           "vector_store": EmbeddedVectorStoreResource(codex_home=codex_home)},
+            )
 
     def beat(self) -> None:
         path = self.home.root / HEARTBEAT
