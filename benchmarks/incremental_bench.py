@@ -198,6 +198,7 @@ def main() -> int:
     import dagster as dg
 
     from codex_core.git import RepoRegistry
+    from codex_core.retrieval import is_test_path
     from codex_resources import CodexHomeResource
     from codex_sensors import git_head_sensor
 
@@ -230,7 +231,10 @@ def main() -> int:
         code_load_s = _fresh_process_seconds("import codex_assets.definitions as d; d.defs()")
 
         probes = []
-        targets = [p for p in sorted(repo.rglob("*.py")) if "\ndef " in p.read_text(errors="replace")]
+        # Probes go into non-test modules: test files are down-weighted for questions that do not
+        # ask about tests, which would make "is the changed line cited" a ranking question.
+        targets = [p for p in sorted(repo.rglob("*.py"))
+                   if not is_test_path(str(p.relative_to(repo))) and "\ndef " in p.read_text(errors="replace")]
         cursor = tick.cursor
         for n in range(args.probes):
             target = targets[(len(targets) // (2 * args.probes + 1)) * (n + 1)]
