@@ -125,7 +125,8 @@ def worker_probes(home: Path, repo: Path, targets: list[Path], first: int, count
             assert seen["commit"] == head, (seen["commit"], head)
             rel = str(target.relative_to(repo))
             cited = any(c["path"] == rel and marker.strip() in c["snippet"] for c in seen["answer"]["citations"])
-            probes.append({"commit_to_queryable_s": round(seen["seen_at"] - t0, 2), "probe_line_cited": cited})
+            probes.append({"commit_to_queryable_s": round(seen["seen_at"] - t0, 2),
+                           "line_in_served_index": seen["line_in_served_index"], "probe_line_cited": cited})
             print(json.dumps({"worker": probes[-1]}), file=sys.stderr)
             # Let the run finish (the graph is repaired after publishing) before the next commit.
             state = home / "repos" / "bench" / "graph_state.json"
@@ -181,7 +182,10 @@ def poll(home: str, head: str, question: str) -> int:
         time.sleep(0.1)
     answer = engine.query(question, repo="bench", top_k=10)
     seen_at = time.time()
-    print(json.dumps({"seen_at": seen_at, "answer": answer, "commit": answer["index_commit"]}))
+    # The changed line is in what serving searches (a chunk of the new version holds it).
+    in_index = any(question in p["text"] for p in engine.reader.view.corpora["bench"].payloads)
+    print(json.dumps({"seen_at": seen_at, "answer": answer, "commit": answer["index_commit"],
+                      "line_in_served_index": in_index}))
     engine.close()
     return 0
 
@@ -256,7 +260,8 @@ def main() -> int:
             steps = {e.step_key: round(e.event_specific_data.duration_ms / 1000, 2)
                      for e in rerun.all_events if e.event_type_value == "STEP_SUCCESS"}
             probes.append({"sensor_tick_s": round(tick_s, 3), "tick_to_queryable_s": round(queryable_s, 2),
-                           "tick_to_run_done_s": round(run_s, 2), "probe_line_cited": cited,
+                           "tick_to_run_done_s": round(run_s, 2), "line_in_served_index": seen["line_in_served_index"],
+                           "probe_line_cited": cited,
                            "staged_mode": _meta(rerun, "staged_index")["mode"], "steps_s": steps})
             print(json.dumps(probes[-1]), file=sys.stderr)
 
@@ -277,7 +282,9 @@ def main() -> int:
         "tick_to_queryable_s_median": queryable[len(queryable) // 2],
         "tick_to_queryable_s_max": queryable[-1],
         "feriactl_worker_commit_to_queryable_s": [p["commit_to_queryable_s"] for p in worker],
-        "feriactl_worker_probe_lines_cited": all(p["probe_line_cited"] for p in worker),
+        "changed_line_in_served_index_every_time": all(p["line_in_served_index"] for p in [*probes, *worker]),
+        "changed_line_cited_by_a_query_for_it": f"{sum(p['probe_line_cited'] for p in [*probes, *worker])} "
+                                                f"of {len(probes) + len(worker)}",
         "full_reindex_warm_embeddings_s": round(full_s, 2),
         "full_over_incremental_ratio": round(full_s / queryable[len(queryable) // 2], 2),
         "dagster_dev_extra_per_run_s": {
