@@ -200,7 +200,10 @@ class FreshnessWorker:
         return done
 
     def run_forever(self, stop: threading.Event) -> None:
-        self.warm()
+        try:
+            self.warm()
+        except Exception:  # only an optimization: the worker still works, the first commit is slower
+            logger.exception("freshness worker warm-up failed; continuing without it")
         try:
             while not stop.is_set():
                 try:
