@@ -34,12 +34,9 @@ logger = logging.getLogger(__name__)
 
 HEARTBEAT = "freshness_worker.json"
 TRIGGER_TAG = "codex/trigger"
-_ACTIVE = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
+# Runs that hold (or are about to hold) the repository's writer role. NOT_STARTED is left out:
+# a run whose launch failed stays in it forever and must not block freshness.
+_ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
 
 def _pid_alive(pid: int) -> bool:

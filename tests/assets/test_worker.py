@@ -40,6 +40,13 @@ def test_worker_indexes_new_commits_and_the_sensor_defers_to_it(
 
     (fixture_repo / "app" / "retry.py").write_text("def retry_forever(fn):\n    while True:\n        fn()\n")
     head = commit_all(fixture_repo, "Retry forever")
+    # One writer per repository: while another run of the partition is in progress, wait.
+    from dagster._core.test_utils import create_run_for_test
+
+    other = create_run_for_test(instance, job_name="ingest", status=dg.DagsterRunStatus.STARTED,
+                                tags={"dagster/partition": "demo"})
+    assert worker.tick() == [] and worker.pending() == [("demo", head)]
+    instance.report_run_failed(other)
     (run,) = worker.tick()
     assert (run.repo, run.commit, run.success) == ("demo", head, True)
     record = instance.get_run_by_id(run.run_id)
