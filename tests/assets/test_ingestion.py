@@ -235,3 +235,32 @@ def test_definitions_list_assets_with_descriptions_and_checks() -> None:
 def test_bad_repo_names_are_rejected(tmp_path: Path, fixture_repo: Path, bad: str) -> None:
     with pytest.raises(ValueError, match="invalid repository name"):
         RepoRegistry(tmp_path / "repos.json").add(bad, str(fixture_repo))
+
+
+class _TinyHnswStore(EmbeddedVectorStoreResource):
+    """The embedded store with the HNSW threshold lowered to 5 points (150k in production)."""
+
+    def open(self):
+        return EmbeddedVectorIndex(self.codex_home.home.index_dir, hnsw_min_points=5)
+
+
+def test_an_hnsw_published_version_is_restaged_in_full(tmp_path: Path, fixture_repo: Path) -> None:
+    home = tmp_path / "home"
+    RepoRegistry(home / "repos.json").add(REPO, str(fixture_repo))
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("repos", [REPO])
+    resources = make_resources(home)
+    resources["vector_store"] = _TinyHnswStore(codex_home=resources["codex_home"])
+
+    def run():
+        return dg.materialize([*ingestion_assets, *ingestion_checks], instance=instance, resources=resources,
+                              partition_key=REPO)
+
+    assert run().success
+    (fixture_repo / "app" / "new_module.py").write_text("def brand_new():\n    return 'new'\n")
+    commit_all(fixture_repo, "Add a module")
+    again = run()
+    assert again.success
+    staged = metadata(again, "staged_index")
+    assert (staged["mode"], staged["mode_reason"]) == ("full", "the published version is an HNSW index")
+    assert "app/new_module.py" in {p["path"] for p in published_points(home).values()}
