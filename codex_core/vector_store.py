@@ -645,28 +645,30 @@ class EmbeddedVectorIndex(VectorIndex):
             opened = None if self._closed else self._open.get(repo)
             if opened is not None and opened.published.version == staged.version:
                 # This reader already holds a private copy of that version: read it, copy nothing.
-                return iter(self._read_open(opened.shard, ids, with_payload))
+                # Read under the lock (a search could otherwise switch the copy away mid-read).
+                return iter(list(self._iter_shard(opened.shard, ids, with_payload)))
         return self._scroll_copy(repo, staged.version, ids, with_payload)
 
     @staticmethod
-    def _read_open(
+    def _iter_shard(
         shard: qe.EdgeShard, ids: Sequence[str] | None, with_payload: bool
-    ) -> list[tuple[str, dict[str, Any]]]:
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Page through a loaded shard (1024 points at a time), or fetch ``ids``."""
         import qdrant_edge as qe
 
-        out: list[tuple[str, dict[str, Any]]] = []
         if ids is not None:
             wanted = [_point_id(i) for i in ids]
             for i in range(0, len(wanted), 1024):
-                records = shard.retrieve(wanted[i : i + 1024], with_payload=with_payload, with_vector=False)
-                out += [(str(r.id), dict(r.payload or {})) for r in records]
-            return out
+                for r in shard.retrieve(wanted[i : i + 1024], with_payload=with_payload, with_vector=False):
+                    yield str(r.id), dict(r.payload or {})
+            return
         offset = None
         while True:
             records, offset = shard.scroll(qe.ScrollRequest(offset=offset, limit=1024, with_payload=with_payload))
-            out += [(str(r.id), dict(r.payload or {})) for r in records]
+            for r in records:
+                yield str(r.id), dict(r.payload or {})
             if offset is None:
-                return out
+                return
 
     def _scroll_copy(
         self, repo: str, version: str, ids: Sequence[str] | None, with_payload: bool
@@ -674,7 +676,7 @@ class EmbeddedVectorIndex(VectorIndex):
 
         shard, copy_dir = self._open_copy(repo, version)
         try:
-            yield from self._read_open(shard, ids, with_payload)
+            yield from self._iter_shard(shard, ids, with_payload)
         finally:
             shard.close()
             shutil.rmtree(copy_dir, ignore_errors=True)
