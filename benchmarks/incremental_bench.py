@@ -30,8 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from _setup import REPO_ROOT  # noqa: E402  (first: sets up the environment)
 
 SOURCES = ["dagster", "pandas", "sqlalchemy", "mlflow", "sklearn", "starlette", "pydantic"]
 
@@ -69,10 +68,9 @@ def build_repo(target: Path, chunks_wanted: int) -> int:
 
 def _fresh_process_seconds(code: str) -> float:
     """Wall time of ``code`` in a new interpreter (what a run process started by ``dagster dev`` pays)."""
-    script = f"import time, sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r}); " \
+    script = f"import time, sys; sys.path.insert(0, {str(REPO_ROOT)!r}); " \
              f"t = time.perf_counter(); {code}; print(time.perf_counter() - t)"
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -94,7 +92,7 @@ def _start_poller(home: Path, head: str, marker: str) -> subprocess.Popen:
     """Serving in its own process (as `feriactl serve`), checking every 100 ms; returns once it is warm."""
     poller = subprocess.Popen(
         [sys.executable, __file__, "--poll", str(home), head, marker.strip().lstrip("# ") or "-"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     assert poller.stdout.readline().strip() == "ready"  # holds the current version
     return poller
@@ -102,7 +100,7 @@ def _start_poller(home: Path, head: str, marker: str) -> subprocess.Popen:
 
 def worker_probes(home: Path, repo: Path, targets: list[Path], first: int, count: int) -> list[dict]:
     """The deployment path of `feriactl up`: commits picked up by a running `feriactl worker`."""
-    env = {**os.environ, "CODEX_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "CODEX_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
     (home / "freshness_worker.json").unlink(missing_ok=True)  # a killed earlier worker may have left one
     log = open(home / "worker-bench.log", "ab")  # noqa: SIM115 - closed below
     worker = subprocess.Popen([str(Path(sys.executable).parent / "feriactl"), "worker", "--interval", "1"],

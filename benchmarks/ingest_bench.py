@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _setup  # noqa: E402, F401  (first: sets up the environment)
 
 
 def peak_rss_mb() -> float:

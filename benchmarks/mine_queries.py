@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _setup  # noqa: E402, F401  (first: sets up the environment)
 
 from codex_core.evalsets import mine_eval_set  # noqa: E402
 

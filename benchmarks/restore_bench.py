@@ -39,10 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from _setup import OUT_DIR  # noqa: E402  (first: sets up the environment)
 
 from codex_core import catalog  # noqa: E402
 from codex_core.embedding import DEFAULT_MODEL_ID, EmbeddingCache, embedding_document  # noqa: E402
@@ -53,7 +50,6 @@ from codex_core.models import Chunk, Definition, Edge, content_hash  # noqa: E40
 from codex_core.snapshot import create_snapshot, read_manifest, restore_snapshot, verify_snapshot  # noqa: E402
 from codex_core.vector_store import VERSIONS_DIR, EmbeddedVectorIndex, IndexPoint  # noqa: E402
 
-OUT_DIR = REPO_ROOT / "benchmarks" / "out"
 REPO = "bench"
 COMMIT = "c0ffee" + "0" * 34
 DIM = 384

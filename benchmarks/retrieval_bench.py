@@ -60,18 +60,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from _setup import OUT_DIR  # noqa: E402  (first: sets up the environment)
 
 from codex_core.metrics import dedupe_ranking, mrr_at_k, ndcg_at_k, percentile, recall_at_k  # noqa: E402
 
-OUT_DIR = REPO_ROOT / "benchmarks" / "out"
 TOP_K = 10
 WINDOW_LINES = 60
 WINDOW_STRIDE = 30

@@ -49,17 +49,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from _setup import OUT_DIR  # noqa: E402  (first: sets up the environment)
 
 from codex_core.metrics import percentile  # noqa: E402
 
-OUT_DIR = REPO_ROOT / "benchmarks" / "out"
 PACKAGES = ("dagster", "mlflow", "pandas", "sqlalchemy", "torch", "numpy", "sklearn", "scipy", "pydantic",
             "fastapi", "starlette", "uvicorn", "evidently", "plotly", "matplotlib")
 REPO = "scale"

@@ -36,7 +36,6 @@ import platform
 import random
 import re
 import shutil
-import sys
 import tempfile
 import time
 import uuid
@@ -45,15 +44,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from _setup import OUT_DIR  # noqa: E402  (first: sets up the environment)
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-OUT_DIR = REPO_ROOT / "benchmarks" / "out"
 WINDOW_LINES = 40
 TOP_K = 10
 WARMUP_QUERIES = 10

@@ -5,7 +5,7 @@ import dagster as dg
 from codex_assets.evaluation import eval_assets
 from codex_assets.ingestion import ingestion_assets, ingestion_checks
 from codex_assets.lifecycle import lifecycle_assets
-from codex_assets.snapshots import SnapshotKeyResource, nightly_snapshot, snapshot_assets, snapshot_job
+from codex_assets.snapshots import SnapshotKeyResource, snapshot_assets
 from codex_resources import build_resources
 from codex_sensors import (
     daily_drift,
@@ -15,7 +15,9 @@ from codex_sensors import (
     git_head_sensor,
     ingest_job,
     nightly_eval,
+    nightly_snapshot,
     recalibrate_job,
+    snapshot_job,
 )
 
 

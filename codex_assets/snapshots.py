@@ -91,26 +91,4 @@ def index_snapshot(
     )
 
 
-snapshot_job = dg.define_asset_job(
-    "snapshot",
-    selection=dg.AssetSelection.assets(index_snapshot),
-    description="Write a signed snapshot of a repository's published state and apply retention (7 daily).",
-)
-
-
-@dg.schedule(
-    cron_schedule="30 2 * * *",
-    execution_timezone="UTC",
-    job=snapshot_job,
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="Daily signed snapshot of every repository at 02:30 UTC (start it once CODEX_SNAPSHOT_KEY is set).",
-)
-def nightly_snapshot(context: dg.ScheduleEvaluationContext):
-    day = context.scheduled_execution_time.strftime("%Y-%m-%d")
-    repos = context.instance.get_dynamic_partitions("repos")
-    if not repos:
-        return dg.SkipReason("no repositories ingested yet")
-    return [dg.RunRequest(run_key=f"snapshot:{repo}:{day}", partition_key=repo) for repo in sorted(repos)]
-
-
 snapshot_assets = [index_snapshot]

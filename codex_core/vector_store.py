@@ -83,6 +83,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from codex_core.liveness import pid_alive
+
 if TYPE_CHECKING:
     import qdrant_edge as qe
     from qdrant_client import QdrantClient
@@ -403,16 +405,6 @@ def _copy_file_sparse(src: Path, dst: Path) -> None:
 
 def _copy_tree_sparse(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, copy_function=lambda s, d: _copy_file_sparse(Path(s), Path(d)))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass
@@ -741,7 +733,7 @@ class EmbeddedVectorIndex(VectorIndex):
         self.reader_dir.mkdir(parents=True, exist_ok=True)
         for entry in self.reader_dir.iterdir():
             pid = entry.name.split("-", 1)[0]
-            if pid.isdigit() and not _pid_alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(entry, ignore_errors=True)
         self._swept = True
 

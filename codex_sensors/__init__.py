@@ -33,6 +33,21 @@ recalibrate_job = dg.define_asset_job(
 
 drift_job = dg.define_asset_job("drift", selection=dg.AssetSelection.assets("drift_report"))
 
+snapshot_job = dg.define_asset_job(
+    "snapshot",
+    selection=dg.AssetSelection.assets("index_snapshot"),
+    description="Write a signed snapshot of a repository's published state and apply retention (7 daily).",
+)
+
+
+def _daily_run_per_repo(context: dg.ScheduleEvaluationContext, run_key_prefix: str):
+    """One run request per ingested repository, keyed by repository and day (idempotent per day)."""
+    day = context.scheduled_execution_time.strftime("%Y-%m-%d")
+    repos = context.instance.get_dynamic_partitions("repos")
+    if not repos:
+        return dg.SkipReason("no repositories ingested yet")
+    return [dg.RunRequest(run_key=f"{run_key_prefix}{repo}:{day}", partition_key=repo) for repo in sorted(repos)]
+
 
 @dg.schedule(
     cron_schedule="0 4 * * *",
@@ -119,8 +134,15 @@ def git_head_sensor(context: dg.SensorEvaluationContext, codex_home: CodexHomeRe
     description="Nightly self-evaluation of every repository at 03:00 UTC.",
 )
 def nightly_eval(context: dg.ScheduleEvaluationContext):
-    day = context.scheduled_execution_time.strftime("%Y-%m-%d")
-    repos = context.instance.get_dynamic_partitions("repos")
-    if not repos:
-        return dg.SkipReason("no repositories ingested yet")
-    return [dg.RunRequest(run_key=f"{repo}:{day}", partition_key=repo) for repo in sorted(repos)]
+    return _daily_run_per_repo(context, "")
+
+
+@dg.schedule(
+    cron_schedule="30 2 * * *",
+    execution_timezone="UTC",
+    job=snapshot_job,
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Daily signed snapshot of every repository at 02:30 UTC (start it once CODEX_SNAPSHOT_KEY is set).",
+)
+def nightly_snapshot(context: dg.ScheduleEvaluationContext):
+    return _daily_run_per_repo(context, "snapshot:")

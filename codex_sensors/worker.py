@@ -29,6 +29,7 @@ import dagster as dg
 from codex_core import catalog
 from codex_core.git import GitError, RepoRegistry, head_sha, is_url
 from codex_core.home import CodexHome
+from codex_core.liveness import pid_alive
 
 logger = logging.getLogger(__name__)
 
@@ -39,16 +40,6 @@ TRIGGER_TAG = "codex/trigger"
 _ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def worker_alive(home: CodexHome, now: float | None = None) -> dict[str, Any] | None:
     """The heartbeat of a live worker (beat within 3 intervals, at least 10 s, process alive), else None."""
     try:
@@ -57,7 +48,7 @@ def worker_alive(home: CodexHome, now: float | None = None) -> dict[str, Any] | 
         return None
     now = time.time() if now is None else now
     fresh = now - float(beat.get("beat_at", 0)) <= max(10.0, 3 * float(beat.get("interval_s", 1)))
-    return beat if fresh and _pid_alive(int(beat.get("pid", -1))) else None
+    return beat if fresh and pid_alive(int(beat.get("pid", -1))) else None
 
 
 def published_commit(home: CodexHome, name: str) -> str | None:

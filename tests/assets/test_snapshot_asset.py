@@ -9,9 +9,10 @@ import dagster as dg
 import pytest
 
 from codex_assets.ingestion import ingestion_assets, ingestion_checks
-from codex_assets.snapshots import SnapshotKeyResource, index_snapshot, nightly_snapshot, snapshot_job
+from codex_assets.snapshots import SnapshotKeyResource, index_snapshot
 from codex_core.home import CodexHome
 from codex_core.snapshot import key_fingerprint, list_snapshots, restore_snapshot, verify_snapshot
+from codex_sensors import nightly_snapshot, snapshot_job
 from tests.assets.test_ingestion import REPO, ingest, make_resources
 
 KEY = "asset-test-snapshot-key-0123456789"

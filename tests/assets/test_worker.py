@@ -87,6 +87,9 @@ def test_stale_or_foreign_heartbeats_do_not_count(tmp_path: Path) -> None:
     (home.root / HEARTBEAT).write_text(json.dumps({"pid": os.getpid(), "beat_at": 1000.0, "interval_s": 1}))
     assert worker_alive(home, now=1005.0) is not None
     assert worker_alive(home, now=1011.0) is None  # more than 10 s (and 3 intervals) old
+    # No pid at all must not read as alive (os.kill(-1, 0) would reach every process).
+    (home.root / HEARTBEAT).write_text(json.dumps({"beat_at": 1000.0, "interval_s": 1}))
+    assert worker_alive(home, now=1000.0) is None
     (home.root / HEARTBEAT).write_text("not json")
     assert worker_alive(home) is None
 
