@@ -15,7 +15,6 @@ from codex_core.embedding import embed_documents, embedding_document
 from codex_core.files import scan_repository
 from codex_core.graph import write_graph
 from codex_core.ingest import (
-    DeltaPlan,
     chunk_source_files,
     counts,
     group_by_path,
@@ -203,11 +202,11 @@ def staged_index(
     index = vector_store.open()
     try:
         current = index.current(repo)
-        plan = plan_delta(previous, digests, published_version=current.version if current else None,
-                          supports_delta=index.supports_delta, model_id=model.model_id)
-        if plan.base and index.staged_stats(repo, plan.base).index != "exact":
-            # An HNSW graph is rebuilt by a full stage (past HNSW_MIN_POINTS; see vector_store).
-            plan = DeltaPlan(None, list(digests), [], "the published version is an HNSW index")
+        plan = plan_delta(
+            previous, digests, published_version=current.version if current else None,
+            published_index=index.staged_stats(repo, current.version).index if current else None,
+            supports_delta=index.supports_delta, model_id=model.model_id,
+        )
         wanted = set(plan.upserts)
         todo = [c for c in chunks if c.point_id in wanted]
         vectors, stats = embed_documents(model, embedder.cache, [embedding_document(c) for c in todo])

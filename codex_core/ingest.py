@@ -100,6 +100,7 @@ def plan_delta(
     digests: dict[str, str],
     *,
     published_version: str | None,
+    published_index: str | None = "exact",
     supports_delta: bool,
     model_id: str,
 ) -> DeltaPlan:
@@ -116,6 +117,9 @@ def plan_delta(
         return DeltaPlan(None, list(digests), [], "the last staged version is not the published one")
     if previous.get("model_id") != model_id:
         return DeltaPlan(None, list(digests), [], "the embedding model changed")
+    if published_index != "exact":
+        # An HNSW graph is rebuilt by a full stage (past HNSW_MIN_POINTS; see vector_store).
+        return DeltaPlan(None, list(digests), [], "the published version is an HNSW index")
     old: dict[str, str] = previous.get("digests") or {}
     upserts = [pid for pid, d in digests.items() if old.get(pid) != d]
     deletes = [pid for pid in old if pid not in digests]
