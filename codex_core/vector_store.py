@@ -156,12 +156,10 @@ class StagedVersion:
     index: str  # "exact" or "hnsw" (embedded); "server" (the Qdrant server decides plain vs HNSW)
     created_at: str
     files: dict[str, list[Any]] = field(default_factory=dict, repr=False)  # embedded: path -> [size, sha256]
-    # A delta version (``stage_delta``) is a copy of ``base_version`` with ``received`` points
-    # upserted and ``deleted`` ids removed; a full version has no base and ``deleted`` 0.
+    # A delta version (``stage_delta``) is a copy of ``base_version`` with ``changed_ids`` (the
+    # ``received`` points) written over it and ``deleted_ids`` removed, so a reader holding the
+    # base can switch by reading just those points. A full version has no base and no ids here.
     base_version: str | None = None
-    deleted: int = 0
-    # Delta versions only: which ids were (re)written and which removed, so a reader holding the
-    # base can switch by reading just those points.
     changed_ids: list[str] = field(default_factory=list, repr=False)
     deleted_ids: list[str] = field(default_factory=list, repr=False)
 
@@ -586,7 +584,6 @@ class EmbeddedVectorIndex(VectorIndex):
                 created_at=utc_now(),
                 files=file_manifest(shard_path),
                 base_version=base.version if base else None,
-                deleted=len(doomed),
                 changed_ids=sorted(set(written)),
                 deleted_ids=sorted(set(doomed)),
             )
@@ -608,7 +605,8 @@ class EmbeddedVectorIndex(VectorIndex):
                 f"no complete version {version!r} of repo {repo!r} under {self.root} "
                 "(never staged, discarded, pruned, or its stage did not finish)"
             ) from None
-        return StagedVersion(**data)
+        known = StagedVersion.__dataclass_fields__
+        return StagedVersion(**{k: v for k, v in data.items() if k in known})  # newer writers may add fields
 
     def staged_stats(self, repo: str, version: str) -> StagedVersion:
         return self._read_staged(repo, version)
