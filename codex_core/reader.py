@@ -126,8 +126,7 @@ class PublishedReader:
     def _load_corpus(self, repo: str, current: PublishedVersion, held: RepoCorpus | None) -> RepoCorpus:
         """The corpus of the published version. A delta on the version this reader holds reads only
         the rewritten points (the index keeps the changed ids); anything else reads every point."""
-        if isinstance(self.index, EmbeddedVectorIndex):
-            self.index.refresh([repo])  # open the private copy once: search and the reads below share it
+        self.index.refresh([repo])  # embedded: open the private copy once; search and the reads below share it
         staged = self.index.staged_stats(repo, current.version)
         if held is not None and staged.base_version == held.version:
             changed = dict(self.index.iter_payloads(repo, current.version, ids=staged.changed_ids))

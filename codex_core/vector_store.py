@@ -300,6 +300,11 @@ class VectorIndex(ABC):
     @abstractmethod
     def get(self, repo: str, ids: Sequence[str], *, with_vectors: bool = False) -> list[StoredPoint]: ...
 
+    def refresh(self, repos: Sequence[str] | None = None) -> dict[str, str]:
+        """Prepare to read the current versions of ``repos`` now rather than on the next search
+        (embedded: copy and load them). Nothing to prepare for a server; returns repo -> version."""
+        return {}
+
     @abstractmethod
     def close(self) -> None: ...
 
