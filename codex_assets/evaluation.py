@@ -29,7 +29,7 @@ from codex_core.calibration import (
 )
 from codex_core.config_registry import CHALLENGER, CHAMPION, ConfigRegistry
 from codex_core.configs import AnswerConfig, ConfigStore
-from codex_core.evalsets import EvalRegistry, mine_eval_set
+from codex_core.evalsets import DEFAULT_MAX_ITEMS, EvalRegistry, mine_eval_set
 from codex_core.evaluation import ablation_configs, evaluate, metrics_table, summarize
 from codex_core.ingest import repo_dir_for
 from codex_core.judge import ArmResult, judge
@@ -50,6 +50,17 @@ def mined_set_name(repo: str) -> str:
     return f"{repo}-mined"
 
 
+class EvalSetConfig(dg.Config):
+    max_items: int = Field(
+        default=DEFAULT_MAX_ITEMS,
+        ge=1,
+        description=(
+            "the newest N questions mined from history; more questions measure calibration error more "
+            "precisely (its noise floor falls as 1/sqrt(N)) and make an eval run take longer"
+        ),
+    )
+
+
 class EvalConfig(dg.Config):
     eval_set: str = Field(
         default="",
@@ -62,7 +73,9 @@ def _run_tags(context: dg.AssetExecutionContext, repo: str) -> dict[str, str]:
 
 
 @dg.asset(deps=[repo_snapshot], kinds={"git"}, **_COMMON)
-def eval_set(context: dg.AssetExecutionContext, codex_home: CodexHomeResource) -> dg.MaterializeResult:
+def eval_set(
+    context: dg.AssetExecutionContext, config: EvalSetConfig, codex_home: CodexHomeResource
+) -> dg.MaterializeResult:
     """Questions mined from the repository's own git history: commit message -> files (and symbols) it changed.
 
     Merges, reverts, bumps, formatting-only and typo commits, commits touching more than 3 source
@@ -73,7 +86,9 @@ def eval_set(context: dg.AssetExecutionContext, codex_home: CodexHomeResource) -
     home = codex_home.home
     snapshot = catalog.read_json(repo_dir_for(home, repo) / catalog.SNAPSHOT)
     name = mined_set_name(repo)
-    mined = mine_eval_set(Path(snapshot["worktree"]), name=name, repo_name=repo, head=snapshot["commit"])
+    mined = mine_eval_set(
+        Path(snapshot["worktree"]), name=name, repo_name=repo, head=snapshot["commit"], max_items=config.max_items
+    )
     registry = EvalRegistry(home.evals_dir)
     latest = registry.latest_version(name)
     if latest is not None and registry.get(name, latest).items == mined.items:
@@ -91,6 +106,8 @@ def eval_set(context: dg.AssetExecutionContext, codex_home: CodexHomeResource) -
             "items_with_gold_symbols": sum(1 for i in mined.items if i.gold_symbols),
             "excluded_by_reason": dg.MetadataValue.json(mined.meta.get("excluded_by_reason", {})),
             "commit": snapshot["commit"],
+            "max_items": config.max_items,
+            "commits_scanned": mined.meta.get("commits_scanned", 0),
         }
     )
 

@@ -29,6 +29,17 @@ class CliError(Exception):
     """An error the user can fix; printed without a traceback, exit code 2."""
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a clear usage error otherwise, not a failed run)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
 def _home() -> CodexHome:
     home = CodexHome(default_home())
     # Dagster resources and child processes read these; set once, absolute.
@@ -298,7 +309,9 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
     home = _home()
     validate_repo_name(args.repo)
     ensure_instance_dir(home)
-    run_config = {"ops": {"retrieval_eval": {"config": {"eval_set": args.set or ""}}}}
+    run_config: dict[str, Any] = {"ops": {"retrieval_eval": {"config": {"eval_set": args.set or ""}}}}
+    if args.max_items is not None:
+        run_config["ops"]["eval_set"] = {"config": {"max_items": args.max_items}}
     instance, run_id, success = execute_job(
         "evaluate", args.repo, stages=3, show_progress=not args.json and sys.stderr.isatty(), run_config=run_config
     )
@@ -414,6 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = ev_sub.add_parser("run", help="mine/refresh the eval set, evaluate with ablations, calibrate (MLflow runs)")
     p.add_argument("--repo", required=True)
     p.add_argument("--set", help="NAME@VERSION of an eval set (default: newest mined set of the repo)")
+    p.add_argument("--max-items", type=_positive_int, metavar="N",
+                   help="mine at most the newest N questions (default: the eval_set asset's default)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval_run)
     p = ev_sub.add_parser("report", help="metrics of the last evaluation")

@@ -73,3 +73,44 @@ def test_user_errors_are_clear_and_exit_2(tmp_path: Path) -> None:
     assert not_git.returncode != 0 and "not a git repository" in (not_git.stderr + not_git.stdout)
     unknown = feriactl(tmp_path, "query", "anything", "--repo", "ghost")
     assert unknown.returncode == 2 and "feriactl ingest" in unknown.stderr
+
+
+HAND_QUESTIONS = [
+    {"query": "how is the total price of the shopping cart computed", "gold_files": ["web/cart.js"]},
+    {"query": "parse key = value lines of a configuration file", "gold_files": ["app/config_parser.py"]},
+    {"query": "health check endpoint of the HTTP server", "gold_files": ["server/health.go"]},
+    {"query": "evict the least recently used entry when the cache is full", "gold_files": ["cache/lru.rs"]},
+]
+
+
+def test_eval_import_run_and_report(ingested_home, tmp_path: Path) -> None:
+    from codex_core.evalsets import EvalRegistry
+    from codex_core.home import CodexHome
+
+    home, _, summary = ingested_home
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("".join(json.dumps(row) + "\n" for row in HAND_QUESTIONS))
+    imported = feriactl(home, "eval", "import", str(questions), "--repo", "demo", "--json")
+    assert imported.returncode == 0, imported.stderr[-2000:]
+    assert json.loads(imported.stdout) == {"eval_set": "demo-hand@1", "items": len(HAND_QUESTIONS), "repo": "demo"}
+
+    bad_cap = feriactl(home, "eval", "run", "--repo", "demo", "--max-items", "0")
+    assert bad_cap.returncode == 2 and "must be at least 1" in bad_cap.stderr
+
+    run = feriactl(home, "eval", "run", "--repo", "demo", "--set", "demo-hand@1", "--max-items", "1", "--json")
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout)
+    assert result["eval_set"] == "demo-hand@1" and result["index_commit"] == summary["commit"]
+    assert result["metrics"]["queries"] == len(HAND_QUESTIONS)
+    assert result["metrics"]["file_recall_at_5"] >= 0.75, result["metrics"]
+    assert {"dense only", "+lexical (RRF)", "+graph hop"} <= set(result["ablations"])
+    assert result["calibration"]["version"] == 1
+    # The mined set was refreshed in the same run, with the cap passed through.
+    mined = EvalRegistry(CodexHome(home).evals_dir).get("demo-mined", 1)
+    assert mined.meta["max_items"] == 1
+
+    report = feriactl(home, "eval", "report", "--last", "--repo", "demo", "--json")
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert json.loads(report.stdout)["metrics"] == result["metrics"]
+    human = feriactl(home, "eval", "report", "--last", "--repo", "demo")
+    assert "demo-hand@1" in human.stdout and "calibration v1" in human.stdout
