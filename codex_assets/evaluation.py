@@ -136,7 +136,7 @@ def retrieval_eval(
 ) -> dg.MaterializeResult:
     """The real retriever on the eval set: Recall@1/5/10, MRR@10, nDCG@5 (file and symbol level), latency.
 
-    One run holds the ablations (dense only -> +lexical -> +graph hop [-> +rerank]) and the split by
+    One run holds the ablations (dense only -> +lexical -> +graph hop -> +file evidence [-> +rerank]) and the split by
     lexical overlap (queries that name a gold file or symbol score higher; users must see it).
     Per-query results are a CSV artifact of the MLflow run.
     """
@@ -248,7 +248,7 @@ def calibration(
     answered = probs >= tau
     ndcg = frame["ndcg_at_5"].to_numpy(dtype=float)
     abstention_rows = {
-        "+graph hop (answer everything)": {
+        "served config (answer everything)": {
             "coverage": 1.0, "top1_precision": float(y.mean()) if len(y) else None,
             "file_ndcg_at_5": float(ndcg.mean()) if len(y) else None,
         },

@@ -76,7 +76,9 @@ FEATURES: tuple[str, ...] = (
     "top_file_lexical_rr",
 )
 FEATURE_SETS: dict[str, tuple[str, ...]] = {"core": CORE_FEATURES, "extended": FEATURES}
-SCHEMA = 1
+# 2: ``margin`` and ``file_margin`` measure the top file's evidence lead (retrieval ranks files by
+# evidence). A calibrator fitted on other feature definitions is refused, never silently misapplied.
+SCHEMA = 2
 MIN_SAMPLES = 10
 DEFAULT_COVERAGE_RANGE = (0.70, 0.80)
 METHODS = ("platt", "isotonic", "constant")

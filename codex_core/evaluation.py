@@ -142,10 +142,12 @@ def evaluate(
 
 def ablation_configs(has_reranker: bool) -> dict[str, RetrievalConfig]:
     """Each row adds one stage to the previous one."""
+    by_best_chunk = {"file_evidence_decay": 0.0}
     configs = {
-        "dense only": RetrievalConfig(lexical=False, graph_hops=0, rerank=False),
-        "+lexical (RRF)": RetrievalConfig(graph_hops=0, rerank=False),
-        "+graph hop": RetrievalConfig(rerank=False),
+        "dense only": RetrievalConfig(lexical=False, graph_hops=0, rerank=False, **by_best_chunk),
+        "+lexical (RRF)": RetrievalConfig(graph_hops=0, rerank=False, **by_best_chunk),
+        "+graph hop": RetrievalConfig(rerank=False, **by_best_chunk),
+        "+file evidence": RetrievalConfig(rerank=False),
     }
     if has_reranker:
         configs["+rerank"] = RetrievalConfig(rerank=True)

@@ -161,6 +161,7 @@ class Candidate:
     raw_scores: dict[str, float] = field(default_factory=dict)
     fused: float = 0.0
     score: float = 0.0
+    file_score: float = 0.0  # the evidence of this candidate's file (RetrievalConfig.file_evidence_*)
     via: str = ""  # "dense", "lexical", "dense+lexical", "graph:calls<-path::symbol"
     dropped: str | None = None
     verified: bool | None = None
@@ -179,7 +180,8 @@ class Candidate:
         return {
             "repo": self.repo, "path": p["path"], "lines": [p["start_line"], p["end_line"]], "symbol": p.get("symbol"),
             "via": self.via, "ranks": self.ranks, "raw_scores": {k: round(v, 4) for k, v in self.raw_scores.items()},
-            "fused": round(self.fused, 5), "score": round(self.score, 5), "dropped": self.dropped,
+            "fused": round(self.fused, 5), "score": round(self.score, 5), "file_score": round(self.file_score, 5),
+            "dropped": self.dropped,
             "verified": self.verified,
         }
 
@@ -202,6 +204,23 @@ class RetrievalConfig:
     dedup_jaccard: float = 0.8
     max_per_file: int = 2
     rerank: bool = True  # only applies when a reranker is configured
+    # Files are ranked by their evidence: the scores of their best ``file_evidence_chunks``
+    # chunks weighted 1, d, d^2, ... (d = ``file_evidence_decay``); d = 0 ranks a file by its best
+    # chunk alone. A file with several matching chunks usually is the one that implements the
+    # behaviour (measured in docs/evaluation.md). Beyond a file's best chunk, only chunks scoring
+    # at least ``file_evidence_min_share`` of the query's best chunk count: weak matches must
+    # not lift a file over the one a strong match is in.
+    file_evidence_decay: float = 0.5
+    file_evidence_chunks: int = 3
+    file_evidence_min_share: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.file_evidence_decay <= 1.0:
+            raise ValueError(f"file_evidence_decay must be within [0, 1], got {self.file_evidence_decay}")
+        if not 0.0 <= self.file_evidence_min_share <= 1.0:
+            raise ValueError(f"file_evidence_min_share must be within [0, 1], got {self.file_evidence_min_share}")
+        if self.file_evidence_chunks < 1:
+            raise ValueError(f"file_evidence_chunks must be at least 1, got {self.file_evidence_chunks}")
 
 
 @dataclass
@@ -359,11 +378,16 @@ class HybridRetriever:
             ranked = sorted(pool.values(), key=lambda c: (-c.score, c.payload["path"], c.payload["start_line"]))
             timings["rerank_ms"] = (time.perf_counter() - t1) * 1000
 
+        # Confidence features read the chunk order; citations follow the file order.
+        features_order = ranked
+        ranked = _by_file_evidence(ranked, cfg)
         t1 = time.perf_counter()
         chosen = self._select(ranked, top_k, cfg)
         timings["select_verify_ms"] = (time.perf_counter() - t1) * 1000
         timings["total_ms"] = (time.perf_counter() - t0) * 1000
-        return RetrievalResult(chosen, ranked, {k: round(v, 2) for k, v in timings.items()}, _features(chosen, ranked))
+        return RetrievalResult(
+            chosen, ranked, {k: round(v, 2) for k, v in timings.items()}, _features(chosen, features_order)
+        )
 
     def _graph_hop(
         self, pool: dict[tuple[str, int], Candidate], corpora: dict[str, RepoCorpus], cfg: RetrievalConfig
@@ -418,16 +442,41 @@ class HybridRetriever:
         return chosen
 
 
+def _by_file_evidence(ranked: list[Candidate], cfg: RetrievalConfig) -> list[Candidate]:
+    """``ranked`` (best chunk first) regrouped by file: files in order of their evidence, each
+    file's chunks best first, equal evidence in chunk order. With a decay of 0 the evidence is
+    the best chunk's score, which is already the file order of ``ranked``: it is returned as is."""
+    floor = cfg.file_evidence_min_share * (ranked[0].score if ranked else 0.0)
+    scores: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for cand in ranked:
+        kept = scores[(cand.repo, cand.payload["path"])]
+        if not kept or cand.score >= floor:
+            kept.append(cand.score)
+    evidence = {
+        f: sum(s * cfg.file_evidence_decay**i for i, s in enumerate(ss[: cfg.file_evidence_chunks]))
+        for f, ss in scores.items()
+    }
+    first: dict[tuple[str, str], int] = {}
+    for position, cand in enumerate(ranked):
+        f = (cand.repo, cand.payload["path"])
+        first.setdefault(f, position)
+        cand.file_score = evidence[f]
+    if cfg.file_evidence_decay == 0.0:
+        return ranked
+    return sorted(ranked, key=lambda c: (-c.file_score, first[(c.repo, c.payload["path"])]))
+
+
 def _features(chosen: list[Candidate], ranked: list[Candidate]) -> dict[str, float]:
-    """Signals for confidence: fused score, margin, retriever agreement, verification, dense cosine,
-    and how clearly the top-1 *file* (what the calibrated confidence is about) stands out:
-    its share of the top-10 score mass, its relative lead over the next file, how many distinct
-    files the top 10 spread over, and the best dense / lexical rank any of its chunks reached."""
+    """Signals for confidence from ``ranked`` in chunk order (best chunk first, ``file_score`` set):
+    the top citation's fused score, retriever agreement, dense cosine and BM25 score, verification,
+    and how clearly the top-1 *file* (what the calibrated confidence is about) stands out: its
+    evidence lead over the next file (``margin``, and relative: ``file_margin``), its share of the
+    top-10 score mass, how many distinct files the top 10 spread over, and the best dense /
+    lexical rank any of its chunks reached."""
     top = chosen[0] if chosen else None
-    second = chosen[1].score if len(chosen) > 1 else 0.0
     features = {
         "top_score": top.score if top else 0.0,
-        "margin": (top.score - second) if top else 0.0,
+        "margin": 0.0,
         "agreement": float(len(top.ranks)) if top else 0.0,
         "top_dense_cosine": top.raw_scores.get("dense", 0.0) if top else 0.0,
         "top_lexical": top.raw_scores.get("lexical", 0.0) if top else 0.0,
@@ -443,17 +492,18 @@ def _features(chosen: list[Candidate], ranked: list[Candidate]) -> dict[str, flo
     if top is None:
         return features
     top_file = (top.repo, top.payload["path"])
-    best: dict[tuple[str, str], float] = {}
+    evidence: dict[tuple[str, str], float] = {}
     for cand in ranked:
-        best.setdefault((cand.repo, cand.payload["path"]), cand.score)
-    others = sorted((s for f, s in best.items() if f != top_file), reverse=True)
-    lead = best.get(top_file, top.score)
+        evidence.setdefault((cand.repo, cand.payload["path"]), cand.file_score)
+    others = sorted((s for f, s in evidence.items() if f != top_file), reverse=True)
+    lead = evidence.get(top_file, top.file_score)
     head = ranked[:10]
     mass = sum(max(c.score, 0.0) for c in head)
     in_top = [c for c in ranked if (c.repo, c.payload["path"]) == top_file]
     dense = [c.ranks["dense"] for c in in_top if "dense" in c.ranks]
     lexical = [c.ranks["lexical"] for c in in_top if "lexical" in c.ranks]
     features.update(
+        margin=lead - (others[0] if others else 0.0),
         file_share=sum(max(c.score, 0.0) for c in head if (c.repo, c.payload["path"]) == top_file) / mass
         if mass > 0 else 0.0,
         file_margin=(lead - others[0]) / lead if others and lead > 0 else 1.0,

@@ -7,6 +7,7 @@ graph, and each repository's git objects (to verify citations). Never imports Da
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -23,6 +24,8 @@ from codex_core.reader import PublishedReader, open_index, reranker_from_env
 from codex_core.retrieval import RetrievalConfig, heuristic_confidence
 from codex_core.vector_store import VectorIndex
 from serving.freshness import DEFAULT_TTL_S, FreshnessTracker
+
+logger = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
 DEFAULT_ABSTAIN_BELOW = 0.35
@@ -55,7 +58,7 @@ class QueryEngine:
         )
         self._lock = threading.Lock()
         self._traces: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._calibrators: dict[str, tuple[int, Calibrator]] = {}
+        self._calibrators: dict[str, tuple[int, Calibrator | None]] = {}
         self.query_log = QueryLog(home.serving_state_dir / QUERY_LOG_FILE)  # shapes only, for drift reports
         self.freshness = FreshnessTracker(self.reader.worktree_of, ttl_s=freshness_ttl_s)
 
@@ -71,8 +74,18 @@ class QueryEngine:
             return None
         held = self._calibrators.get(repo)
         if held is None or held[0] != stamp:
-            current = json.loads(pointer.read_text())
-            held = (stamp, Calibrator.load(pointer.parent / current["path"]))
+            try:
+                current = json.loads(pointer.read_text())
+                calibrator: Calibrator | None = Calibrator.load(pointer.parent / current["path"])
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                # An unreadable or outdated calibrator must not take answering down: fall back to
+                # the heuristic confidence (confidence_kind says so) until the next calibration.
+                logger.warning(
+                    "calibrator of %s is not usable (%s); using the heuristic confidence until "
+                    "`feriactl eval run --repo %s` publishes a new one", repo, exc, repo,
+                )
+                calibrator = None
+            held = (stamp, calibrator)
             self._calibrators[repo] = held
         return held[1]
 

@@ -103,7 +103,7 @@ def test_eval_import_run_and_report(ingested_home, tmp_path: Path) -> None:
     assert result["eval_set"] == "demo-hand@1" and result["index_commit"] == summary["commit"]
     assert result["metrics"]["queries"] == len(HAND_QUESTIONS)
     assert result["metrics"]["file_recall_at_5"] >= 0.75, result["metrics"]
-    assert {"dense only", "+lexical (RRF)", "+graph hop"} <= set(result["ablations"])
+    assert {"dense only", "+lexical (RRF)", "+graph hop", "+file evidence"} <= set(result["ablations"])
     assert result["calibration"]["version"] == 1
     # The mined set was refreshed in the same run, with the cap passed through.
     mined = EvalRegistry(CodexHome(home).evals_dir).get("demo-mined", 1)

@@ -69,7 +69,7 @@ def test_retrieval_eval_reports_metrics_ablations_and_mlflow_run(evaluated) -> N
     evaluation = metadata(result, "retrieval_eval")
     assert evaluation["queries"] == len(EDITS)
     assert 0.0 <= evaluation["file_ndcg_at_5"] <= 1.0
-    assert "dense only" in evaluation["ablations"] and "+graph hop" in evaluation["ablations"]
+    assert all(arm in evaluation["ablations"] for arm in ("dense only", "+graph hop", "+file evidence"))
     assert "no_overlap" in evaluation["lexical_overlap_split"]
     assert evaluation["mlflow_url"].startswith("http://")
 
@@ -103,6 +103,27 @@ def test_serving_uses_the_published_calibrator(evaluated) -> None:
         assert answer["abstained"] == (answer["confidence"] < cal["tau"])
     finally:
         engine.close()
+
+
+def test_an_outdated_calibrator_falls_back_to_the_heuristic(evaluated, caplog) -> None:
+    import json
+    import os
+
+    home, _, _, _ = evaluated
+    pointer = CodexHome(home).calibration_dir("demo") / "current.json"
+    path = pointer.parent / json.loads(pointer.read_text())["path"]
+    original = path.read_bytes()
+    path.write_text(json.dumps({**json.loads(original), "schema": 1}))  # fitted on older features
+    os.utime(pointer)  # serving reloads when the pointer changes
+    engine = QueryEngine(CodexHome(home), answerer=offline_answerer())
+    try:
+        answer = engine.query("how is the cart total computed", repo="demo")
+        assert answer["confidence_kind"] == "heuristic" and answer["citations"]
+        assert "feriactl eval run --repo demo" in caplog.text
+    finally:
+        engine.close()
+        path.write_bytes(original)
+        os.utime(pointer)
 
 
 def test_nightly_schedule_requests_every_repo() -> None:

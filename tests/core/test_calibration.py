@@ -12,6 +12,7 @@ import pytest
 from codex_core.calibration import (
     CORE_FEATURES,
     FEATURES,
+    SCHEMA,
     Calibrator,
     choose_threshold,
     ece_noise_floor,
@@ -111,7 +112,7 @@ def test_json_round_trip_gives_identical_predictions(tmp_path: Path) -> None:
         assert np.array_equal(loaded.predict(features), calibrator.predict(features))
         assert loaded.to_json() == calibrator.to_json()
         raw = json.loads(path.read_text())
-        assert raw["schema"] == 1 and raw["method"] == calibrator.method
+        assert raw["schema"] == SCHEMA and raw["method"] == calibrator.method
         assert "cv_predictions" not in raw
     assert not list(tmp_path.glob(".*.tmp"))
 

@@ -1,0 +1,101 @@
+"""Files are ranked by their evidence (best chunks weighted 1, d, d^2), not by their best chunk alone.
+
+Real BM25 over a small corpus: ``settings.py`` holds one chunk that matches the query best;
+``loader.py`` holds three chunks that each match it a little less. A user asking where config
+values are parsed should be sent to the file that does it throughout.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from codex_core.models import content_hash
+from codex_core.retrieval import HybridRetriever, RepoCorpus, RetrievalConfig
+
+CHUNKS = [
+    ("settings.py", "parse_config_value", "def parse_config_value(raw):\n    # parse a config value\n    return raw"),
+    ("loader.py", "read_config", "def read_config(path):\n    # read config lines\n    return open(path)"),
+    ("loader.py", "split_value", "def split_value(line):\n    # split a config value\n    return line"),
+    ("loader.py", "load", "def load(path):\n    # parse every config line\n    return path"),
+    ("colors.py", "paint", "def paint(canvas):\n    return canvas.fill('red')"),
+]
+QUERY = "parse config value"
+LEXICAL_ONLY = {"dense": False, "graph_hops": 0}
+
+
+class FilesOfTheChunks:
+    """The files the chunks were cut from (each file is its chunks in order)."""
+
+    def file_lines(self, repo, commit, path):
+        return "\n".join(text for p, _, text in CHUNKS if p == path).split("\n")
+
+
+def retriever() -> HybridRetriever:
+    points = []
+    lines: dict[str, int] = {}
+    for i, (path, symbol, text) in enumerate(CHUNKS):
+        start = lines.get(path, 0) + 1
+        lines[path] = start + text.count("\n")
+        points.append((f"00000000-0000-0000-0000-{i:012d}", {
+            "repo": "r", "commit": "c", "path": path, "language": "python", "symbol": symbol, "kind": "function",
+            "start_line": start, "end_line": lines[path], "text": text, "content_hash": content_hash(text),
+        }))
+    corpus = RepoCorpus.build("r", "v1", "c", points)
+    return HybridRetriever(
+        dense_search=lambda vector, repos, k: [],
+        embed_query=lambda q: np.zeros(4, dtype=np.float32),
+        corpora=lambda: {"r": corpus},
+        graphs=lambda repo: None,
+        verifier=FilesOfTheChunks(),
+    )
+
+
+def paths(result) -> list[str]:
+    return [c.payload["path"] for c in result.candidates]
+
+
+def test_the_file_with_more_evidence_comes_first_and_its_chunks_stay_together() -> None:
+    by_best_chunk = retriever().retrieve(QUERY, top_k=5, config=RetrievalConfig(**LEXICAL_ONLY, file_evidence_decay=0))
+    assert paths(by_best_chunk)[0] == "settings.py"  # the single best chunk
+    assert by_best_chunk.considered[0].payload["path"] == "settings.py"
+
+    result = retriever().retrieve(QUERY, top_k=5, config=RetrievalConfig(**LEXICAL_ONLY))
+    assert paths(result) == ["loader.py", "loader.py", "settings.py"]  # max_per_file=2 still holds
+    loader = [c for c in result.considered if c.payload["path"] == "loader.py"]
+    assert [c.score for c in loader] == sorted((c.score for c in loader), reverse=True)
+    weights = [1.0, 0.5, 0.25]
+    assert loader[0].file_score == pytest.approx(sum(w * c.score for w, c in zip(weights, loader, strict=True)))
+    assert result.candidates[0].to_trace()["file_score"] == pytest.approx(loader[0].file_score, abs=1e-5)
+
+
+def test_only_chunks_near_the_best_match_add_evidence() -> None:
+    # loader.py's other chunks score less than 99 % of the best chunk (in settings.py): they no
+    # longer count, and the single best match wins again.
+    strict = RetrievalConfig(**LEXICAL_ONLY, file_evidence_min_share=0.99)
+    result = retriever().retrieve(QUERY, top_k=5, config=strict)
+    assert paths(result)[0] == "settings.py"
+    loader = [c for c in result.considered if c.payload["path"] == "loader.py"]
+    assert loader[0].file_score == loader[0].score
+
+
+def test_one_chunk_per_file_ranks_exactly_as_before() -> None:
+    one = RetrievalConfig(**LEXICAL_ONLY, file_evidence_chunks=1)
+    off = RetrievalConfig(**LEXICAL_ONLY, file_evidence_decay=0)
+    assert paths(retriever().retrieve(QUERY, top_k=5, config=one)) == paths(
+        retriever().retrieve(QUERY, top_k=5, config=off))
+
+
+def test_confidence_features_describe_the_cited_file() -> None:
+    result = retriever().retrieve(QUERY, top_k=5, config=RetrievalConfig(**LEXICAL_ONLY))
+    loader_best = min(c.ranks["lexical"] for c in result.considered if c.payload["path"] == "loader.py")
+    assert loader_best == 2  # settings.py holds the best chunk
+    assert result.features["top_file_lexical_rr"] == pytest.approx(1 / loader_best)
+    assert result.features["top_lexical"] == result.candidates[0].raw_scores["lexical"]
+
+
+@pytest.mark.parametrize("bad", [{"file_evidence_decay": -0.1}, {"file_evidence_decay": 1.5},
+                                 {"file_evidence_chunks": 0}, {"file_evidence_min_share": 2.0}])
+def test_bad_file_evidence_settings_are_refused(bad) -> None:
+    with pytest.raises(ValueError, match="file_evidence"):
+        RetrievalConfig(**bad)
