@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import threading
 import uuid
@@ -522,7 +523,6 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     import logging
-    import signal
 
     import dagster as dg
 
@@ -559,7 +559,18 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
 
 
+def _restore_default_sigterm() -> None:
+    """A parent that ignores SIGTERM (some job runners and shell wrappers) hands that on to every
+    child. Dagster stops the ``tail`` processes that mirror a step's compute logs with SIGTERM;
+    ignoring it, they would outlive this command and hold its stdout open, so a reader of
+    ``feriactl ... | cat`` would never see the end. Subcommands that handle SIGTERM install
+    their own handler later."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _restore_default_sigterm()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,13 +16,21 @@ from tests.serving.test_query import closed_port
 FERIACTL = str(Path(sys.executable).parent / "feriactl")
 
 
+def _ignore_sigterm() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def feriactl(home: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``feriactl`` as a job runner that ignores SIGTERM starts it (the disposition is inherited).
+    Dagster stops its compute-log ``tail`` helpers with SIGTERM: unless feriactl restores the
+    default, they outlive it and hold these pipes open, and this call hangs until ``timeout``."""
     env = {
         **os.environ,
         "CODEX_HOME": str(home),
         "OLLAMA_HOST": f"http://127.0.0.1:{closed_port()}",
     }
-    return subprocess.run([FERIACTL, *args], capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run([FERIACTL, *args], capture_output=True, text=True, env=env, timeout=timeout,
+                          preexec_fn=_ignore_sigterm)
 
 
 @pytest.fixture(scope="module")
