@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from codex_core.models import content_hash
-from codex_core.retrieval import HybridRetriever, RepoCorpus, RetrievalConfig
+from codex_core.retrieval import Candidate, HybridRetriever, RepoCorpus, RetrievalConfig, _by_file_evidence
 
 CHUNKS = [
     ("settings.py", "parse_config_value", "def parse_config_value(raw):\n    # parse a config value\n    return raw"),
@@ -99,3 +99,25 @@ def test_confidence_features_describe_the_cited_file() -> None:
 def test_bad_file_evidence_settings_are_refused(bad) -> None:
     with pytest.raises(ValueError, match="file_evidence"):
         RetrievalConfig(**bad)
+
+
+def candidate(path: str, score: float, **ranks: int) -> Candidate:
+    return Candidate("r", 0, {"path": path}, ranks=dict(ranks), score=score)
+
+
+def test_a_match_every_retriever_ranked_first_keeps_its_file_on_top() -> None:
+    # A precise question: one chunk is first for dense and lexical alike, while another file
+    # holds a close second and a supporting chunk above the min share (the case that surfaced
+    # when a new function was queried right after its commit).
+    exact = candidate("metrics.py", 0.0328, dense=1, lexical=1)
+    close = candidate("chunking.py", 0.0291, dense=2, lexical=17)
+    support = candidate("chunking.py", 0.0194, dense=49, lexical=38)
+    order = _by_file_evidence([exact, close, support], RetrievalConfig())
+    assert [c.payload["path"] for c in order] == ["metrics.py", "chunking.py", "chunking.py"]
+    assert close.file_score > exact.file_score  # the evidence still says otherwise, and the trace shows it
+
+    # Without that agreement (first for one retriever only), the evidence decides.
+    lone = candidate("metrics.py", 0.0328, dense=1)
+    order = _by_file_evidence([lone, close, support], RetrievalConfig())
+    assert [c.payload["path"] for c in order][0] == "chunking.py"
+    assert _by_file_evidence([], RetrievalConfig()) == []
