@@ -444,12 +444,12 @@ class HybridRetriever:
 
 def _by_file_evidence(ranked: list[Candidate], cfg: RetrievalConfig) -> list[Candidate]:
     """``ranked`` (best chunk first) regrouped by file: files in order of their evidence, each
-    file's chunks best first, equal evidence in chunk order. With a decay of 0 the evidence is
-    the best chunk's score, which is already the file order of ``ranked``: it is returned as is.
+    file's chunks best first, equal evidence in chunk order (with a decay of 0 the evidence is
+    the best chunk's score, so files keep the order of their best chunks).
 
     A best chunk that every retriever ranked first (two or more of them) keeps its file on top:
-    such a match is precise: on the pytest set, the files that outvoted one were right only 14
-    times out of 47 (docs/evaluation.md)."""
+    such a match is precise. In a one-off offline check on the pytest set, the files that
+    outvoted one were right only 14 times out of 47 (docs/evaluation.md)."""
     if not ranked:
         return ranked
     floor = cfg.file_evidence_min_share * ranked[0].score
@@ -467,8 +467,6 @@ def _by_file_evidence(ranked: list[Candidate], cfg: RetrievalConfig) -> list[Can
         f = (cand.repo, cand.payload["path"])
         first.setdefault(f, position)
         cand.file_score = evidence[f]
-    if cfg.file_evidence_decay == 0.0:
-        return ranked
     top = ranked[0]
     unanimous = (top.repo, top.payload["path"]) if len(top.ranks) >= 2 and set(top.ranks.values()) == {1} else None
     return sorted(ranked, key=lambda c: (
