@@ -81,7 +81,7 @@ class FileScan:
         return dict(sorted(Counter(self.skipped.values()).items()))
 
 
-def _symlink_reason(target: str, link_path: str) -> str:
+def symlink_skip_reason(target: str, link_path: str) -> str:
     if target.startswith("/"):
         return SkipReason.SYMLINK_OUTSIDE
     resolved = posixpath.normpath(posixpath.join(posixpath.dirname(link_path), target))
@@ -90,7 +90,8 @@ def _symlink_reason(target: str, link_path: str) -> str:
     return SkipReason.SYMLINK
 
 
-def _path_reason(entry: TreeEntry, max_bytes: int) -> str | None:
+def path_skip_reason(entry: TreeEntry, max_bytes: int = MAX_FILE_BYTES) -> str | None:
+    """Why a tree entry is not indexed, judged from its path, type and size alone (None: read it)."""
     try:
         entry.path.encode("utf-8")
     except UnicodeEncodeError:
@@ -111,7 +112,8 @@ def _path_reason(entry: TreeEntry, max_bytes: int) -> str | None:
     return None
 
 
-def _content_reason(data: bytes, text: str) -> str | None:
+def content_skip_reason(data: bytes, text: str) -> str | None:
+    """Why a file read from git is not indexed after all (binary, empty, generated, minified); None: index it."""
     if b"\0" in data[:8192]:
         return SkipReason.BINARY
     if not text.strip():
@@ -127,6 +129,7 @@ def _content_reason(data: bytes, text: str) -> str | None:
     return None
 
 
+
 def indexed_text(data: bytes, path: str) -> str:
     """A file exactly as the index sees it (decoded, secrets masked): citations are verified against this."""
     return mask_secrets(decode(data)[0], path=path)[0]
@@ -140,6 +143,34 @@ def decode(data: bytes) -> tuple[str, bool]:
         return data.decode("utf-8", errors="replace"), True
 
 
+def select_tracked(
+    repo: Path | str, commit: str, *, max_bytes: int = MAX_FILE_BYTES
+) -> tuple[list[TreeEntry], dict[str, str]]:
+    """The first, path-level half of file selection at ``commit``.
+
+    Returns the entries worth reading (in ``ls-tree`` order) and every other tracked path with its
+    reason (``path_skip_reason``, and symlinks, whose targets are read to tell inside from outside).
+    A file read afterwards may still be skipped by ``content_skip_reason``.
+    """
+    entries: list[TreeEntry] = []
+    symlinks: list[TreeEntry] = []
+    skipped: dict[str, str] = {}
+    for entry in ls_tree(repo, commit):
+        if entry.is_symlink:
+            symlinks.append(entry)
+            continue
+        reason = path_skip_reason(entry, max_bytes)
+        if reason:
+            skipped[entry.path] = reason
+        else:
+            entries.append(entry)
+    link_targets = dict(read_blobs(repo, sorted({e.sha for e in symlinks})))
+    for entry in symlinks:
+        target = link_targets[entry.sha].decode("utf-8", "replace")
+        skipped[entry.path] = symlink_skip_reason(target, entry.path)
+    return entries, skipped
+
+
 def scan_repository(
     repo: Path, commit: str, *, max_bytes: int = MAX_FILE_BYTES, previous: Sequence[SourceFile] = ()
 ) -> FileScan:
@@ -151,21 +182,8 @@ def scan_repository(
     scan = FileScan(commit=commit)
     current_rules = f"m{MASKER_VERSION}"
     reusable = {(f.path, f.content_key): f for f in previous if f.content_key.endswith(current_rules)}
-    entries: list[TreeEntry] = []
-    symlinks: list[TreeEntry] = []
-    for entry in ls_tree(repo, commit):
-        if entry.is_symlink:
-            symlinks.append(entry)
-            continue
-        reason = _path_reason(entry, max_bytes)
-        if reason:
-            scan.skipped[entry.path] = reason
-        else:
-            entries.append(entry)
-    link_targets = dict(read_blobs(repo, sorted({e.sha for e in symlinks})))
-    for entry in symlinks:
-        target = link_targets[entry.sha].decode("utf-8", "replace")
-        scan.skipped[entry.path] = _symlink_reason(target, entry.path)
+    entries, skipped = select_tracked(repo, commit, max_bytes=max_bytes)
+    scan.skipped.update(skipped)
     reused = {e.path: reusable[(e.path, f"{e.sha}:{current_rules}")] for e in entries
               if (e.path, f"{e.sha}:{current_rules}") in reusable}
     blobs = dict(read_blobs(repo, sorted({e.sha for e in entries if e.path not in reused})))
@@ -176,7 +194,7 @@ def scan_repository(
             continue
         data = blobs[entry.sha]
         text, replaced = decode(data)
-        reason = _content_reason(data, text)
+        reason = content_skip_reason(data, text)
         if reason:
             scan.skipped[entry.path] = reason
             continue

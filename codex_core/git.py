@@ -60,17 +60,22 @@ def remote_head_sha(url: str) -> str:
     return out.stdout.split()[0].decode()
 
 
+def local_worktree(source: str | Path) -> Path:
+    """The top of the git work tree at or above a local path (clear errors when there is none)."""
+    path = Path(source).expanduser().resolve()
+    if not path.exists():
+        raise GitError(f"repository path {path} does not exist")
+    try:
+        top = run_git(path, "rev-parse", "--show-toplevel").decode().strip()
+    except GitError as exc:
+        raise GitError(f"{path} is not a git repository (run `git init` and commit first)") from exc
+    return Path(top)
+
+
 def open_or_clone(source: str, checkout: Path) -> Path:
     """A local git work tree for ``source``: the path itself, or a clone kept up to date."""
     if not is_url(source):
-        path = Path(source).expanduser().resolve()
-        if not path.exists():
-            raise GitError(f"repository path {path} does not exist")
-        try:
-            top = run_git(path, "rev-parse", "--show-toplevel").decode().strip()
-        except GitError as exc:
-            raise GitError(f"{path} is not a git repository (run `git init` and commit first)") from exc
-        return Path(top)
+        return local_worktree(source)
     if (checkout / ".git").exists():
         run_git(checkout, "fetch", "--quiet", "--depth", "1", "origin", "HEAD")
         run_git(checkout, "reset", "--quiet", "--hard", "FETCH_HEAD")
