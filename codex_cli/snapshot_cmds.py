@@ -72,7 +72,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             continue
         tags = f"  [{', '.join(i.tags)}]" if i.tags else ""
         sign = f"key {i.key_id}" if i.signed else "UNSIGNED"
-        lines.append(f"  {i.id:<48} {i.created_at[:19]}  {_mib(i.size):>10}  {sign}{tags}")
+        stale = f"  STALE MASKING (masker v{i.masker_version or 1})" if i.stale_masking else ""
+        lines.append(f"  {i.id:<48} {i.created_at[:19]}  {_mib(i.size):>10}  {sign}{tags}{stale}")
     if not infos:
         lines.append("  none yet: feriactl snapshot create --repo NAME")
     _emit(args, [i.to_dict() for i in infos], "\n".join(lines))
@@ -128,7 +129,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
     home = _home()
     directory = home.snapshots_dir / validate_repo_name(args.repo) if args.repo else home.snapshots_dir
-    deleted = apply_retention(directory, keep_daily=args.keep_daily, keep_releases=not args.drop_releases)
+    deleted = apply_retention(directory, keep_daily=args.keep_daily, keep_releases=not args.drop_releases,
+                              drop_stale_masking=args.stale_masking)
     _emit(args, {"deleted": [str(p) for p in deleted]},
           f"deleted {len(deleted)} snapshots" + "".join(f"\n  {p.name}" for p in deleted))
     return 0
@@ -168,5 +170,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--repo")
     p.add_argument("--keep-daily", type=int, default=7)
     p.add_argument("--drop-releases", action="store_true", help="also prune snapshots tagged release")
+    p.add_argument("--stale-masking", action="store_true",
+                   help="also delete every snapshot masked by an older secret masker (releases too): after an "
+                        "upgrade they may hold credentials the current rules mask")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_prune)

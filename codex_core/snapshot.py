@@ -75,6 +75,7 @@ from codex_core.embedding import DEFAULT_MODEL_ID, EmbeddingCache, embedding_doc
 from codex_core.git import GitError, RepoRegistry, is_url, run_git
 from codex_core.home import CodexHome, validate_repo_name
 from codex_core.models import content_hash
+from codex_core.secrets import MASKER_VERSION
 from codex_core.vector_store import (
     CURRENT_FILE,
     SHARD_DIR,
@@ -163,11 +164,19 @@ class SnapshotInfo:
     manifest_sha256: str
     seconds: float | None = None  # creation time, when just created
     problem: str | None = None  # set by list_snapshots for an unreadable archive
+    # The secret masker's version its text was masked with (None: made before snapshots recorded it,
+    # i.e. masker 1). A snapshot of another version may hold text the current rules mask.
+    masker_version: int | None = None
+
+    @property
+    def stale_masking(self) -> bool:
+        return self.problem is None and self.masker_version != MASKER_VERSION
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["path"] = str(self.path)
         data["tags"] = list(self.tags)
+        data["stale_masking"] = self.stale_masking
         return data
 
 
@@ -648,6 +657,7 @@ def create_snapshot(
             "index_version": version,
             "index": {"points": staged.get("points"), "dim": staged.get("dim"), "kind": staged.get("index")},
             "model_id": model_id,
+            "masker_version": MASKER_VERSION,
             "chunks": chunk_count,
             "embedding_rows": emb_rows,
             "calibrator": calibrator,
@@ -1024,6 +1034,7 @@ def _info_from(path: Path, manifest: Mapping[str, Any], signature: Mapping[str, 
         signed=signature.get("algorithm") == ALGORITHM,
         key_id=signature.get("key_id"),
         manifest_sha256=hashlib.sha256(canonical_json(manifest)).hexdigest(),
+        masker_version=manifest.get("masker_version"),
     )
 
 
@@ -1084,10 +1095,15 @@ def _parse_time(value: str) -> datetime:
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
 
 
-def apply_retention(directory: Path, keep_daily: int, keep_releases: bool = True) -> list[Path]:
-    """Delete the archives under ``directory`` that :func:`retention_plan` does not keep; returns them."""
+def apply_retention(
+    directory: Path, keep_daily: int, keep_releases: bool = True, *, drop_stale_masking: bool = False
+) -> list[Path]:
+    """Delete the archives under ``directory`` that :func:`retention_plan` does not keep; returns them.
+    ``drop_stale_masking`` also deletes every snapshot masked by another masker version (releases too)."""
     infos = list_snapshots(directory)
     keep = retention_plan(infos, keep_daily, keep_releases)
+    if drop_stale_masking:
+        keep -= {i.path for i in infos if i.stale_masking}
     deleted = []
     for info in infos:
         if info.path not in keep:
@@ -1268,10 +1284,19 @@ def restore_snapshot(
 
     Nothing under ``home`` changes before the whole archive verified. The previously published
     version stays on disk, so ``EmbeddedVectorIndex.publish`` of it is a rollback of the restore.
+    A snapshot masked by another masker version is refused: it may hold credentials the current
+    rules mask, and its spans would not verify against files masked today.
     """
     started = time.perf_counter()
     path = Path(path)
     verified = verify_snapshot(path, key, allow_unsigned=allow_unsigned)
+    masker = read_manifest(path)[0].get("masker_version")
+    if masker != MASKER_VERSION:
+        raise SnapshotError(
+            f"{path.name} was masked by secret masker v{masker or 1}, this is v{MASKER_VERSION}: it may hold "
+            "credentials the current rules mask. Re-ingest the repository instead (feriactl ingest NAME), then "
+            "delete such snapshots (feriactl snapshot prune --stale-masking)"
+        )
     t_verify = time.perf_counter()
 
     home.root.mkdir(parents=True, exist_ok=True)

@@ -444,6 +444,26 @@ def test_retention_keeps_newest_per_day_and_every_release(source, tmp_path) -> N
         apply_retention(out, keep_daily=0)
 
 
+def test_a_snapshot_masked_by_an_older_masker_is_refused_and_purged(source, tmp_path, monkeypatch) -> None:
+    """After a masker upgrade, an older snapshot may hold credentials the new rules mask: restoring
+    it would publish them again. It is refused, listed as stale, and ``--stale-masking`` deletes it
+    (a release tag does not save it)."""
+    home, _ = source
+    out = tmp_path / "snaps"
+    current = create_snapshot(home, REPO, key=KEY, out_dir=out, now=datetime(2025, 3, 10, 9, tzinfo=UTC))
+    monkeypatch.setattr("codex_core.snapshot.MASKER_VERSION", 1)
+    older = create_snapshot(home, REPO, key=KEY, out_dir=out, tags=("release",),
+                            now=datetime(2025, 3, 9, 9, tzinfo=UTC))
+    monkeypatch.undo()
+    assert {i.path: i.stale_masking for i in list_snapshots(out)} == {current.path: False, older.path: True}
+    with pytest.raises(SnapshotError, match="masker v1"):
+        restore_snapshot(CodexHome(tmp_path / "fresh"), older.path, KEY)
+    assert not (tmp_path / "fresh" / "index").exists()  # nothing installed
+    assert apply_retention(out, keep_daily=7) == []  # plain retention keeps both (two days, one release)
+    assert apply_retention(out, keep_daily=7, drop_stale_masking=True) == [older.path]
+    assert [i.path for i in list_snapshots(out)] == [current.path]
+
+
 # --------------------------------------------------------------------------- CLI
 
 
