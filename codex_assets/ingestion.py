@@ -30,6 +30,7 @@ from codex_core.ingest import (
     take_snapshot,
 )
 from codex_core.models import Definition, Edge
+from codex_core.secrets import MASKER_VERSION
 from codex_resources import CodexHomeResource, EmbedderResource, VectorStoreResource
 
 repos_partitions = dg.DynamicPartitionsDefinition(name="repos")
@@ -205,7 +206,7 @@ def staged_index(
         plan = plan_delta(
             previous, digests, published_version=current.version if current else None,
             published_index=index.staged_stats(repo, current.version).index if current else None,
-            supports_delta=index.supports_delta, model_id=model.model_id,
+            supports_delta=index.supports_delta, model_id=model.model_id, masker_version=MASKER_VERSION,
         )
         wanted = set(plan.upserts)
         todo = [c for c in chunks if c.point_id in wanted]
@@ -230,10 +231,10 @@ def staged_index(
     catalog.write_json(
         repo_dir / catalog.STAGED,
         {"version": version, "commit": snapshot["commit"], "points": len(chunks), "dim": dim,
-         "base_version": plan.base, "verify_ids": verify},
+         "base_version": plan.base, "verify_ids": verify, "masker_version": MASKER_VERSION},
     )
     catalog.write_json(digest_path, {"version": version, "model_id": model.model_id, "dim": dim,
-                                     "digests": digests, "blobs": blobs})
+                                     "masker_version": MASKER_VERSION, "digests": digests, "blobs": blobs})
     return dg.MaterializeResult(
         metadata={
             "version": version,
@@ -355,19 +356,26 @@ def published_index(
     repo = context.partition_key
     repo_dir = repo_dir_for(codex_home.home, repo)
     staged = catalog.read_json(repo_dir / catalog.STAGED)
+    previous = catalog.read_json(repo_dir / catalog.PUBLISHED) if (repo_dir / catalog.PUBLISHED).exists() else {}
+    masker = staged.get("masker_version", 1)
+    # The previous version stays for a rollback, unless it was masked by another masker: then it may
+    # hold credentials this one masks (and its spans would not verify), so it goes now.
+    keep = 2 if previous.get("masker_version", 1) == masker else 1
     index = vector_store.open()
     try:
         published = index.publish(repo, staged["version"], commit=staged["commit"])
-        index.prune(repo, keep=2)
+        pruned = index.prune(repo, keep=keep)
     finally:
         index.close()
-    catalog.write_json(repo_dir / catalog.PUBLISHED, published.__dict__)
+    catalog.write_json(repo_dir / catalog.PUBLISHED, {**published.__dict__, "masker_version": masker})
     return dg.MaterializeResult(
         metadata={
             "version": published.version,
             "commit": published.commit,
             "points": published.points,
             "published_at": published.published_at,
+            "secret_masker": masker,
+            "versions_pruned": len(pruned),
         },
         data_version=dg.DataVersion(published.version),
     )

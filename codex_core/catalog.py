@@ -77,7 +77,8 @@ def read_file_index(repo_dir: Path) -> list[SourceFile]:
     path = repo_dir / FILES
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: materialize code_files first")
-    columns = [name for name in SourceFile.__dataclass_fields__ if name != "text"]
+    stored = set(pq.read_schema(path).names)  # a catalog from before a field existed lacks its column
+    columns = [name for name in SourceFile.__dataclass_fields__ if name != "text" and name in stored]
     data = pq.read_table(path, columns=columns).to_pydict()
     rows = zip(*(data[name] for name in columns), strict=True)
     return [SourceFile(**dict(zip(columns, values, strict=True)), text="") for values in rows]

@@ -62,11 +62,14 @@ class SourceFile:
     lines: int
     decoded_with_replacement: bool
     secrets_masked: int = 0
+    # The masker version ``text`` was masked with, stored with the file: a catalog written before
+    # this field existed was masked by version 1, and an upgrade must not take its text for current.
+    masker_version: int = 1
 
     @property
     def content_key(self) -> str:
         """What a stage's output from this file depends on: its blob and the masker's rules."""
-        return f"{self.blob_sha}:m{MASKER_VERSION}"
+        return f"{self.blob_sha}:m{self.masker_version}"
 
 
 @dataclass
@@ -209,6 +212,7 @@ def scan_repository(
                 lines=text.count("\n") + 1,
                 decoded_with_replacement=replaced,
                 secrets_masked=len(findings),
+                masker_version=MASKER_VERSION,
             )
         )
     return scan

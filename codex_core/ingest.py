@@ -103,11 +103,14 @@ def plan_delta(
     published_index: str | None = "exact",
     supports_delta: bool,
     model_id: str,
+    masker_version: int | None = None,
 ) -> DeltaPlan:
     """Compare the payload digests of the wanted points with those of the last staged version.
 
     A delta is only taken on top of the version serving publishes now (a staged version that
-    failed its checks is never a base), built with the same embedding model.
+    failed its checks is never a base), built with the same embedding model and the same secret
+    masker (a delta copies its base: text masked by another masker must not be carried over, not
+    even as a deleted point's bytes).
     """
     if not supports_delta:
         return DeltaPlan(None, list(digests), [], "the vector store stages full versions only")
@@ -117,6 +120,9 @@ def plan_delta(
         return DeltaPlan(None, list(digests), [], "the last staged version is not the published one")
     if previous.get("model_id") != model_id:
         return DeltaPlan(None, list(digests), [], "the embedding model changed")
+    if masker_version is not None and previous.get("masker_version", 1) != masker_version:
+        return DeltaPlan(None, list(digests), [], f"the secret masker changed (v{previous.get('masker_version', 1)} "
+                         f"-> v{masker_version}): nothing of the old version is carried over")
     if published_index != "exact":
         # An HNSW graph is rebuilt by a full stage (past HNSW_MIN_POINTS; see vector_store).
         return DeltaPlan(None, list(digests), [], "the published version is an HNSW index")

@@ -1320,7 +1320,8 @@ def restore_snapshot(
             published = index.publish(report.repo, report.index_version, commit=report.commit)
         finally:
             index.close()
-        catalog.write_json(home.repo_dir(report.repo) / catalog.PUBLISHED, published.__dict__)
+        catalog.write_json(home.repo_dir(report.repo) / catalog.PUBLISHED,
+                           {**published.__dict__, "masker_version": MASKER_VERSION})
         t_publish = time.perf_counter()
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -51,6 +51,10 @@ class SecretFinding:
         return KIND_FAMILY[self.kind]
 
 
+# Rules whose secret is any string (a password), not a token shape: placeholders are not secrets.
+_FREE_FORM = frozenset({"url_credentials", "curl_credentials", "nuget_config_password"})
+
+
 def _matches(rule: TokenRule, text: str, lowered: str) -> Iterator[re.Match[str]]:
     if not rule.anchored:
         if present(text, lowered, rule.needles):
@@ -72,8 +76,8 @@ def _find_tokens(text: str, lowered: str, spans: Spans) -> None:
             secret = match.group(rule.group)
             if rule.check is not None and not rule.check(secret):
                 continue
-            if rule.kind == "url_credentials" and is_placeholder(secret, "password"):
-                continue
+            if rule.kind in _FREE_FORM and is_placeholder(secret, "password"):
+                continue  # a value of any shape: "{password}", "${PASS}", "changeme" are stand-ins
             spans.add(match.start(rule.group), match.end(rule.group), rule.kind)
 
 

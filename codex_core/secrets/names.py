@@ -24,9 +24,10 @@ from codex_core.secrets._spans import REDACTED_PREFIX, Spans
 _KEYWORDS = ("pw", "pass", "secret", "salt", "sig", "seed", "token", "cred", "cookie", "key", "auth", "hmac")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _IDENT_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_$.-")
-# After the name: closing quote/bracket of a key, an optional type annotation, the operator.
+# After the name: closing quote/bracket of a key, then the operator, or a type annotation and ``=``
+# (``password: str = "…"``; ``pass :option:`…``` in reStructuredText is markup, not an assignment).
 _QUOTED_AFTER_NAME = re.compile(
-    r"[\"'`]?\]?(?:[ \t]*:[ \t]*[A-Za-z_][\w.\[\], |]{0,40}?)?[ \t]*(?P<op>:=|==|!=|=>|\?=|=|:)[ \t]*"
+    r"[\"'`]?\]?(?:[ \t]*:[ \t]*[A-Za-z_][\w.\[\], |]{0,40}?[ \t]*=|[ \t]*(?P<op>:=|==|!=|=>|\?=|=|:))[ \t]*"
     r"[rRbBuUfF]{0,2}(?:\"(?P<dq>(?:[^\"\\\n]|\\.)*)\"|'(?P<sq>(?:[^'\\\n]|\\.)*)'|`(?P<bq>[^`\n]*)`)"
 )
 _UNQUOTED_AFTER_NAME = re.compile(r"[\"']?[ \t]*(?::=|\?=|=|:(?=[ \t]))[ \t]*(?P<value>[^\s\"'`][^\n]*)")
@@ -73,7 +74,7 @@ _EXCLUDED_LAST = frozenset({
 })
 _EXCLUDED_FIRST = frozenset({
     "max", "min", "num", "n", "is", "has", "use", "show", "enable", "enabled", "disable", "no", "count",
-    "total", "forgot", "reset", "bypass",
+    "total", "forgot", "reset", "bypass", "with",
 })
 _PLACEHOLDERS = frozenset({
     "changeme", "change_me", "change-me", "changeit", "password", "passwd", "secret", "token", "example",
@@ -84,6 +85,8 @@ _PLACEHOLDERS = frozenset({
     "your_password", "your-password", "yourpassword", "your_token", "your-token", "your_api_key",
     "your-api-key", "your_secret", "your-secret", "secret_key", "access_key", "private_key", "notasecret",
     "not-a-secret", "not_a_secret", "replaceme", "replace_me", "replace-me", "xxxxxx", "******",
+    # GitHub Actions permission levels (``id-token: write``) and other access modes
+    "read", "write", "read-all", "write-all", "inherit", "readonly", "read-only", "readwrite", "read-write",
 })
 _PLACEHOLDER_MARKERS = ("changeme", "placeholder", "example", "redacted", "replace_with", "replace-with",
                         "replace_me", "insert_", "insert-", "your_", "your-", "<your", "dummy", "xxx", "...", "…")
