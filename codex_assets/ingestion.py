@@ -10,6 +10,7 @@ import time
 import dagster as dg
 
 from codex_core import catalog
+from codex_core import published as published_state
 from codex_core.dedup import dedup_chunks
 from codex_core.embedding import embed_documents, embedding_document
 from codex_core.files import scan_repository
@@ -356,7 +357,7 @@ def published_index(
     repo = context.partition_key
     repo_dir = repo_dir_for(codex_home.home, repo)
     staged = catalog.read_json(repo_dir / catalog.STAGED)
-    previous = catalog.read_json(repo_dir / catalog.PUBLISHED) if (repo_dir / catalog.PUBLISHED).exists() else {}
+    previous = published_state.read_published(codex_home.home, repo) or {}
     masker = staged.get("masker_version", 1)
     # The previous version stays for a rollback, unless it was masked by another masker: then it may
     # hold credentials this one masks (and its spans would not verify), so it goes now.
@@ -367,7 +368,7 @@ def published_index(
         pruned = index.prune(repo, keep=keep)
     finally:
         index.close()
-    catalog.write_json(repo_dir / catalog.PUBLISHED, {**published.__dict__, "masker_version": masker})
+    published_state.write_published(codex_home.home, repo, {**published.__dict__, "masker_version": masker})
     return dg.MaterializeResult(
         metadata={
             "version": published.version,
@@ -405,7 +406,7 @@ def code_graph(context: dg.AssetExecutionContext, codex_home: CodexHomeResource)
     catalog.write_records(graph_dir / catalog.RAW_EDGES, raw_edges, Edge)
     catalog.write_json(repo_dir / catalog.GRAPH_BLOBS, {f.path: f.content_key for f in files})
     commit = catalog.read_json(repo_dir / catalog.SNAPSHOT)["commit"]
-    catalog.write_json(repo_dir / catalog.GRAPH_STATE, {"commit": commit})  # the freshness worker reads it
+    published_state.write_graph_commit(codex_home.home, context.partition_key, commit)  # the worker reads it
     by_type = counts(e.type for e in edges)
     return dg.MaterializeResult(
         metadata={

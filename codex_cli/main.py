@@ -16,56 +16,18 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from codex_cli.common import CliError, ensure_instance_dir
+from codex_cli.common import config_registry as _config_registry
+from codex_cli.common import emit as _emit
+from codex_cli.common import home as _home
+from codex_cli.common import positive_int as _positive_int
 from codex_core.git import GitError
-from codex_core.home import CodexHome, default_home, validate_repo_name
+from codex_core.home import CodexHome, validate_repo_name
 
-INSTANCE_YAML_FALLBACK = "telemetry:\n  enabled: false\n"
 STAGES = (
     "repo_snapshot", "code_files", "code_chunks", "unique_chunks", "chunk_embeddings", "code_graph",
     "staged_index", "published_index",
 )
-
-
-class CliError(Exception):
-    """An error the user can fix; printed without a traceback, exit code 2."""
-
-
-def _positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (a clear usage error otherwise, not a failed run)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
-
-
-def _home() -> CodexHome:
-    home = CodexHome(default_home())
-    # Dagster resources and child processes read these; set once, absolute.
-    os.environ["CODEX_HOME"] = str(home.root)
-    os.environ["DAGSTER_HOME"] = str(home.dagster_home)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    return home
-
-
-def ensure_instance_dir(home: CodexHome) -> Path:
-    """DAGSTER_HOME under CODEX_HOME with the project's dagster.yaml (instance config)."""
-    home.dagster_home.mkdir(parents=True, exist_ok=True)
-    project_yaml = Path(__file__).resolve().parents[1] / "dagster.yaml"
-    text = project_yaml.read_text() if project_yaml.exists() else INSTANCE_YAML_FALLBACK
-    target = home.dagster_home / "dagster.yaml"
-    if not target.exists() or target.read_text() != text:
-        target.write_text(text)
-    return home.dagster_home
-
-
-def _emit(args: argparse.Namespace, data: Any, human: str) -> None:
-    print(json.dumps(data, indent=2, default=str) if args.json else human)
-
 
 # ---------------------------------------------------------------- ingest
 
@@ -217,15 +179,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def collect_status() -> dict[str, Any]:
-    from codex_core import catalog
     from codex_core.git import RepoRegistry
+    from codex_core.published import read_published
 
     home = _home()
     repos = {}
     for name, entry in RepoRegistry(home.registry_path).all().items():
-        repo_dir = home.repo_dir(name)
-        published = (repo_dir / catalog.PUBLISHED)
-        info = json.loads(published.read_text()) if published.exists() else None
+        info = read_published(home, name)
         repos[name] = {
             "source": entry.source,
             "indexed_commit": info["commit"] if info else None,
@@ -350,16 +310,6 @@ def cmd_eval_import(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- configs
-
-
-def _config_registry(home: CodexHome):
-    from codex_core.config_registry import ConfigRegistry
-    from codex_core.configs import ConfigStore
-    from codex_core.tracking import Tracker
-
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    tracker = Tracker(uri) if uri else Tracker.embedded(home.mlflow_db)
-    return ConfigRegistry(tracker, ConfigStore(home.configs_dir))
 
 
 def cmd_config_register(args: argparse.Namespace) -> int:
@@ -530,7 +480,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     import dagster as dg
 
-    from codex_sensors.worker import FreshnessWorker
+    from codex_worker import FreshnessWorker
 
     if args.interval <= 0:
         raise CliError(f"--interval must be positive, got {args.interval}")

@@ -13,7 +13,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from codex_cli.main import CliError, _emit, _home
+from codex_cli.common import CliError
+from codex_cli.common import emit as _emit
+from codex_cli.common import home as _home
 from codex_core.git import GitError, is_url
 from codex_core.home import REPO_NAME_RE
 

@@ -15,14 +15,13 @@ from typing import Any
 
 
 def _cli():
-    # Imported late: codex_cli.main imports this module while building its parser.
-    from codex_cli import main
+    from codex_cli import common
 
-    return main
+    return common
 
 
 def _state_dir() -> Path:
-    return _cli()._home().serving_state_dir
+    return _cli().home().serving_state_dir
 
 
 # ---------------------------------------------------------------- tenants
@@ -46,7 +45,7 @@ def cmd_tenants_add(args: argparse.Namespace) -> int:
     ]
     if first:
         human.append("auth is now REQUIRED on the query API (tenants.json exists); every caller needs a key")
-    _cli()._emit(args, data, "\n".join(human))
+    _cli().emit(args, data, "\n".join(human))
     return 0
 
 
@@ -57,7 +56,7 @@ def cmd_tenants_add_key(args: argparse.Namespace) -> int:
         key = TenantStore(_state_dir() / "tenants.json").add_key(args.name)
     except TenantError as exc:
         raise _cli().CliError(str(exc)) from exc
-    _cli()._emit(args, {"tenant": args.name, "api_key": key}, f"new API key for {args.name} (shown once): {key}")
+    _cli().emit(args, {"tenant": args.name, "api_key": key}, f"new API key for {args.name} (shown once): {key}")
     return 0
 
 
@@ -69,7 +68,7 @@ def cmd_tenants_list(args: argparse.Namespace) -> int:
     mode = auth_mode(store)
     lines = [f"auth mode: {mode}" + ("" if listing else " (no tenants: local single-user mode)")]
     lines += [f"  {t['tenant']:<24} {t['role']:<8} keys={t['keys']}  repos={','.join(t['repos'])}" for t in listing]
-    _cli()._emit(args, {"auth_mode": mode, "tenants": listing}, "\n".join(lines))
+    _cli().emit(args, {"auth_mode": mode, "tenants": listing}, "\n".join(lines))
     return 0
 
 
@@ -80,7 +79,7 @@ def cmd_tenants_remove(args: argparse.Namespace) -> int:
         TenantStore(_state_dir() / "tenants.json").remove(args.name)
     except TenantError as exc:
         raise _cli().CliError(str(exc)) from exc
-    _cli()._emit(args, {"removed": args.name}, f"removed tenant {args.name}; its keys stop working now")
+    _cli().emit(args, {"removed": args.name}, f"removed tenant {args.name}; its keys stop working now")
     return 0
 
 
@@ -97,7 +96,7 @@ def cmd_kill_switch(args: argparse.Namespace) -> int:
         state = switch.set(args.state == "on", args.reason or "", set_by=f"cli:{os.environ.get('USER', '?')}")
     human = (f"kill-switch ON: {state.reason} (since {state.set_at}); /v1/query answers 503"
              if state.on else "kill-switch off: queries are served")
-    _cli()._emit(args, state.to_dict(), human)
+    _cli().emit(args, state.to_dict(), human)
     return 0
 
 
@@ -108,8 +107,8 @@ def promote_callback(config_id: str, canary: dict[str, Any]) -> None:
     """Called after `canary promote` (CLI and API): the promoted config becomes the MLflow ``champion``."""
     from codex_core.config_registry import CHAMPION
 
-    home = _cli()._home()
-    registry = _cli()._config_registry(home)
+    home = _cli().home()
+    registry = _cli().config_registry(home)
     registry.register(registry.store.load(config_id), alias=CHAMPION)
 
 
@@ -117,7 +116,7 @@ def _canary_store():
     from codex_core.configs import ConfigStore
     from serving.canary import CanaryStore
 
-    home = _cli()._home()
+    home = _cli().home()
     return CanaryStore(home.serving_state_dir, ConfigStore(home.configs_dir), promote_callback)
 
 
@@ -155,7 +154,7 @@ def cmd_canary(args: argparse.Namespace) -> int:
     except CanaryError as exc:
         raise _cli().CliError(str(exc)) from exc
     status = store.status()
-    _cli()._emit(args, status, _format_canary(status))
+    _cli().emit(args, status, _format_canary(status))
     return 0
 
 
@@ -165,7 +164,7 @@ def cmd_canary(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from serving import loadgen
 
-    home = _cli()._home()
+    home = _cli().home()
     mix = loadgen.parse_mix(args.mix)
     levels = [float(x) for x in args.sweep.split(",")] if args.sweep else loadgen.default_levels(args.qps)
     out_dir = Path(args.out or home.root / "simulate")
@@ -200,7 +199,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         f"{r.p50_ms if r.p50_ms is not None else '-':>8} {r.p95_ms if r.p95_ms is not None else '-':>8}"
         for r in results
     ]
-    _cli()._emit(args, data, "\n".join([header, *rows, f"CSV {csv_path}", f"PNG {png_path}",
+    _cli().emit(args, data, "\n".join([header, *rows, f"CSV {csv_path}", f"PNG {png_path}",
                                         f"max sustainable QPS (no 429/5xx, P95 <= 1.5 s): "
                                         f"{data['max_sustainable_qps']}"]))
     return 0 if not any(r.errors_5xx for r in results) else 1

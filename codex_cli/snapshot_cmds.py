@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from codex_cli.main import CliError, _emit, _home
+from codex_cli.common import CliError
+from codex_cli.common import emit as _emit
+from codex_cli.common import home as _home
 from codex_core.home import validate_repo_name
 
 # Literals rather than imports: codex_core.snapshot pulls in pandas, and `feriactl --help` must stay instant.

@@ -5,8 +5,8 @@ import json
 import dagster as dg
 
 from codex_core.git import GitError, head_sha, is_url, remote_head_sha
+from codex_core.published import published_commit, worker_alive
 from codex_resources import CodexHomeResource
-from codex_sensors.worker import published_commit, worker_alive
 
 ingest_job = dg.define_asset_job(
     "ingest",

@@ -10,9 +10,10 @@ import pytest
 
 from codex_core.git import RepoRegistry, head_sha
 from codex_core.home import CodexHome
+from codex_core.published import HEARTBEAT, published_commit, worker_alive
 from codex_resources import CodexHomeResource
 from codex_sensors import git_head_sensor
-from codex_sensors.worker import HEARTBEAT, FreshnessWorker, published_commit, worker_alive
+from codex_worker import FreshnessWorker
 from serving.engine import QueryEngine
 from tests.conftest import commit_all
 from tests.serving.test_query import offline_answerer

@@ -16,55 +16,24 @@ with a run of its partition queued or in progress is skipped (one writer per rep
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import dagster as dg
 
-from codex_core import catalog
+from codex_core import published
 from codex_core.git import GitError, RepoRegistry, head_sha, is_url
 from codex_core.home import CodexHome
-from codex_core.liveness import pid_alive
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT = "freshness_worker.json"
 TRIGGER_TAG = "codex/trigger"
 # Runs that hold (or are about to hold) the repository's writer role. NOT_STARTED is left out:
 # a run whose launch failed stays in it forever and must not block freshness.
 _ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
-
-
-def worker_alive(home: CodexHome, now: float | None = None) -> dict[str, Any] | None:
-    """The heartbeat of a live worker (beat within 3 intervals, at least 10 s, process alive), else None."""
-    try:
-        beat = json.loads((home.root / HEARTBEAT).read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-    now = time.time() if now is None else now
-    fresh = now - float(beat.get("beat_at", 0)) <= max(10.0, 3 * float(beat.get("interval_s", 1)))
-    return beat if fresh and pid_alive(int(beat.get("pid", -1))) else None
-
-
-def published_commit(home: CodexHome, name: str) -> str | None:
-    """The commit serving answers from for ``name`` (None before the first publish)."""
-    path = home.repo_dir(name) / catalog.PUBLISHED
-    try:
-        return json.loads(path.read_text()).get("commit")
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-def _graph_commit(home: CodexHome, name: str) -> str | None:
-    try:
-        return json.loads((home.repo_dir(name) / catalog.GRAPH_STATE).read_text()).get("commit")
-    except (FileNotFoundError, ValueError):
-        return None
 
 
 @dataclass
@@ -125,19 +94,10 @@ class FreshnessWorker:
             )
 
     def beat(self) -> None:
-        path = self.home.root / HEARTBEAT
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "beat_at": time.time(), "interval_s": self.interval_s}))
-        os.replace(tmp, path)
+        published.beat(self.home, self.interval_s)
 
     def stop_beating(self) -> None:
-        path = self.home.root / HEARTBEAT
-        try:
-            if json.loads(path.read_text()).get("pid") == os.getpid():
-                path.unlink()
-        except (FileNotFoundError, ValueError):
-            pass
+        published.stop_beating(self.home)
 
     def pending(self) -> list[tuple[str, str]]:
         """(repo, HEAD) of local repositories whose HEAD is not what serving publishes (index and graph)."""
@@ -151,7 +111,7 @@ class FreshnessWorker:
                 logger.warning("%s: cannot read HEAD (%s); will retry", name, exc)
                 continue
             # A run stopped after publishing but before the graph was repaired counts as not done.
-            done = sha == published_commit(self.home, name) == _graph_commit(self.home, name)
+            done = sha == published.published_commit(self.home, name) == published.graph_commit(self.home, name)
             if not done and (name, sha) not in self._failed:
                 due.append((name, sha))
         return due

@@ -1,0 +1,68 @@
+"""What every ``feriactl`` command module shares: the error type, CODEX_HOME set-up and output.
+
+Command modules (``main``, ``snapshot_cmds``, ``serving_cmds``, ``secrets_cmds``) import from here;
+``main`` imports the others to build the parser. Nothing outside ``codex_cli`` imports the CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from codex_core.home import CodexHome, default_home
+
+INSTANCE_YAML_FALLBACK = "telemetry:\n  enabled: false\n"
+
+
+class CliError(Exception):
+    """An error the user can fix; printed without a traceback, exit code 2."""
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a clear usage error otherwise, not a failed run)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def home() -> CodexHome:
+    codex_home = CodexHome(default_home())
+    # Dagster resources and child processes read these; set once, absolute.
+    os.environ["CODEX_HOME"] = str(codex_home.root)
+    os.environ["DAGSTER_HOME"] = str(codex_home.dagster_home)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    return codex_home
+
+
+def ensure_instance_dir(home: CodexHome) -> Path:
+    """DAGSTER_HOME under CODEX_HOME with the project's dagster.yaml (instance config)."""
+    home.dagster_home.mkdir(parents=True, exist_ok=True)
+    project_yaml = Path(__file__).resolve().parents[1] / "dagster.yaml"
+    text = project_yaml.read_text() if project_yaml.exists() else INSTANCE_YAML_FALLBACK
+    target = home.dagster_home / "dagster.yaml"
+    if not target.exists() or target.read_text() != text:
+        target.write_text(text)
+    return home.dagster_home
+
+
+def emit(args: argparse.Namespace, data: Any, human: str) -> None:
+    print(json.dumps(data, indent=2, default=str) if args.json else human)
+
+
+def config_registry(home: CodexHome):
+    from codex_core.config_registry import ConfigRegistry
+    from codex_core.configs import ConfigStore
+    from codex_core.tracking import Tracker
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    tracker = Tracker(uri) if uri else Tracker.embedded(home.mlflow_db)
+    return ConfigRegistry(tracker, ConfigStore(home.configs_dir))
