@@ -34,7 +34,7 @@ from codex_core.evaluation import ablation_configs, evaluate, metrics_table, sum
 from codex_core.ingest import repo_dir_for
 from codex_core.judge import ArmResult, judge
 from codex_core.metrics import ndcg_at_k
-from codex_core.reader import PublishedReader, reranker_from_env
+from codex_core.reader import PublishedReader, reranker_from_settings
 from codex_core.retrieval import RetrievalConfig
 from codex_resources import CodexHomeResource, EmbedderResource, MlflowResource, VectorStoreResource
 
@@ -145,7 +145,7 @@ def retrieval_eval(
     registry = EvalRegistry(home.evals_dir)
     evalset = _resolve_set(registry, config.eval_set, repo)
     model = embedder.get_embedder()
-    reranker = reranker_from_env()
+    reranker = reranker_from_settings()
     reader = PublishedReader(home, vector_store.open(), model, reranker=reranker)
     try:
         view = reader.refresh(force=True)

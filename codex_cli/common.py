@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from codex_core.home import CodexHome, default_home
+from codex_core.settings import Settings
 
 INSTANCE_YAML_FALLBACK = "telemetry:\n  enabled: false\n"
 
@@ -63,6 +64,6 @@ def config_registry(home: CodexHome):
     from codex_core.configs import ConfigStore
     from codex_core.tracking import Tracker
 
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    uri = Settings.from_env().mlflow_tracking_uri
     tracker = Tracker(uri) if uri else Tracker.embedded(home.mlflow_db)
     return ConfigRegistry(tracker, ConfigStore(home.configs_dir))

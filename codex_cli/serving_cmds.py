@@ -168,7 +168,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     mix = loadgen.parse_mix(args.mix)
     levels = [float(x) for x in args.sweep.split(",")] if args.sweep else loadgen.default_levels(args.qps)
     out_dir = Path(args.out or home.root / "simulate")
-    api_key = args.api_key or os.environ.get("CODEX_API_KEY")
+    from codex_core.settings import Settings
+
+    configured = Settings.from_env().api_key
+    api_key = args.api_key or (configured.get_secret_value() if configured else None)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     queries = loadgen.DEFAULT_QUERIES
     if args.queries:

@@ -7,7 +7,6 @@ reads (at most once per ``refresh_every_s``) and swapped in as one consistent vi
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -21,25 +20,25 @@ from codex_core.git import RepoRegistry, is_url
 from codex_core.graph import CodeGraph, load_graph
 from codex_core.home import CodexHome
 from codex_core.retrieval import GitVerificationSource, HybridRetriever, RepoCorpus, Reranker
+from codex_core.settings import Settings
 from codex_core.vector_store import EmbeddedVectorIndex, PublishedVersion, QdrantServerIndex, VectorIndex
 
 
-def open_index(home: CodexHome) -> VectorIndex:
-    """The index named by the environment: ``QDRANT_URL`` (server) or the embedded one under CODEX_HOME."""
-    url = os.environ.get("QDRANT_URL")
-    if url:
-        from qdrant_client import QdrantClient
-
-        return QdrantServerIndex(QdrantClient(url=url, api_key=os.environ.get("QDRANT_API_KEY") or None))
+def open_index(home: CodexHome, settings: Settings | None = None) -> VectorIndex:
+    """The index the settings name: ``QDRANT_URL`` (a server, with ``QDRANT_API_KEY``) or the embedded
+    one under CODEX_HOME."""
+    settings = settings or Settings.from_env()
+    if settings.qdrant_url:
+        return QdrantServerIndex(settings.qdrant_client())
     return EmbeddedVectorIndex(home.index_dir)
 
 
 QUERY_VECTOR_CACHE = 4096
 
 
-def reranker_from_env(env=os.environ) -> Reranker | None:
+def reranker_from_settings(settings: Settings | None = None) -> Reranker | None:
     """``CODEX_RERANKER_PATH``: a local sentence-transformers CrossEncoder directory (off when unset)."""
-    path = env.get("CODEX_RERANKER_PATH")
+    path = (settings or Settings.from_env()).reranker_path
     if not path:
         return None
     from codex_core.retrieval import CrossEncoderReranker

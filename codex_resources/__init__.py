@@ -14,7 +14,8 @@ from pydantic import PrivateAttr
 
 from codex_core.embedding import DEFAULT_MODEL_ID, Embedder, EmbeddingCache, SentenceTransformerEmbedder
 from codex_core.git import RepoRegistry
-from codex_core.home import CodexHome, default_home
+from codex_core.home import CodexHome
+from codex_core.settings import Settings
 from codex_core.tracking import Tracker
 from codex_core.vector_store import EmbeddedVectorIndex, QdrantServerIndex, VectorIndex
 
@@ -104,9 +105,8 @@ class QdrantServerStoreResource(VectorStoreResource):
     api_key: str = ""
 
     def open(self) -> VectorIndex:
-        from qdrant_client import QdrantClient
-
-        return QdrantServerIndex(QdrantClient(url=self.url, api_key=self.api_key or None, timeout=30))
+        settings = Settings(qdrant_url=self.url, qdrant_api_key=self.api_key or None)
+        return QdrantServerIndex(settings.qdrant_client())
 
 
 class MlflowResource(dg.ConfigurableResource):
@@ -122,20 +122,29 @@ class MlflowResource(dg.ConfigurableResource):
         return Tracker.embedded(self.codex_home.home.mlflow_db, ui_url=self.ui_url or None)
 
 
-def build_resources() -> dict[str, object]:
-    """Resources for ``Definitions``; the environment is read when Dagster resolves EnvVars."""
-    # CODEX_HOME is optional: without it, state goes to ./.codex of the working directory.
-    root = dg.EnvVar("CODEX_HOME") if os.environ.get("CODEX_HOME") else str(default_home())
-    home = CodexHomeResource(root=root)
+def build_resources(settings: Settings | None = None) -> dict[str, object]:
+    """Resources for ``Definitions`` from the one settings object (read from the environment when
+    not given). Secrets stay ``dg.EnvVar`` references when they come from the environment, so the
+    Dagster UI shows the variable's name, never its value."""
+    settings = settings or Settings.from_env()
+
+    def secret(name: str, value: str | None) -> str | dg.EnvVar:
+        return dg.EnvVar(name) if value and os.environ.get(name) == value else (value or "")
+
+    home = CodexHomeResource(root=str(settings.home_path))
     store: VectorStoreResource
-    if os.environ.get("QDRANT_URL"):
-        store = QdrantServerStoreResource(url=dg.EnvVar("QDRANT_URL"))
+    if settings.qdrant_url:
+        api_key = secret("QDRANT_API_KEY", settings.qdrant_key)
+        store = QdrantServerStoreResource(url=settings.qdrant_url, api_key=api_key)
     else:
         store = EmbeddedVectorStoreResource(codex_home=home)
-    tracking_uri = dg.EnvVar("MLFLOW_TRACKING_URI") if os.environ.get("MLFLOW_TRACKING_URI") else ""
+    embedder = EmbedderResource(
+        codex_home=home, model_path=settings.embedding_model_path or "", model_id=settings.embedding_model_id,
+        device=settings.embedding_device,
+    )
     return {
         "codex_home": home,
-        "embedder": EmbedderResource(codex_home=home),
+        "embedder": embedder,
         "vector_store": store,
-        "mlflow": MlflowResource(codex_home=home, tracking_uri=tracking_uri),
+        "mlflow": MlflowResource(codex_home=home, tracking_uri=settings.mlflow_tracking_uri or ""),
     }

@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 
 from codex_core.configs import ConfigStore
 from codex_core.home import CodexHome
+from codex_core.settings import Settings
 from serving.auth import LOCAL, LOCAL_TENANT, ROLES, Tenant, TenantError, TenantStore, auth_mode, key_from_headers
 from serving.canary import CHALLENGER, ArmChoice, ArmSignals, CanaryError, CanaryRouter, CanaryStore
 from serving.engine import VERSION, QueryEngine, UnknownRepo
@@ -157,7 +158,7 @@ async def caller(
     x_api_key: Annotated[str | None, Header()] = None,
 ) -> Caller:
     svc = _services(request)
-    mode = auth_mode(svc.tenants, request.app.state.env)
+    mode = auth_mode(svc.tenants, request.app.state.settings)
     if mode == "open":
         return Caller(LOCAL, False, mode)
     key = key_from_headers(authorization, x_api_key)
@@ -205,6 +206,7 @@ def create_app(
     """``engine_factory`` defaults to an engine over CODEX_HOME with a GPU-governed Answerer; tests pass
     their own. ``state_dir`` (tenants, kill-switch, canary) defaults to ``CODEX_HOME/serving``."""
 
+    settings = Settings.from_env(env)
     governor = governor or GpuGovernor()
     access_log = access_log or AccessLog()
     holder: dict[str, Services] = {}
@@ -212,14 +214,15 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         factory = engine_factory or (
-            lambda: QueryEngine(CodexHome.from_env(), answerer=GovernedAnswerer.governed(governor, env=env))
+            lambda: QueryEngine(CodexHome(settings.home_path), settings=settings,
+                                answerer=GovernedAnswerer.governed(governor, env=env))
         )
         engine = await run_in_threadpool(factory)
         await run_in_threadpool(engine.refresh, True)
         # Load the embedding model now, not on the first user's query.
         await run_in_threadpool(engine.embedder.embed, ["warm up"])
         directory = state_dir or engine.home.serving_state_dir
-        admission = Admission(quotas or load_quota_config(env=env))
+        admission = Admission(quotas or load_quota_config(settings.quotas_config))
         metrics = ServingMetrics(governor, admission.depth, QUEUES)
         canary_store = CanaryStore(directory, ConfigStore(engine.home.configs_dir), promote_callback)
 
@@ -243,7 +246,7 @@ def create_app(
         engine.close()
 
     app = FastAPI(title="Precision Codex", version=VERSION, lifespan=lifespan)
-    app.state.env = env
+    app.state.settings = settings
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -437,7 +440,7 @@ def create_app(
     @app.get("/v1/health")
     async def health(who: MaybeWho) -> dict:
         svc = services()
-        mode = auth_mode(svc.tenants, env)
+        mode = auth_mode(svc.tenants, settings)
         visible = who is not None
         result = await run_in_threadpool(svc.engine.health, who.allowed_repos() if who else None)
         if not visible:

@@ -26,11 +26,13 @@ import os
 import re
 import secrets
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from codex_core.settings import Settings
 
 ROLES = ("admin", "analyst", "user")
 ALL_REPOS = "*"
@@ -213,9 +215,9 @@ class TenantStore:
                 raise TenantError(f"no tenant {name!r} (list them: feriactl tenants list)")
 
 
-def auth_mode(store: TenantStore, env: Mapping[str, str] = os.environ) -> str:
+def auth_mode(store: TenantStore, settings: Settings | None = None) -> str:
     """``required`` when tenants.json exists or CODEX_AUTH=required; else ``open`` (local single user)."""
-    if env.get("CODEX_AUTH", "").lower() == "required" or store.exists():
+    if (settings or Settings.from_env()).auth == "required" or store.exists():
         return "required"
     return "open"
 

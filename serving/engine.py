@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -20,8 +21,9 @@ from codex_core.embedding import Embedder, SentenceTransformerEmbedder
 from codex_core.home import CodexHome
 from codex_core.llm import Answerer, ContextChunk
 from codex_core.querylog import QUERY_LOG_FILE, QueryLog, ServedQuery, now_iso
-from codex_core.reader import PublishedReader, open_index, reranker_from_env
+from codex_core.reader import PublishedReader, open_index, reranker_from_settings
 from codex_core.retrieval import RetrievalConfig, heuristic_confidence
+from codex_core.settings import Settings
 from codex_core.vector_store import VectorIndex
 from serving.freshness import DEFAULT_TTL_S, FreshnessTracker
 
@@ -35,6 +37,13 @@ class UnknownRepo(LookupError):
     pass
 
 
+def _llm_env(settings: Settings) -> dict[str, str]:
+    """The environment the LLM configuration reads: ``OLLAMA_HOST`` as the settings say, plus the API
+    key variables that ``configs/models.toml`` names per model (``api_key_env``: names chosen there)."""
+    env = {k: v for k, v in os.environ.items() if k != "OLLAMA_HOST"}
+    return {**env, "OLLAMA_HOST": settings.ollama_host} if settings.ollama_host else env
+
+
 class QueryEngine:
     def __init__(
         self,
@@ -46,14 +55,19 @@ class QueryEngine:
         abstain_below: float = DEFAULT_ABSTAIN_BELOW,
         refresh_every_s: float = 1.0,
         freshness_ttl_s: float = DEFAULT_TTL_S,
+        settings: Settings | None = None,
     ):
+        settings = settings or Settings.from_env()
         self.home = home
-        self.embedder = embedder or SentenceTransformerEmbedder()
-        self.answerer = answerer or Answerer.from_config()
+        # The model ingestion embedded with (CODEX_EMBEDDING_MODEL_*): queries must live in the same space.
+        self.embedder = embedder or SentenceTransformerEmbedder(
+            settings.embedding_model_path, model_id=settings.embedding_model_id, device=settings.embedding_device
+        )
+        self.answerer = answerer or Answerer.from_config(settings.models_config, env=_llm_env(settings))
         self.abstain_below = abstain_below
         self.started_at = time.time()
         self.reader = PublishedReader(
-            home, index or open_index(home), self.embedder, reranker=reranker_from_env(),
+            home, index or open_index(home, settings), self.embedder, reranker=reranker_from_settings(settings),
             refresh_every_s=refresh_every_s,
         )
         self._lock = threading.Lock()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import threading
 import time
 from collections import deque
@@ -115,9 +114,9 @@ def quota_config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Q
     return QuotaConfig(queues, defaults, int(defaults_raw.get("max_inflight", 4)), tenants, tenant_inflight, source)
 
 
-def load_quota_config(path: Path | None = None, env: Mapping[str, str] = os.environ) -> QuotaConfig:
-    """``path``, else ``$CODEX_QUOTAS_CONFIG``, else configs/tenants.quotas.yaml of the repository."""
-    path = path or Path(env.get("CODEX_QUOTAS_CONFIG") or REPO_QUOTAS)
+def load_quota_config(path: Path | None = None) -> QuotaConfig:
+    """``path`` (``CODEX_QUOTAS_CONFIG`` in the settings), else configs/tenants.quotas.yaml of the repository."""
+    path = Path(path or REPO_QUOTAS)
     if not path.is_file():
         raise QuotaConfigError(f"quota configuration {path} not found (set CODEX_QUOTAS_CONFIG or restore it)")
     return quota_config_from_dict(yaml.safe_load(path.read_text()) or {}, str(path))

