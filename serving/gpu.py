@@ -17,7 +17,6 @@ import json
 import logging
 import threading
 import time
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -69,9 +68,7 @@ class NvmlReader:
         self._lock = threading.Lock()
 
     def _init(self):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # pynvml's "use nvidia-ml-py" notice
-            import pynvml
+        import pynvml  # from nvidia-ml-py (the maintained package; the old `pynvml` wrapper warned)
         if self._ready:
             return pynvml
         if self._failed_at is not None and time.monotonic() - self._failed_at < self._retry:
