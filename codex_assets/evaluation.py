@@ -27,8 +27,9 @@ from codex_core.calibration import (
     precision_coverage_png,
     reliability_diagram_png,
 )
-from codex_core.config_registry import CHALLENGER, CHAMPION, ConfigRegistry
-from codex_core.configs import AnswerConfig, ConfigStore
+from codex_core.champion import ChampionService
+from codex_core.config_registry import CHALLENGER, ConfigRegistry
+from codex_core.configs import ConfigStore
 from codex_core.evalsets import DEFAULT_MAX_ITEMS, EvalRegistry, mine_eval_set
 from codex_core.evaluation import ablation_configs, evaluate, metrics_table, summarize
 from codex_core.ingest import repo_dir_for
@@ -360,9 +361,8 @@ def ab_judgement(
     home = codex_home.home
     tracker = mlflow.tracker()
     registry = ConfigRegistry(tracker, ConfigStore(home.configs_dir))
-    champion = registry.by_alias(CHAMPION) or registry.register(
-        AnswerConfig(description="default configuration"), alias=CHAMPION
-    )
+    champions = ChampionService(registry)
+    champion = champions.champion()
     challenger = registry.by_alias(CHALLENGER)
     if challenger is None:
         return dg.MaterializeResult(
@@ -370,7 +370,7 @@ def ab_judgement(
         )
     model = embedder.get_embedder()
     if challenger.config.embedder != model.model_id:
-        registry.reject()
+        champions.settle(challenger, promote=False)
         reason = f"challenger embedder {challenger.config.embedder!r} needs its own index (serving {model.model_id!r})"
         return dg.MaterializeResult(metadata={"outcome": "reject", "reasons": dg.MetadataValue.json([reason])})
     evalset = _resolve_set(EvalRegistry(home.evals_dir), "", repo)
@@ -389,10 +389,7 @@ def ab_judgement(
         reader.close()
     verdict = judge(arms["champion"][0], arms["challenger"][0])
     outcome, reasons = verdict.outcome, list(verdict.failed_rules)
-    if outcome == "promote":
-        registry.promote(challenger)
-    else:
-        registry.reject()
+    champions.settle(challenger, promote=outcome == "promote")
     rows = {label: summary for label, (_, summary) in arms.items()}
     columns = ["queries", "file_ndcg_at_5", "file_recall_at_5", "latency_p95_ms", "ece", "cost_tokens"]
     table = metrics_table(rows, columns)

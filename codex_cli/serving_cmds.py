@@ -104,12 +104,11 @@ def cmd_kill_switch(args: argparse.Namespace) -> int:
 
 
 def promote_callback(config_id: str, canary: dict[str, Any]) -> None:
-    """Called after `canary promote` (CLI and API): the promoted config becomes the MLflow ``champion``."""
-    from codex_core.config_registry import CHAMPION
+    """Called after `feriactl canary promote`: the promoted config becomes the MLflow ``champion``
+    (the API does the same through ``create_app``'s default callback)."""
+    from codex_core.champion import ChampionService
 
-    home = _cli().home()
-    registry = _cli().config_registry(home)
-    registry.register(registry.store.load(config_id), alias=CHAMPION)
+    ChampionService.for_home(_cli().home()).promote_config(config_id)
 
 
 def _canary_store():

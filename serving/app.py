@@ -193,6 +193,17 @@ MaybeWho = Annotated[Caller | None, Depends(optional_caller)]
 MAX_BODY_BYTES = 1024 * 1024  # a query is at most 4,000 characters; a batch of them fits easily
 
 
+def _champion_callback(home: CodexHome, settings: Settings) -> Callable[[str, dict[str, Any]], None]:
+    """A promoted canary's config becomes the MLflow ``champion`` (the registry is opened only then)."""
+
+    def promote(config_id: str, canary: dict[str, Any]) -> None:
+        from codex_core.champion import ChampionService
+
+        ChampionService.for_home(home, settings).promote_config(config_id)
+
+    return promote
+
+
 def create_app(
     engine_factory: Callable[[], QueryEngine] | None = None,
     *,
@@ -224,7 +235,8 @@ def create_app(
         directory = state_dir or engine.home.serving_state_dir
         admission = Admission(quotas or load_quota_config(settings.quotas_config))
         metrics = ServingMetrics(governor, admission.depth, QUEUES)
-        canary_store = CanaryStore(directory, ConfigStore(engine.home.configs_dir), promote_callback)
+        canary_store = CanaryStore(directory, ConfigStore(engine.home.configs_dir),
+                                   promote_callback or _champion_callback(engine.home, settings))
 
         def publish_signals(arm: str, signals: ArmSignals) -> None:
             metrics.canary_p95.labels(arm).set(signals.p95_s or 0.0)

@@ -163,3 +163,24 @@ def test_a_broken_champion_fails_visibly_as_500_counted_and_logged(canary_home, 
         assert 'http_errors_total{status="500"} 2.0' in client.get("/metrics").text
     line = next(r for r in log.records() if r["path"] == "/v1/query")
     assert line["status"] == 500 and line["error"] == "TypeError" and line["admit"] is True
+
+
+def test_promoting_through_the_api_moves_the_mlflow_champion_alias(canary_home, make_app) -> None:
+    """``create_app`` without a callback (as ``feriactl serve`` builds it) still moves the alias:
+    the MLflow registry is the source of truth for the champion, whichever road promotes."""
+    from codex_core.config_registry import CHAMPION, ConfigRegistry
+    from codex_core.tracking import Tracker
+
+    challenger = save(canary_home, graph_hops=0)
+    app, _ = make_app(home=canary_home, state_dir=canary_home / "serving")
+    with TestClient(app) as client:
+        started = client.post("/v1/admin/canary/start", json={"config_id": challenger, "traffic": 20})
+        assert started.status_code == 200, started.text
+        promoted = client.post("/v1/admin/canary/promote", json={"reason": "looks good"})
+        assert promoted.status_code == 200 and promoted.json()["champion"] == challenger
+    from codex_core.home import CodexHome
+
+    home = CodexHome(canary_home)
+    registry = ConfigRegistry(Tracker.embedded(home.mlflow_db), ConfigStore(home.configs_dir))
+    champion = registry.by_alias(CHAMPION)
+    assert champion is not None and champion.config_id == challenger
