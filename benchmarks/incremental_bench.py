@@ -178,7 +178,7 @@ def poll(home: str, head: str, question: str) -> int:
         question = sys.stdin.readline().strip()
     while not arrived(engine.reader.refresh(force=True).corpora["bench"].commit):
         time.sleep(0.1)
-    answer = engine.query(question, repo="bench", top_k=10)
+    answer = engine.query(question, repo="bench", top_k=10).model_dump()
     seen_at = time.time()
     # The changed line is in what serving searches (a chunk of the new version holds it).
     in_index = any(question in p["text"] for p in engine.reader.view.corpora["bench"].payloads)

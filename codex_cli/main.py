@@ -446,19 +446,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _format_answer(r: dict[str, Any]) -> str:
-    lines = [r["answer"], ""]
-    for c in r["citations"]:
-        sym = f"  {c['symbol']}" if c["symbol"] else ""
-        lines.append(f"  [{c['repo']}] {c['path']}:{c['line_start']}-{c['line_end']}{sym}  (score {c['score']:.4f})")
-    lines.append("")
-    lines.append(
-        f"confidence {r['confidence']:.2f} ({r['confidence_kind']}){'  ABSTAINED' if r['abstained'] else ''}"
-        f"  model {r['model']}  route {r['route']}  {r['latency_ms']:.0f} ms  trace {r['trace_id']}"
-    )
-    return "\n".join(lines)
-
-
 def cmd_query(args: argparse.Namespace) -> int:
     from serving.engine import QueryEngine, UnknownRepo
 
@@ -471,7 +458,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
     finally:
         engine.close()
-    _emit(args, result, _format_answer(result))
+    _emit(args, result.model_dump(), result.to_text())
     return 0
 
 

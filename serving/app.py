@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
+from codex_core.answer import Answer
 from codex_core.configs import ConfigStore
 from codex_core.home import CodexHome
 from codex_core.settings import Settings
@@ -62,37 +63,7 @@ class BatchRequest(BaseModel):
     tenant: str | None = Field(None, max_length=64)
 
 
-class Citation(BaseModel):
-    repo: str
-    path: str
-    line_start: int
-    line_end: int
-    symbol: str | None
-    score: float
-    snippet: str
-    cited_in_answer: bool
-
-
-class Freshness(BaseModel):
-    commit: str
-    commits_behind: int | None
-
-
-class QueryResponse(BaseModel):
-    answer: str
-    citations: list[Citation]
-    confidence: float
-    confidence_kind: str
-    abstained: bool
-    model: str
-    route: str
-    index_commit: str | None
-    index_commits: dict[str, str]
-    commits_behind: int | None = Field(None, description="Commits the cited repository's HEAD is ahead of its index")
-    index_freshness: dict[str, Freshness] = {}
-    arm: str = Field("champion", description="Canary arm that served the answer")
-    latency_ms: float
-    trace_id: str
+QueryResponse = Answer  # the API's response model is the engine's answer
 
 
 class KillSwitchRequest(BaseModel):
@@ -321,7 +292,7 @@ def create_app(
     # ------------------------------------------------------------ queries
 
     def answer_one(item: QueryRequest | BatchItem, account: str, who: Caller, started: float | None = None
-                   ) -> dict[str, Any]:
+                   ) -> Answer:
         """One query through the canary and the engine; a failing challenger is re-served by the champion.
 
         ``router_latency_seconds`` observes from ``started`` (the request's arrival for /v1/query, so
@@ -336,7 +307,7 @@ def create_app(
             "governor": decision.to_dict() if decision.demote else None,
         }
 
-        def run(arm: ArmChoice) -> tuple[dict[str, Any], float]:
+        def run(arm: ArmChoice) -> tuple[Answer, float]:
             started = time.perf_counter()
             result = svc.engine.query(
                 item.query, repo=item.repo, top_k=item.top_k, tenant=account, config=arm.retrieval,
@@ -362,12 +333,12 @@ def create_app(
             }
             choice = champion
             result, latency = run(champion)
-        svc.canary.record(choice, ok=True, latency_s=latency, abstained=result["abstained"])
+        svc.canary.record(choice, ok=True, latency_s=latency, abstained=result.abstained)
         if choice.arm is not None:
-            svc.metrics.canary_requests.labels(choice.arm, "abstained" if result["abstained"] else "ok").inc()
-        result["arm"] = extra["canary"]["arm"]
+            svc.metrics.canary_requests.labels(choice.arm, "abstained" if result.abstained else "ok").inc()
+        result = result.model_copy(update={"arm": extra["canary"]["arm"]})
         svc.metrics.observe_answer(
-            svc.engine.trace(result["trace_id"]), result["route"], result["model"], time.perf_counter() - arrived
+            svc.engine.trace(result.trace_id), result.route, result.model, time.perf_counter() - arrived
         )
         return result
 
@@ -413,8 +384,8 @@ def create_app(
         except UnknownRepo as exc:
             raise HTTPException(status_code=404, detail=str(exc)) from exc
         request.state.log.update(
-            trace_id=result["trace_id"], route=result["route"], model=result["model"],
-            confidence=result["confidence"], arm=result["arm"], commits_behind=result["commits_behind"],
+            trace_id=result.trace_id, route=result.route, model=result.model,
+            confidence=result.confidence, arm=result.arm, commits_behind=result.commits_behind,
         )
         return result
 
@@ -429,7 +400,7 @@ def create_app(
             out = []
             for item in body.queries:
                 try:
-                    out.append(answer_one(item, account, who))
+                    out.append(answer_one(item, account, who).model_dump())
                 except UnknownRepo as exc:
                     out.append({"error": {"status": 404, "detail": str(exc)}})
                 except Exception as exc:  # one bad item must not fail its neighbours

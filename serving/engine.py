@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Collection
 from typing import Any
 
+from codex_core.answer import Answer
 from codex_core.calibration import Calibrator
 from codex_core.embedding import Embedder, SentenceTransformerEmbedder
 from codex_core.home import CodexHome
@@ -125,7 +126,7 @@ class QueryEngine:
 
     def query(self, query: str, *, repo: str | None = None, top_k: int = 5, tenant: str | None = None,
               config: RetrievalConfig | None = None, allowed_repos: Collection[str] | None = None,
-              trace_extra: dict[str, Any] | None = None) -> dict[str, Any]:
+              trace_extra: dict[str, Any] | None = None) -> Answer:
         """Answer ``query`` over ``repo`` (or every repository ``allowed_repos`` admits; None = all).
 
         A ``repo`` outside ``allowed_repos`` is reported exactly like an unknown one, so a tenant
@@ -177,7 +178,7 @@ class QueryEngine:
         index_commits = {r: corpora[r].commit for r in repos}
         freshness = {r: self.freshness.of(r, corpora[r].commit) for r in repos}
         latency_ms = round((time.perf_counter() - started) * 1000, 2)
-        response = {
+        response = Answer(**{
             "answer": answer,
             "citations": citations,
             "confidence": round(confidence, 4),
@@ -192,7 +193,7 @@ class QueryEngine:
                                 for r, f in freshness.items()},
             "latency_ms": latency_ms,
             "trace_id": trace_id,
-        }
+        })
         self._remember(trace_id, {
             "trace_id": trace_id,
             "query": query,
@@ -205,7 +206,7 @@ class QueryEngine:
             "abstain_below": threshold,
             "confidence_kind": confidence_kind,
             "abstained": abstained,
-            "index_freshness": response["index_freshness"],
+            "index_freshness": response.model_dump()["index_freshness"],
             "candidates": [c.to_trace() for c in result.considered[:100]],
             "generation": None if generation is None else {
                 "model": generation.model, "route": generation.route, "fallbacks": generation.fallbacks,

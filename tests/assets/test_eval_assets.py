@@ -96,7 +96,7 @@ def test_serving_uses_the_published_calibrator(evaluated) -> None:
     assert "+calibrated abstention" in cal["abstention_ablation"]
     engine = QueryEngine(CodexHome(home), answerer=offline_answerer())
     try:
-        answer = engine.query("how is the cart total computed", repo="demo")
+        answer = engine.query("how is the cart total computed", repo="demo").model_dump()
         assert answer["confidence_kind"] == "calibrated"
         trace = engine.trace(answer["trace_id"])
         assert trace["abstain_below"] == pytest.approx(cal["tau"], abs=1e-4)
@@ -117,7 +117,7 @@ def test_an_outdated_calibrator_falls_back_to_the_heuristic(evaluated, caplog) -
     os.utime(pointer)  # serving reloads when the pointer changes
     engine = QueryEngine(CodexHome(home), answerer=offline_answerer())
     try:
-        answer = engine.query("how is the cart total computed", repo="demo")
+        answer = engine.query("how is the cart total computed", repo="demo").model_dump()
         assert answer["confidence_kind"] == "heuristic" and answer["citations"]
         assert "feriactl eval run --repo demo" in caplog.text
     finally:

@@ -125,7 +125,7 @@ def test_commit_tick_run_then_new_lines_are_cited_and_deleted_file_is_gone(tmp_p
         # The graph, repaired after publishing, was picked up too: the deleted file's symbols are gone.
         paths = {d.path for d in engine.reader.view.graphs["demo"].definitions}
         assert "app/retry.py" in paths and "server/health.go" not in paths
-        answer = engine.query("how is the exponential backoff delay capped", repo="demo", top_k=5)
+        answer = engine.query("how is the exponential backoff delay capped", repo="demo", top_k=5).model_dump()
         top = answer["citations"][0]
         assert top["path"] in {"app/retry.py", "app/retry_copy.py"}
         new_lines = NEW_RETRY.split("\n")
@@ -133,7 +133,7 @@ def test_commit_tick_run_then_new_lines_are_cited_and_deleted_file_is_gone(tmp_p
         assert retry["snippet"] == "\n".join(new_lines[retry["line_start"] - 1 : retry["line_end"]])
         assert "max_delay" in retry["snippet"]
         assert answer["index_commit"] == head
-        every_path = {c["path"] for c in engine.query("health handler ServeHTTP status", top_k=20)["citations"]}
+        every_path = {c.path for c in engine.query("health handler ServeHTTP status", top_k=20).citations}
         assert "server/health.go" not in every_path
     finally:
         engine.close()

@@ -55,7 +55,7 @@ def test_worker_indexes_new_commits_and_the_sensor_defers_to_it(
 
     engine = QueryEngine(home, answerer=offline_answerer(), abstain_below=0.0)
     try:
-        answer = engine.query("a retry loop that never gives up", repo="demo", top_k=5)
+        answer = engine.query("a retry loop that never gives up", repo="demo", top_k=5).model_dump()
         assert answer["index_commit"] == head
         assert any("retry_forever" in c["snippet"] for c in answer["citations"])
     finally:

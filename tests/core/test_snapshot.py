@@ -99,7 +99,7 @@ def answers(home: CodexHome) -> list[dict]:
     )
     try:
         keep = ("answer", "citations", "confidence", "confidence_kind", "abstained", "model", "index_commit")
-        return [{k: engine.query(q, repo=REPO, top_k=3)[k] for k in keep} for q in QUESTIONS]
+        return [{k: engine.query(q, repo=REPO, top_k=3).model_dump()[k] for k in keep} for q in QUESTIONS]
     finally:
         engine.close()
 
@@ -139,9 +139,9 @@ def rewrite(src: Path, dst: Path, *, edit=None, resign: bytes | None = None, ext
         if edit:
             edit(manifest)
         if resign:
-            from codex_core.snapshot import _signature
+            from codex_core.snapshot import sign_manifest
 
-            signature = _signature(manifest, resign)
+            signature = sign_manifest(manifest, resign)
         for name, data in (("manifest.json", canonical_json(manifest)), ("signature.json", canonical_json(signature))):
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -451,7 +451,7 @@ def test_a_snapshot_masked_by_an_older_masker_is_refused_and_purged(source, tmp_
     home, _ = source
     out = tmp_path / "snaps"
     current = create_snapshot(home, REPO, key=KEY, out_dir=out, now=datetime(2025, 3, 10, 9, tzinfo=UTC))
-    monkeypatch.setattr("codex_core.snapshot.MASKER_VERSION", 1)
+    monkeypatch.setattr("codex_core.snapshot.format.MASKER_VERSION", 1)  # the one place snapshot code reads it
     older = create_snapshot(home, REPO, key=KEY, out_dir=out, tags=("release",),
                             now=datetime(2025, 3, 9, 9, tzinfo=UTC))
     monkeypatch.undo()

@@ -277,7 +277,7 @@ def test_rejections_do_not_echo_the_body(served: Served) -> None:
 
 
 def test_engine_survives_a_lone_surrogate(served: Served) -> None:
-    result = served.engine.query("cart \udcff total", repo=REPO)
+    result = served.engine.query("cart \udcff total", repo=REPO).model_dump()
     assert result["citations"]
 
 

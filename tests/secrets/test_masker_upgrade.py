@@ -62,7 +62,7 @@ def test_a_new_masker_remasks_and_republishes_leaving_no_old_text(tmp_path, monk
 
     engine = QueryEngine(CodexHome(home), answerer=offline_answerer(), abstain_below=0.0)
     try:
-        answer = engine.query("npm registry auth token for publishing", repo=REPO, top_k=10)
+        answer = engine.query("npm registry auth token for publishing", repo=REPO, top_k=10).model_dump()
     finally:
         engine.close()
     cited = {c["path"]: c["snippet"] for c in answer["citations"]}

@@ -74,7 +74,7 @@ def file_lines(repo: Path, path: str) -> list[str]:
 )
 def test_behaviour_questions_cite_the_implementation_exactly(engine, ingested, question, path, needle) -> None:
     _, repo = ingested
-    result = engine.query(question, repo="demo", top_k=3)
+    result = engine.query(question, repo="demo", top_k=3).model_dump()
     top = result["citations"][0]
     assert top["path"].startswith(path), [c["path"] for c in result["citations"]]
     lines = file_lines(repo, top["path"])
@@ -125,7 +125,7 @@ def test_citation_that_fails_verification_is_dropped_and_traced(ingested, tmp_pa
     shutil.rmtree(moved_repo / ".git")
     engine = QueryEngine(CodexHome(moved_home), answerer=offline_answerer(), abstain_below=0.0)
     try:
-        result = engine.query("how is the cart total computed", repo="demo")
+        result = engine.query("how is the cart total computed", repo="demo").model_dump()
         assert result["citations"] == []
         assert result["abstained"] is True
         trace = engine.trace(result["trace_id"])
@@ -159,9 +159,9 @@ def test_test_files_are_preferred_only_when_asked(tmp_path) -> None:
     ).success
     engine = QueryEngine(CodexHome(home), answerer=offline_answerer(), abstain_below=0.0)
     try:
-        behaviour = engine.query("how does retry with backoff handle connection errors", top_k=3)
+        behaviour = engine.query("how does retry with backoff handle connection errors", top_k=3).model_dump()
         assert behaviour["citations"][0]["path"] in {"app/retry.py", "app/retry_copy.py"}
-        tests = engine.query("which test covers retry with backoff of connection errors", top_k=3)
+        tests = engine.query("which test covers retry with backoff of connection errors", top_k=3).model_dump()
         assert tests["citations"][0]["path"] == "tests/test_retry.py"
     finally:
         engine.close()

@@ -1,0 +1,52 @@
+"""The answer to a query: one typed model that the engine returns, the API serves (its OpenAPI
+schema), the CLI prints and the trace refers to (by ``trace_id``)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class Citation(BaseModel):
+    repo: str
+    path: str
+    line_start: int = Field(description="1-based, inclusive")
+    line_end: int = Field(description="1-based, inclusive")
+    symbol: str | None
+    score: float
+    snippet: str = Field(description="exactly these lines at the indexed commit, secrets masked")
+    cited_in_answer: bool
+
+
+class Freshness(BaseModel):
+    commit: str
+    commits_behind: int | None
+
+
+class Answer(BaseModel):
+    answer: str
+    citations: list[Citation]
+    confidence: float
+    confidence_kind: str = Field(description="calibrated (the repository's calibrator) or heuristic")
+    abstained: bool
+    model: str
+    route: str
+    index_commit: str | None
+    index_commits: dict[str, str]
+    commits_behind: int | None = Field(None, description="Commits the cited repository's HEAD is ahead of its index")
+    index_freshness: dict[str, Freshness] = {}
+    arm: str = Field("champion", description="Canary arm that served the answer")
+    latency_ms: float
+    trace_id: str
+
+    def to_text(self) -> str:
+        """The answer as ``feriactl query`` prints it."""
+        lines = [self.answer, ""]
+        for c in self.citations:
+            symbol = f"  {c.symbol}" if c.symbol else ""
+            lines.append(f"  [{c.repo}] {c.path}:{c.line_start}-{c.line_end}{symbol}  (score {c.score:.4f})")
+        lines.append("")
+        lines.append(
+            f"confidence {self.confidence:.2f} ({self.confidence_kind}){'  ABSTAINED' if self.abstained else ''}"
+            f"  model {self.model}  route {self.route}  {self.latency_ms:.0f} ms  trace {self.trace_id}"
+        )
+        return "\n".join(lines)
