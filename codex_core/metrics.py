@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Iterable, Sequence
 
+import numpy as np
+
 
 def dedupe_ranking(ranked: Iterable[str]) -> list[str]:
     """Paths in rank order, each kept at its first (best) position."""
@@ -50,14 +52,12 @@ def ndcg_at_k(ranked_files: Sequence[str], gold_files: Collection[str], k: int) 
     return dcg / ideal
 
 
-def percentile(values: Sequence[float], p: float) -> float:
-    """The ``p``-th percentile (0-100) with linear interpolation between closest ranks (numpy's default)."""
-    if not values:
+def percentile(values: Sequence[float], p: float, *, method: str = "linear") -> float:
+    """The ``p``-th percentile (0-100) by ``numpy.percentile`` (``linear``: interpolate between closest
+    ranks; ``nearest``: an observed value). The one percentile of the product: metrics, canary
+    signals and the load generator all use it."""
+    if len(values) == 0:
         raise ValueError("percentile of an empty sequence is undefined")
     if not 0 <= p <= 100:
         raise ValueError(f"p must be within [0, 100], got {p}")
-    ordered = sorted(float(v) for v in values)
-    position = (len(ordered) - 1) * p / 100
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+    return float(np.percentile(np.asarray(values, dtype=float), p, method=method))

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from codex_core.configs import AnswerConfig, ConfigStore
+from codex_core.metrics import percentile
 from codex_core.retrieval import RetrievalConfig
 
 log = logging.getLogger("codex.serving.canary")
@@ -70,10 +71,7 @@ def arm_for(tenant: str, query: str, traffic_percent: float) -> str:
 
 
 def _p95(values: list[float]) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    return percentile(values, 95, method="nearest") if values else None
 
 
 @dataclass

@@ -23,6 +23,8 @@ from typing import Any
 
 import httpx
 
+from codex_core.metrics import percentile
+
 DEFAULT_QUERIES = (
     "where is the configuration parsed?",
     "how are failed requests retried?",
@@ -75,10 +77,7 @@ class LevelResult:
 
 
 def _percentile(values: Sequence[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))], 1)
+    return round(percentile(values, q * 100, method="nearest"), 1) if values else None
 
 
 def _server_timing(header: str | None) -> float | None:
