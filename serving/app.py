@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
@@ -122,16 +123,24 @@ def _services(request: Request) -> Services:
     return request.app.state.services
 
 
+# FastAPI's security helpers: the OpenAPI document (and /docs' "Authorize" button) shows both schemes.
+# auto_error=False: in open mode (local single user) no key is needed, and a missing key gets the
+# product's own 401 message below.
+_BEARER = HTTPBearer(auto_error=False, description="an API key from `feriactl tenants add NAME`")
+_API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="the same key, as a header")
+
+
 # async: FastAPI would run a plain def dependency in the thread pool the queries need.
 async def caller(
     request: Request,
-    authorization: Annotated[str | None, Header()] = None,
-    x_api_key: Annotated[str | None, Header()] = None,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)] = None,
+    x_api_key: Annotated[str | None, Depends(_API_KEY)] = None,
 ) -> Caller:
     svc = _services(request)
     mode = auth_mode(svc.tenants, request.app.state.settings)
     if mode == "open":
         return Caller(LOCAL, False, mode)
+    authorization = f"{bearer.scheme} {bearer.credentials}" if bearer else None
     key = key_from_headers(authorization, x_api_key)
     if key is None:
         raise HTTPException(
@@ -148,11 +157,11 @@ async def caller(
 
 async def optional_caller(
     request: Request,
-    authorization: Annotated[str | None, Header()] = None,
-    x_api_key: Annotated[str | None, Header()] = None,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)] = None,
+    x_api_key: Annotated[str | None, Depends(_API_KEY)] = None,
 ) -> Caller | None:
     try:
-        return await caller(request, authorization, x_api_key)
+        return await caller(request, bearer, x_api_key)
     except HTTPException:
         return None
 

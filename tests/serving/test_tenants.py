@@ -35,6 +35,16 @@ def test_required_auth_without_tenants_refuses_everyone(make_app) -> None:
         assert client.post("/v1/query", json={"query": "cart total"}).status_code == 401
 
 
+def test_openapi_shows_how_to_authenticate(make_app) -> None:
+    app, _ = make_app(env={"CODEX_AUTH": "required"})
+    with TestClient(app) as client:
+        spec = client.get("/openapi.json").json()
+    schemes = spec["components"]["securitySchemes"]
+    assert {(s["type"], s.get("scheme") or s.get("name")) for s in schemes.values()} == {
+        ("http", "bearer"), ("apiKey", "X-API-Key")}
+    assert spec["paths"]["/v1/query"]["post"]["security"]  # the query route declares both
+
+
 def test_cli_keys_are_stored_hashed_and_roles_gate_admin_routes(cli_home, make_app) -> None:
     code, out = run_cli("tenants", "add", "ops", "--role", "admin", "--json")
     assert code == 0
