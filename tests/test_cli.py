@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.serving.test_query import closed_port
+from tests.support.llm import closed_port
 
 FERIACTL = str(Path(sys.executable).parent / "feriactl")
 

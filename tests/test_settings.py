@@ -21,7 +21,7 @@ from codex_core.reader import open_index
 from codex_core.settings import Settings, markdown_table
 from codex_resources import build_resources
 from serving.engine import QueryEngine
-from tests.serving.test_query import offline_answerer
+from tests.support.llm import offline_answerer
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER = {"QDRANT_URL": "http://qdrant.internal:6333", "QDRANT_API_KEY": "qk-" + "0123456789abcdef"}

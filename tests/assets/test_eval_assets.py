@@ -10,15 +10,14 @@ import pytest
 
 from codex_assets.evaluation import EXPERIMENT, eval_assets
 from codex_assets.ingestion import ingestion_assets, ingestion_checks
-from codex_core.git import RepoRegistry
 from codex_core.home import CodexHome
 from codex_core.tracking import Tracker
 from codex_resources import CodexHomeResource, MlflowResource
 from codex_sensors import nightly_eval
 from serving.engine import QueryEngine
-from tests.assets.test_ingestion import make_resources, metadata
 from tests.conftest import build_fixture_repo, commit_all
-from tests.serving.test_query import offline_answerer
+from tests.support.ingest import ingest, make_resources, metadata
+from tests.support.llm import offline_answerer
 
 EDITS = [
     ("app/config_parser.py", "raise ValueError(f\"not a key = value line: {line!r}\")",
@@ -44,14 +43,9 @@ def evaluated(tmp_path_factory):
         target.write_text(text.replace(old, new))
         commit_all(repo, message)
     home = root / "home"
-    RepoRegistry(home / "repos.json").add("demo", str(repo))
     instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("repos", ["demo"])
-    resources = make_resources(home) | {"mlflow": MlflowResource(codex_home=CodexHomeResource(root=str(home)))}
-    result = dg.materialize(
-        [*ingestion_assets, *ingestion_checks, *eval_assets], instance=instance, resources=resources,
-        partition_key="demo",
-    )
+    mlflow = {"mlflow": MlflowResource(codex_home=CodexHomeResource(root=str(home)))}
+    result = ingest(home, repo, instance=instance, assets=eval_assets, resources=mlflow)
     assert result.success
     return home, repo, result, instance
 

@@ -15,9 +15,9 @@ from codex_core.vector_store import EmbeddedVectorIndex
 from codex_resources import CodexHomeResource
 from codex_sensors import git_head_sensor
 from serving.engine import QueryEngine
-from tests.assets.test_ingestion import make_resources, metadata
 from tests.conftest import commit_all, git
-from tests.serving.test_query import offline_answerer
+from tests.support.ingest import make_resources, metadata
+from tests.support.llm import offline_answerer
 
 NEW_RETRY = '''import time
 

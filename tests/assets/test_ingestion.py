@@ -19,8 +19,10 @@ from codex_core import catalog
 from codex_core.git import RepoRegistry, show_file
 from codex_core.models import span_text
 from codex_core.vector_store import EmbeddedVectorIndex
-from codex_resources import CodexHomeResource, EmbeddedVectorStoreResource, EmbedderResource
+from codex_resources import EmbeddedVectorStoreResource, EmbedderResource
 from tests.conftest import commit_all
+from tests.support.ingest import ingest as support_ingest
+from tests.support.ingest import make_resources, metadata
 
 REPO = "demo"
 
@@ -56,32 +58,8 @@ class ExplodingEmbedderResource(EmbedderResource):
         return _ExplodingEmbedder(super().get_embedder(), self.fail_after_batches)
 
 
-def make_resources(home: Path, embedder_cls=EmbedderResource, **embedder_kwargs) -> dict[str, object]:
-    codex_home = CodexHomeResource(root=str(home))
-    return {
-        "codex_home": codex_home,
-        "embedder": embedder_cls(codex_home=codex_home, **embedder_kwargs),
-        "vector_store": EmbeddedVectorStoreResource(codex_home=codex_home),
-    }
-
-
-def ingest(home: Path, source: Path, *, raise_on_error: bool = True, selection=None, **resource_kwargs):
-    RepoRegistry(home / "repos.json").add(REPO, str(source))
-    instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("repos", [REPO])
-    return dg.materialize(
-        [*ingestion_assets, *ingestion_checks],
-        instance=instance,
-        resources=make_resources(home, **resource_kwargs),
-        partition_key=REPO,
-        raise_on_error=raise_on_error,
-        selection=selection,
-    )
-
-
-def metadata(result, asset: str) -> dict:
-    (event,) = result.asset_materializations_for_node(asset)
-    return {k: getattr(v, "value", v) for k, v in event.metadata.items()}
+def ingest(home: Path, source: Path, **kwargs):
+    return support_ingest(home, source, name=REPO, **kwargs)
 
 
 def published_points(home: Path) -> dict[str, dict]:

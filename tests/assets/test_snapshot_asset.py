@@ -13,7 +13,8 @@ from codex_assets.snapshots import SnapshotKeyResource, index_snapshot
 from codex_core.home import CodexHome
 from codex_core.snapshot import key_fingerprint, list_snapshots, restore_snapshot, verify_snapshot
 from codex_sensors import nightly_snapshot, snapshot_job
-from tests.assets.test_ingestion import REPO, ingest, make_resources
+from tests.assets.test_ingestion import REPO, ingest
+from tests.support.ingest import make_resources
 
 KEY = "asset-test-snapshot-key-0123456789"
 

@@ -16,7 +16,7 @@ from codex_sensors import git_head_sensor
 from codex_worker import FreshnessWorker
 from serving.engine import QueryEngine
 from tests.conftest import commit_all
-from tests.serving.test_query import offline_answerer
+from tests.support.llm import offline_answerer
 
 
 def test_worker_indexes_new_commits_and_the_sensor_defers_to_it(

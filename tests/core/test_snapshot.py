@@ -48,7 +48,7 @@ from codex_resources import shared_embedder
 from serving.engine import QueryEngine
 from tests.assets.test_ingestion import REPO, ingest
 from tests.conftest import build_fixture_repo
-from tests.serving.test_query import offline_answerer
+from tests.support.llm import offline_answerer
 
 KEY = b"test-snapshot-key-0123456789abcdef"
 OTHER_KEY = b"some-other-key-0123456789abcdefgh"

@@ -27,8 +27,7 @@ import dagster as dg
 import pytest
 from fastapi.testclient import TestClient
 
-from codex_assets.ingestion import ingestion_assets, ingestion_checks
-from codex_core.git import RepoRegistry, show_file
+from codex_core.git import show_file
 from codex_core.home import CodexHome
 from codex_core.llm.citations import parse_refs
 from codex_core.models import span_text
@@ -37,7 +36,6 @@ from serving.app import create_app
 from serving.engine import QueryEngine
 from serving.logs import AccessLog
 from serving.quotas import quota_config_from_dict
-from tests.assets.test_ingestion import make_resources
 from tests.conftest import git
 from tests.hostile.corpus import (
     ANSWER,
@@ -50,7 +48,8 @@ from tests.hostile.corpus import (
     build_hostile_repo,
     request_cases,
 )
-from tests.serving.test_query import offline_answerer
+from tests.support.ingest import ingest
+from tests.support.llm import offline_answerer
 
 CASES = request_cases()
 CASE_BUDGET_S = 10.0  # a request slower than this is a denial-of-service finding
@@ -153,13 +152,7 @@ def served(tmp_path_factory) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("hostile")
     repo = build_hostile_repo(root)
     home = root / "home"
-    RepoRegistry(home / "repos.json").add(REPO, str(repo))
-    instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("repos", [REPO])
-    result = dg.materialize(
-        [*ingestion_assets, *ingestion_checks], instance=instance, resources=make_resources(home), partition_key=REPO
-    )
-    assert result.success, "ingesting the hostile repository must succeed"
+    assert ingest(home, repo, name=REPO).success, "ingesting the hostile repository must succeed"
 
     engine = QueryEngine(CodexHome(home), answerer=offline_answerer(), abstain_below=0.0)
     reader_dir = getattr(engine.reader.index, "reader_dir", None)
@@ -408,14 +401,8 @@ def test_a_file_name_that_is_not_utf8_is_skipped_not_fatal(tmp_path: Path) -> No
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "a latin-1 file name")
     home = tmp_path / "home"
-    RepoRegistry(home / "repos.json").add("badname", str(repo))
-    instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("repos", ["badname"])
-    result = dg.materialize(
-        [*ingestion_assets, *ingestion_checks], instance=instance, resources=make_resources(home),
-        partition_key="badname", selection=dg.AssetSelection.assets("repo_snapshot", "code_files"),
-        raise_on_error=False,
-    )
+    result = ingest(home, repo, name="badname", raise_on_error=False,
+                    selection=dg.AssetSelection.assets("repo_snapshot", "code_files"))
     assert result.success
     skipped = json.loads((home / "repos" / "badname" / "skipped.json").read_text())["skipped"]
     assert len(skipped) == 1 and "ok.py" not in skipped

@@ -17,7 +17,7 @@ from serving.engine import QueryEngine
 from tests.assets.test_ingestion import REPO, ingest
 from tests.conftest import commit_all, git
 from tests.secrets.home_scan import leaked_in_home
-from tests.serving.test_query import offline_answerer
+from tests.support.llm import offline_answerer
 
 NPM_TOKEN = "npm" + "_" + "Zq8Wv4Xr2Ty6Uo0Pa9Sb7Dc5Fe3Gh1Jk2Lm4"
 KEY_ID = "3f2a9c1e8d7b6a5f" + "4e3d2c1b0a9f8e7d6c5b4a39"

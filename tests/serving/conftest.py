@@ -16,10 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import pytest
 
-from codex_assets.ingestion import ingestion_assets, ingestion_checks
 from codex_core.embedding import SentenceTransformerEmbedder
 from codex_core.git import RepoRegistry
 from codex_core.home import CodexHome
@@ -27,9 +25,9 @@ from serving.app import create_app
 from serving.engine import QueryEngine
 from serving.logs import AccessLog
 from serving.quotas import QuotaConfig, quota_config_from_dict
-from tests.assets.test_ingestion import make_resources
 from tests.conftest import build_fixture_repo, commit_all, git
-from tests.serving.test_query import offline_answerer
+from tests.support.ingest import ingest
+from tests.support.llm import offline_answerer
 
 BILLING_INVOICE = '''"""Invoices and their taxes."""
 
@@ -98,13 +96,7 @@ class Corpus:
 
 
 def ingest_into(home: Path, name: str, repo: Path) -> None:
-    RepoRegistry(home / "repos.json").add(name, str(repo))
-    instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("repos", [name])
-    result = dg.materialize(
-        [*ingestion_assets, *ingestion_checks], instance=instance, resources=make_resources(home), partition_key=name
-    )
-    assert result.success
+    assert ingest(home, repo, name=name).success
 
 
 @pytest.fixture(scope="session")

@@ -7,32 +7,19 @@ the outage path (extractive answers), which is the product's promise when no mod
 from __future__ import annotations
 
 import shutil
-import socket
 from pathlib import Path
 
-import dagster as dg
 import pytest
 from fastapi.testclient import TestClient
 
-from codex_assets.ingestion import ingestion_assets, ingestion_checks
 from codex_core.git import RepoRegistry
 from codex_core.home import CodexHome
-from codex_core.llm import Answerer
 from codex_core.models import span_text
 from serving.app import create_app
 from serving.engine import QueryEngine
-from tests.assets.test_ingestion import make_resources
 from tests.conftest import build_fixture_repo, git
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def offline_answerer() -> Answerer:
-    return Answerer.from_config(env={"OLLAMA_HOST": f"http://127.0.0.1:{closed_port()}"})
+from tests.support.ingest import ingest
+from tests.support.llm import closed_port, offline_answerer  # noqa: F401  (closed_port: used by importers)
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +27,7 @@ def ingested(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("serving")
     repo = build_fixture_repo(root)
     home = root / "home"
-    RepoRegistry(home / "repos.json").add("demo", str(repo))
-    instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("repos", ["demo"])
-    result = dg.materialize(
-        [*ingestion_assets, *ingestion_checks], instance=instance, resources=make_resources(home), partition_key="demo"
-    )
-    assert result.success
+    assert ingest(home, repo).success
     return home, repo
 
 
@@ -151,12 +132,7 @@ def test_test_files_are_preferred_only_when_asked(tmp_path) -> None:
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "test retry")
     home = tmp_path / "home"
-    RepoRegistry(home / "repos.json").add("demo", str(repo))
-    instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("repos", ["demo"])
-    assert dg.materialize(
-        [*ingestion_assets, *ingestion_checks], instance=instance, resources=make_resources(home), partition_key="demo"
-    ).success
+    assert ingest(home, repo).success
     engine = QueryEngine(CodexHome(home), answerer=offline_answerer(), abstain_below=0.0)
     try:
         behaviour = engine.query("how does retry with backoff handle connection errors", top_k=3).model_dump()

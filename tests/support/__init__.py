@@ -1,0 +1,1 @@
+"""Helpers shared by the test modules (real parts only: nothing here fakes a component)."""
