@@ -432,7 +432,7 @@ def test_reader_keeps_one_private_copy_per_repo(tmp_path: Path) -> None:
 def test_reader_rereads_the_pointer_when_its_target_is_pruned_mid_switch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import codex_core.vector_store as vector_store
+    from codex_core.vector_store import embedded  # where EmbeddedVectorIndex looks the copy function up
 
     writer = EmbeddedVectorIndex(tmp_path / "index", reader_dir=tmp_path / "w-readers")
     reader = EmbeddedVectorIndex(tmp_path / "index", reader_dir=tmp_path / "readers")
@@ -445,7 +445,7 @@ def test_reader_rereads_the_pointer_when_its_target_is_pruned_mid_switch(
     writer.publish("alpha", staged[2][0], commit="c2")
 
     copied: list[Path] = []
-    real_copy = vector_store._copy_tree_sparse
+    real_copy = embedded.copy_tree_sparse
 
     def copy_racing_a_publish(src: Path, dst: Path) -> None:
         if not copied:  # the reader has read "v2 is current"; v3 is published and v2 pruned under it
@@ -454,7 +454,7 @@ def test_reader_rereads_the_pointer_when_its_target_is_pruned_mid_switch(
         copied.append(src)
         real_copy(src, dst)
 
-    monkeypatch.setattr(vector_store, "_copy_tree_sparse", copy_racing_a_publish)
+    monkeypatch.setattr(embedded, "copy_tree_sparse", copy_racing_a_publish)
     _, points3, vectors3 = staged[3]
     assert reader.search(vectors3[4], top_k=1)[0].id == points3[4].id
     assert [p.parent.name for p in copied] == [staged[2][0], staged[3][0]]

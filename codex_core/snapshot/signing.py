@@ -1,0 +1,90 @@
+"""Keys and signatures: HMAC-SHA256 over the canonical manifest, key fingerprints, key rotation."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from codex_core.snapshot.format import (
+    ALGORITHM,
+    KEY_ENV,
+    MIN_KEY_BYTES,
+    PREVIOUS_KEYS_ENV,
+    SnapshotError,
+    SnapshotRejected,
+    canonical_json,
+)
+
+
+def key_fingerprint(key: bytes) -> str:
+    """Names a key without revealing it (12 hex characters)."""
+    return hashlib.sha256(b"codex-snapshot-key:" + key).hexdigest()[:12]
+
+
+def as_keys(key: bytes | str | Sequence[bytes | str] | None) -> list[bytes]:
+    if key is None:
+        return []
+    raw = [key] if isinstance(key, bytes | str) else list(key)
+    keys = [k.encode("utf-8") if isinstance(k, str) else bytes(k) for k in raw]
+    for k in keys:
+        if len(k) < MIN_KEY_BYTES:
+            raise SnapshotError(
+                f"snapshot key too short ({len(k)} bytes, need at least {MIN_KEY_BYTES}); generate one with: "
+                "python -c 'import secrets; print(secrets.token_hex(32))'"
+            )
+    return keys
+
+
+def parse_key(value: bytes | str) -> bytes:
+    """A signing key from its configured form (a string is used as UTF-8 bytes); refuses short keys."""
+    return as_keys(value)[0]
+
+
+def keys_from_env(environ: Mapping[str, str] | None = None) -> list[bytes]:
+    """``CODEX_SNAPSHOT_KEY`` (signs and verifies) then ``CODEX_SNAPSHOT_PREVIOUS_KEYS`` (comma-separated,
+    verify/restore only: keys retired by a rotation). Read when a command runs, never at import."""
+    env = os.environ if environ is None else environ
+    values = [env.get(KEY_ENV, "")] + env.get(PREVIOUS_KEYS_ENV, "").split(",")
+    return as_keys([v.strip() for v in values if v.strip()])
+
+
+def sign_manifest(manifest: Mapping[str, Any], key: bytes | None) -> dict[str, Any]:
+    if key is None:
+        return {"algorithm": "none"}
+    mac = hmac.new(key, canonical_json(manifest), hashlib.sha256).hexdigest()
+    return {"algorithm": ALGORITHM, "hmac": mac, "key_id": key_fingerprint(key)}
+
+
+def check_signature(
+    path: Path, manifest: Mapping[str, Any], signature: Mapping[str, Any], keys: list[bytes], allow_unsigned: bool
+) -> str | None:
+    algorithm = signature.get("algorithm")
+    if algorithm == "none":
+        if not allow_unsigned:
+            raise SnapshotRejected(
+                path, "unsigned",
+                "it is unsigned (created with --unsigned); pass --allow-unsigned if you trust its origin",
+            )
+        return None
+    if algorithm != ALGORITHM or not isinstance(signature.get("hmac"), str):
+        raise SnapshotRejected(path, "malformed", f"unknown signature algorithm {algorithm!r}")
+    if not keys:
+        raise SnapshotRejected(
+            path, "key", f"it is signed (key {signature.get('key_id')}) but no key was given: set {KEY_ENV}"
+        )
+    body = canonical_json(manifest)
+    for key in keys:
+        if hmac.compare_digest(hmac.new(key, body, hashlib.sha256).hexdigest(), signature["hmac"]):
+            return key_fingerprint(key)
+    given = ", ".join(key_fingerprint(k) for k in keys)
+    if signature.get("key_id") not in {key_fingerprint(k) for k in keys}:
+        raise SnapshotRejected(
+            path, "key",
+            f"it was signed with key {signature.get('key_id')} but the key(s) given are {given}: set {KEY_ENV} to "
+            f"the key that signed it (after a rotation, list old keys in {PREVIOUS_KEYS_ENV})",
+        )
+    raise SnapshotRejected(path, "hmac", "HMAC mismatch: manifest.json was modified after it was signed")
