@@ -11,6 +11,7 @@ from codex_core.secrets._spans import Spans, present, redaction
 from codex_core.secrets.keys import find_private_keys, find_putty_keys
 from codex_core.secrets.names import (
     find_assignments,
+    find_named_calls,
     find_xml,
     is_code_path,
     is_placeholder,
@@ -52,7 +53,7 @@ class SecretFinding:
 
 
 # Rules whose secret is any string (a password), not a token shape: placeholders are not secrets.
-_FREE_FORM = frozenset({"url_credentials", "curl_credentials", "nuget_config_password"})
+_FREE_FORM = frozenset({"url_credentials", "curl_credentials", "cli_password", "nuget_config_password"})
 
 
 def _matches(rule: TokenRule, text: str, lowered: str) -> Iterator[re.Match[str]]:
@@ -73,12 +74,13 @@ def _matches(rule: TokenRule, text: str, lowered: str) -> Iterator[re.Match[str]
 def _find_tokens(text: str, lowered: str, spans: Spans) -> None:
     for rule in TOKEN_RULES:
         for match in _matches(rule, text, lowered):
-            secret = match.group(rule.group)
+            group = rule.group if rule.group >= 0 else next(i for i, g in enumerate(match.groups(), 1) if g is not None)
+            secret = match.group(group)
             if rule.check is not None and not rule.check(secret):
                 continue
             if rule.kind in _FREE_FORM and is_placeholder(secret, "password"):
                 continue  # a value of any shape: "{password}", "${PASS}", "changeme" are stand-ins
-            spans.add(match.start(rule.group), match.end(rule.group), rule.kind)
+            spans.add(match.start(group), match.end(group), rule.kind)
 
 
 def _merge(items: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
@@ -113,8 +115,9 @@ def mask_secrets(text: str, *, path: str | None = None) -> tuple[str, list[Secre
     lowered = lower(text)
     _find_tokens(text, lowered, spans)
     find_assignments(text, lowered, spans, code=is_code_path(path), structured=is_structured_path(path))
-    if "</" in text:
+    if "</" in text or "/>" in text:
         find_xml(text, spans)
+    find_named_calls(text, lowered, spans, code=is_code_path(path))
     find_connection_strings(text, lowered, spans)
     find_netrc(text, lowered, spans, path)
     if _is_yaml(path) and ("|" in text or ">" in text):

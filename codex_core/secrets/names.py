@@ -42,6 +42,23 @@ _TRAILING_COMMENT = re.compile(r"[ \t]+#.*$")
 _XML_SECRET = re.compile(
     r"<(?P<tag>[\w.:-]*(?i:password|passwd|secret|token|api[_-]?key|apikey)[\w.:-]*)>(?P<value>[^<\n]{1,500})</(?P=tag)>"
 )
+# The name in an attribute: <property name="db.password">v</property>, <add key="ApiKey" value="v"/>,
+# <param name="token" value="v"/> (Hibernate, Spring, .NET app.config, Ant, Maven settings).
+_XML_NAMED_VALUE = re.compile(
+    r"<[\w:.-]+\s[^>\n]*?\b(?:name|key)\s*=\s*[\"'](?P<name>[^\"'\n]{1,100})[\"'][^>\n]*?"
+    r"\bvalue\s*=\s*(?P<q>[\"'])(?P<value>(?:(?!(?P=q))[^\n]){1,500})(?P=q)"
+)
+_XML_NAMED_TEXT = re.compile(
+    r"<(?P<tag>[\w:.-]+)\s[^>\n]*?\b(?:name|key)\s*=\s*[\"'](?P<name>[^\"'\n]{1,100})[\"'][^>\n]*>"
+    r"(?P<value>[^<\n]{1,500})</(?P=tag)>"
+)
+# A name and its value as the first two string arguments of a call: define('DB_PASSWORD', '…') in PHP,
+# os.environ.setdefault("API_TOKEN", "…"), System.setProperty("db.password", "…"), config.set(…).
+_CALL_NAMES = ("define(", "setenv(", "putenv(", "setdefault(", "setproperty(", "set(", "put(")
+_NAMED_CALL = re.compile(
+    r"(?i:define|setenv|putenv|setdefault|setproperty|set|put)\([ \t]*(?P<q1>[\"'])(?P<name>[\w.\-]{2,100})(?P=q1)"
+    r"[ \t]*,[ \t]*(?P<q>[\"'])(?P<value>(?:(?!(?P=q))[^\n\\]|\\.){1,500})(?P=q)"
+)
 
 _PASSWORD_WORDS = frozenset({"password", "passwd", "passphrase", "passcode", "pwd", "pass", "pw"})
 _STRONG_WORDS = frozenset({"secret", "token", "credential", "credentials", "apikey", "creds", "cred"})
@@ -308,4 +325,24 @@ def find_xml(text: str, spans: Spans) -> None:
         kind = classify_name(match.group("tag").split(":")[-1])
         if kind and value_is_secret(value, match.group("tag"), kind):
             spans.add(match.start("value"), match.end("value"), kind)
+    for pattern in (_XML_NAMED_VALUE, _XML_NAMED_TEXT):
+        for match in pattern.finditer(text):
+            name, value = match.group("name"), match.group("value")
+            kind = classify_name(name, True)
+            if kind and value_is_secret(value, name, kind):
+                spans.add(match.start("value"), match.end("value"), kind)
+
+
+def find_named_calls(text: str, lowered: str, spans: Spans, *, code: bool) -> None:
+    """``define('DB_PASSWORD', 'value')`` and its kin: the first argument names the second."""
+    for needle in _CALL_NAMES:
+        at = lowered.find(needle)
+        while at != -1:
+            match = _NAMED_CALL.match(text, at)
+            if match is not None:
+                name, value = match.group("name"), match.group("value")
+                kind = classify_name(name)
+                if kind and value_is_secret(value, name, kind, code=code):
+                    spans.add(match.start("value"), match.end("value"), kind)
+            at = lowered.find(needle, at + 1)
 

@@ -45,7 +45,7 @@ class TokenRule:
     family: str
     pattern: re.Pattern[str]
     needles: tuple[str, ...]
-    group: int = 0
+    group: int = 0  # -1: whichever alternative's group matched
     check: Callable[[str], bool] | None = None  # extra test on the secret text
     # Every match starts where a needle occurs: the pattern is tried only there (``match`` at each
     # needle), instead of scanning the whole text.
@@ -92,7 +92,7 @@ def _rule(kind: str, family: str, regex: str, needles: tuple[str, ...], group: i
 _UNANCHORED = frozenset({
     "aws_secret_key", "azure_client_secret", "azure_sas_signature", "digitalocean_token", "terraform_cloud_token",
     "discord_bot_token", "telegram_bot_token", "mailchimp_key", "sendinblue_key", "stripe_key", "gocardless_token",
-    "maxmind_key", "url_credentials",
+    "maxmind_key", "url_credentials", "cli_password",
 })
 
 
@@ -232,6 +232,13 @@ TOKEN_RULES: tuple[TokenRule, ...] = (
           ("basic",), 1, _basic_credentials),
     _rule("curl_credentials", Family.CONNECTION_STRING,
           r"\bcurl\b[^\n]*?[ \t](?:-u|--user)(?:[ \t]+|=)[\"']?[^:\s\"']{1,100}:([^\s\"']{3,200})", ("curl",), 1),
+    _rule("cli_password", Family.CONNECTION_STRING,
+          r"(?<![\w-])--(?:password|passwd|pass|token|api-key|apikey|secret|client-secret|auth-token)(?:=|[ \t]+)"
+          r"(?:'([^'\n]{3,200})'|\"([^\"\n]{3,200})\"|([^\s'\"\\]{3,200}))", ("--pass", "--token", "--api", "--secret",
+                                                                        "--client-secret", "--auth-token"), -1),
+    _rule("cli_password", Family.CONNECTION_STRING,
+          r"\bmysql(?:dump|admin|import|show|check|binlog|pump|sh)?\b[^\n]*?[ \t]-p"
+          r"(?:'([^'\n]{3,200})'|\"([^\"\n]{3,200})\"|([^\s'\"-][^\s'\"]{2,200}))", ("mysql",), -1),
     _rule("url_credentials", Family.CONNECTION_STRING,
           r"\b[A-Za-z][A-Za-z0-9+.-]{1,30}://[^\s/:@'\"<>`]{0,256}:([^\s/'\"<>`]{1,256})@(?=[^\s/@'\"<>`])",
           ("://",), 1),
@@ -257,8 +264,8 @@ for _r in TOKEN_RULES:
 for _kind, _family in STRUCTURAL_KINDS.items():
     KIND_FAMILY.setdefault(_kind, _family)
 # Token shapes outrank key/value findings; the structural detectors sit between them.
-_TAIL = ("url_credentials", "curl_credentials", "auth_header", "connection_string_password", "url_query_secret",
-         "netrc_password", "kubernetes_secret", "terraform_state_secret", "password", "assigned_secret",
-         "high_entropy_secret")
+_TAIL = ("url_credentials", "curl_credentials", "cli_password", "auth_header", "connection_string_password",
+         "url_query_secret", "netrc_password", "kubernetes_secret", "terraform_state_secret", "password",
+         "assigned_secret", "high_entropy_secret")
 SECRET_KINDS: tuple[str, ...] = tuple(k for k in KIND_FAMILY if k not in _TAIL) + _TAIL
 PRIORITY = {kind: i for i, kind in enumerate(SECRET_KINDS)}

@@ -271,6 +271,7 @@ def samples() -> dict[str, tuple[str, str, str]]:
         base64.b64encode(f"deploy:{rnd(ALNUM, 16)}".encode()).decode(),
     )
     add("curl_credentials", "scripts/fetch.sh", "curl -u admin:{secret} https://nexus/repo", rnd(ALNUM, 14))
+    add("cli_password", "scripts/backup.sh", "mysqldump -u root -p'{secret}' --all-databases > all.sql", rnd(ALNUM, 16))
     add("url_credentials", "config/db.yaml", "url: postgres://app:{secret}@db:5432/app", rnd(ALNUM, 16))
     add(
         "connection_string_password",
