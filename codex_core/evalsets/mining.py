@@ -64,6 +64,7 @@ from codex_core.languages import detect_language
 from codex_core.models import Definition
 from codex_core.parsing import definitions
 from codex_core.retrieval import is_test_path
+from codex_core.secrets import redact
 
 SOURCE_LANGUAGES = frozenset(
     {
@@ -190,7 +191,9 @@ def clean_message(message: str) -> str:
     text = _LABEL_PREFIX_RE.sub("", text.strip())
     text = re.sub(r"\(\s*\)|\[\s*\]", "", text)
     text = re.sub(r"\s+([.,;:!?])", r"\1", text)
-    return " ".join(text.split()).strip(" ,;:-")
+    # A token pasted into a commit message would otherwise be stored in the eval set, logged to
+    # MLflow with the per-query results, and shown in reports: masked like file text.
+    return redact(" ".join(text.split()).strip(" ,;:-"))
 
 
 def _iter_commits(repo: Path, head: str) -> Iterator[_Commit]:
