@@ -166,3 +166,17 @@ def test_the_checker_sees_lazy_imports() -> None:
     # The worker's late import of the Definitions is exactly what a top-level-only check would miss.
     assert any(n.startswith("codex_assets") for n in IMPORTS.get("codex_worker", set()) | IMPORTS.get(
         "codex_worker.worker", set()))
+
+
+def test_the_architecture_page_lists_every_module() -> None:
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    tree = page.split("## Layout (one line per module)", 1)[1].split("```", 2)[1]
+    listed, stack = set(), []
+    for line in tree.strip("\n").splitlines():
+        depth = (len(line) - len(line.lstrip(" "))) // 2
+        name = line.split()[0]
+        stack[depth:] = [name.rstrip("/")]
+        if name.endswith(".py"):
+            listed.add("/".join(stack))
+    actual = {str(path.relative_to(ROOT)) for package in PACKAGES for path in (ROOT / package).rglob("*.py")}
+    assert listed == actual, f"missing: {sorted(actual - listed)}; gone: {sorted(listed - actual)}"
