@@ -19,6 +19,7 @@ from pydantic import Field
 from codex_assets.ingestion import published_index, repo_snapshot, repos_partitions
 from codex_core import catalog
 from codex_core.calibration import (
+    CalibratorStore,
     choose_threshold,
     expected_calibration_error,
     feature_vector,
@@ -265,17 +266,12 @@ def calibration(
     ece_mean, ece_std, floor = chosen.get("ece"), chosen.get("ece_std"), cv.get("ece_noise_floor")
     candidates_md = metrics_table(cv.get("candidates") or {}, ["ece", "ece_std", "brier", "auc"])
 
-    out = home.calibration_dir(repo)
-    out.mkdir(parents=True, exist_ok=True)
-    version = 1 + max((int(p.stem.split("-")[1]) for p in out.glob("calibrator-*.json")), default=0)
-    calibrator.version = version
-    path = out / f"calibrator-{version}.json"
-    calibrator.save(path)
-    reliability = out / f"reliability-{version}.png"
-    coverage_png = out / f"precision_coverage-{version}.png"
+    store = CalibratorStore(home.calibration_dir(repo))
+    reliability, coverage_png = store.diagram_paths(store.next_version())
     reliability_diagram_png(probs, y, reliability)
     precision_coverage_png(curve, coverage_png, tau=tau)
-    catalog.write_json(out / "current.json", {"version": version, "path": path.name, "tau": tau})
+    published = store.publish(calibrator, tau)  # the pointer moves last, after the diagrams exist
+    version, path = published.version, published.path
 
     tracker = mlflow.tracker()
     with tracker.run(EXPERIMENT, f"{repo} calibration", _run_tags(context, repo) | {"kind": "calibration"}) as run:

@@ -230,17 +230,17 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _eval_summary(home: CodexHome, repo: str) -> dict[str, Any]:
     from codex_core import catalog
+    from codex_core.calibration import CalibratorStore
 
     last = home.eval_results_dir(repo) / "last_eval.json"
     if not last.exists():
         raise CliError(f"no evaluation of {repo!r} yet: feriactl eval run --repo {repo}")
     summary = catalog.read_json(last)
-    current = home.calibration_dir(repo) / "current.json"
-    if current.exists():
-        cal = catalog.read_json(current)
-        calibrator = json.loads((home.calibration_dir(repo) / cal["path"]).read_text())
+    current = CalibratorStore(home.calibration_dir(repo)).current()
+    if current is not None:
+        calibrator = json.loads(current.path.read_text())
         summary["calibration"] = {
-            "version": cal["version"], "tau": cal["tau"], "method": calibrator.get("method"),
+            "version": current.version, "tau": current.tau, "method": calibrator.get("method"),
             "cv_metrics": calibrator.get("cv_metrics"),
         }
     summary["repo"] = repo

@@ -6,7 +6,6 @@ graph, and each repository's git objects (to verify citations). Never imports Da
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -17,7 +16,7 @@ from collections.abc import Collection
 from typing import Any
 
 from codex_core.answer import Answer
-from codex_core.calibration import Calibrator
+from codex_core.calibration import Calibrator, CalibratorStore
 from codex_core.embedding import Embedder, SentenceTransformerEmbedder
 from codex_core.home import CodexHome
 from codex_core.llm import Answerer, ContextChunk
@@ -82,16 +81,15 @@ class QueryEngine:
 
     def calibrator_for(self, repo: str) -> Calibrator | None:
         """The newest published calibrator of ``repo`` (reloaded when `calibration` publishes a new one)."""
-        pointer = self.home.calibration_dir(repo) / "current.json"
-        try:
-            stamp = pointer.stat().st_mtime_ns
-        except FileNotFoundError:
+        store = CalibratorStore(self.home.calibration_dir(repo))
+        stamp = store.stamp()
+        if stamp is None:
             return None
         held = self._calibrators.get(repo)
         if held is None or held[0] != stamp:
             try:
-                current = json.loads(pointer.read_text())
-                calibrator: Calibrator | None = Calibrator.load(pointer.parent / current["path"])
+                current = store.current()
+                calibrator: Calibrator | None = current.load() if current else None
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 # An unreadable or outdated calibrator must not take answering down: fall back to
                 # the heuristic confidence (confidence_kind says so) until the next calibration.
