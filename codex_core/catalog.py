@@ -1,13 +1,12 @@
 """Per-repository artifacts under ``CODEX_HOME/repos/<name>/``, written atomically.
 
-Each stage writes its product to a temp file and renames it into place: a killed run leaves the
-previous product intact, never a half-written one.
+Each stage writes its product with :mod:`codex_core.fsio` (temp file, fsync, rename): a killed run
+leaves the previous product intact, never a half-written one.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
@@ -18,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from codex_core.files import FileScan, SourceFile
+from codex_core.fsio import replace_atomically, write_json_atomic
 from codex_core.models import Chunk, Location
 
 SNAPSHOT = "snapshot.json"
@@ -35,15 +35,8 @@ INDEX_DIGEST = "index_digest.json"  # point id -> payload digest of the last sta
 PUBLISHED = "published_index.json"
 
 
-def _replace_atomically(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def write_json(path: Path, data: Any) -> None:
-    _replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True)))
+    write_json_atomic(path, data, indent=2, sort_keys=True)
 
 
 def read_json(path: Path) -> Any:
@@ -56,7 +49,7 @@ def read_json(path: Path) -> Any:
 
 def write_files(repo_dir: Path, scan: FileScan) -> None:
     frame = pd.DataFrame([asdict(f) for f in scan.files], columns=list(SourceFile.__dataclass_fields__))
-    _replace_atomically(repo_dir / FILES, lambda tmp: frame.to_parquet(tmp, index=False))
+    replace_atomically(repo_dir / FILES, lambda tmp: frame.to_parquet(tmp, index=False))
     write_json(repo_dir / SKIPPED, {"commit": scan.commit, "skipped": scan.skipped})
 
 
@@ -117,7 +110,7 @@ def write_chunks(path: Path, chunks: Iterable[Chunk]) -> int:
     ]
     columns["point_id"] = [c.point_id for c in chunks]
     table = pa.table(columns, schema=_CHUNK_SCHEMA)
-    _replace_atomically(path, lambda tmp: pq.write_table(table, tmp))
+    replace_atomically(path, lambda tmp: pq.write_table(table, tmp))
     return len(chunks)
 
 
@@ -156,7 +149,7 @@ def point_payload(chunk: Chunk) -> dict[str, Any]:
 def write_records(path: Path, rows: Iterable[Any], cls: type) -> None:
     """Dataclass rows as parquet (columns = the dataclass fields, even when there are no rows)."""
     frame = pd.DataFrame([asdict(r) for r in rows], columns=list(cls.__dataclass_fields__))
-    _replace_atomically(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    replace_atomically(path, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
 def read_records(path: Path, cls: type) -> list[Any]:
@@ -184,4 +177,4 @@ def write_signatures(path: Path, signatures: dict[str, Any], keep: set[str]) -> 
 
     items = [(h, v.astype(SIGNATURE_DTYPE).tobytes()) for h, v in signatures.items() if h in keep]
     frame = pd.DataFrame(items, columns=["hash", "values"])
-    _replace_atomically(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    replace_atomically(path, lambda tmp: frame.to_parquet(tmp, index=False))

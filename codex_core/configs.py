@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from codex_core.embedding import DEFAULT_MODEL_ID
+from codex_core.fsio import write_json_atomic
 from codex_core.retrieval import RetrievalConfig
 
 CONFIG_ID_LENGTH = 12
@@ -56,9 +56,7 @@ class ConfigStore:
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / f"{config.config_id}.json"
         if not path.exists():
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
-            os.replace(tmp, path)
+            write_json_atomic(path, config.to_dict(), indent=2, sort_keys=True)
         return config.config_id
 
     def load(self, config_id: str) -> AnswerConfig:

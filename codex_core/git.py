@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from codex_core.fsio import write_json_atomic
 from codex_core.home import validate_repo_name
 
 
@@ -188,10 +189,7 @@ class RepoRegistry:
         prior = entries.get(name)
         added_at = prior["added_at"] if prior else datetime.now(UTC).isoformat(timespec="seconds")
         entries[name] = {"source": source, "added_at": added_at}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(entries, indent=2, sort_keys=True))
-        os.replace(tmp, self.path)
+        write_json_atomic(self.path, entries, indent=2, sort_keys=True)
         return RepoEntry(name=name, source=source, added_at=added_at)
 
 

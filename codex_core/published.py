@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from codex_core import catalog
+from codex_core.fsio import write_json_atomic
 from codex_core.home import CodexHome
 from codex_core.liveness import pid_alive
 
@@ -65,11 +66,8 @@ def write_graph_commit(home: CodexHome, name: str, commit: str) -> None:
 
 def beat(home: CodexHome, interval_s: float) -> None:
     """The worker is alive (this process, beating every ``interval_s`` seconds)."""
-    path = home.root / HEARTBEAT
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"pid": os.getpid(), "beat_at": time.time(), "interval_s": interval_s}))
-    os.replace(tmp, path)
+    write_json_atomic(home.root / HEARTBEAT, {"pid": os.getpid(), "beat_at": time.time(), "interval_s": interval_s},
+                      indent=None, sort_keys=False)
 
 
 def stop_beating(home: CodexHome) -> None:

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from codex_core.embedding import Embedder
+from codex_core.fsio import ReloadingFile
 from codex_core.git import RepoRegistry, is_url
-from codex_core.graph import CodeGraph, load_graph
+from codex_core.graph import EDGES_FILE, CodeGraph, load_graph
 from codex_core.home import CodexHome
 from codex_core.retrieval import GitVerificationSource, HybridRetriever, RepoCorpus, Reranker
 from codex_core.settings import Settings
@@ -67,7 +68,7 @@ class PublishedReader:
         self.embedder = embedder
         self._registry = RepoRegistry(home.registry_path)
         self._view = PublishedView({}, {})
-        self._graph_stamps: dict[str, tuple[int, int, int] | None] = {}
+        self._graph_files: dict[str, ReloadingFile[CodeGraph | None]] = {}
         self._lock = threading.Lock()
         self._refresh_every = refresh_every_s
         self._last_refresh = float("-inf")
@@ -110,15 +111,10 @@ class PublishedReader:
                     corpora[repo] = self._load_corpus(repo, current, held)
                 # The graph is written after the index is published (ingestion's last step): reload
                 # it whenever its files change, not only when the index version does.
-                edges = self.home.graph_dir(repo) / "edges.parquet"
-                try:
-                    st = edges.stat()
-                    stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-                except FileNotFoundError:
-                    stamp = None
-                if repo not in graphs or self._graph_stamps.get(repo) != stamp:
-                    graphs[repo] = load_graph(edges.parent) if stamp else None
-                    self._graph_stamps[repo] = stamp
+                if repo not in self._graph_files:
+                    edges = self.home.graph_dir(repo) / EDGES_FILE
+                    self._graph_files[repo] = ReloadingFile(edges, lambda path: load_graph(path.parent), None)
+                graphs[repo] = self._graph_files[repo].get()
             self._view = PublishedView(corpora, graphs)
             return self._view
 

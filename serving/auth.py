@@ -18,20 +18,18 @@ otherwise — the local single-user mode, where every caller acts as the admin t
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
-import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from codex_core.fsio import ReloadingFile, locked_edit
 from codex_core.settings import Settings
 
 ROLES = ("admin", "analyst", "user")
@@ -101,14 +99,12 @@ def _utc_now() -> str:
 
 
 class TenantStore:
-    """tenants.json, re-read when its modification time changes (the CLI edits it while serving runs)."""
+    """tenants.json, re-read when its stamp changes (the CLI edits it while serving runs)."""
 
     def __init__(self, path: Path):
         self.path = path
-        self._lock = threading.Lock()
-        self._stamp: tuple[int, int, int] | None = None
-        self._tenants: dict[str, Tenant] = {}
-        self._by_key_id: dict[str, list[tuple[str, bytes, str]]] = {}  # key id -> [(tenant, salt, digest)]
+        # (tenants, key id -> [(tenant, salt, digest)])
+        self._tables = ReloadingFile(path, self._parse, ({}, {}))
 
     # ------------------------------------------------------------ reading
 
@@ -120,28 +116,20 @@ class TenantStore:
             return {"tenants": {}}
         return json.loads(self.path.read_text())
 
-    def _reload(self) -> None:
-        try:
-            st = self.path.stat()
-            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-        except FileNotFoundError:
-            stamp = None
-        if stamp == self._stamp:
-            return
-        with self._lock:
-            tenants: dict[str, Tenant] = {}
-            by_key: dict[str, list[tuple[str, bytes, str]]] = {}
-            for name, entry in self._raw().get("tenants", {}).items():
-                tenants[name] = Tenant(name, entry["role"], tuple(entry.get("repos") or ()))
-                for stored in entry.get("key_hashes", []):
-                    scheme, key_id, salt, digest = stored.split("$")
-                    if scheme == "sha256":
-                        by_key.setdefault(key_id, []).append((name, bytes.fromhex(salt), digest))
-            self._tenants, self._by_key_id, self._stamp = tenants, by_key, stamp
+    @staticmethod
+    def _parse(path: Path) -> tuple[dict[str, Tenant], dict[str, list[tuple[str, bytes, str]]]]:
+        tenants: dict[str, Tenant] = {}
+        by_key: dict[str, list[tuple[str, bytes, str]]] = {}
+        for name, entry in json.loads(path.read_text()).get("tenants", {}).items():
+            tenants[name] = Tenant(name, entry["role"], tuple(entry.get("repos") or ()))
+            for stored in entry.get("key_hashes", []):
+                scheme, key_id, salt, digest = stored.split("$")
+                if scheme == "sha256":
+                    by_key.setdefault(key_id, []).append((name, bytes.fromhex(salt), digest))
+        return tenants, by_key
 
     def tenants(self) -> dict[str, Tenant]:
-        self._reload()
-        return dict(self._tenants)
+        return dict(self._tables.get()[0])
 
     def authenticate(self, key: str | None) -> Tenant | None:
         """The tenant owning ``key``, or None. Constant-time digest comparison."""
@@ -150,11 +138,11 @@ class TenantStore:
         match = _KEY_RE.match(key.strip())
         if match is None:
             return None
-        self._reload()
-        for name, salt, digest in self._by_key_id.get(match.group(1), []):
+        tenants, by_key_id = self._tables.get()
+        for name, salt, digest in by_key_id.get(match.group(1), []):
             candidate = hashlib.sha256(salt + key.strip().encode()).hexdigest()
             if hmac.compare_digest(candidate, digest):
-                return self._tenants.get(name)
+                return tenants.get(name)
         return None
 
     def listing(self) -> list[dict[str, Any]]:
@@ -168,17 +156,9 @@ class TenantStore:
 
     # ------------------------------------------------------------ writing
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[dict[str, Any]]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_suffix(".lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            data = self._raw()
-            yield data
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, self.path)
+    def _locked(self) -> contextlib.AbstractContextManager[dict[str, Any]]:
+        """Read-modify-write under tenants.lock; the file holds key hashes: owner-only (0600)."""
+        return locked_edit(self.path, lambda: {"tenants": {}}, indent=2, sort_keys=True, mode=0o600)
 
     def add(self, name: str, role: str, repos: Iterable[str] = (ALL_REPOS,)) -> str:
         """Create a tenant with one new key; returns the key (shown once, never stored)."""

@@ -24,21 +24,20 @@ one worker or read the per-arm Prometheus gauges instead).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
-import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from codex_core.configs import AnswerConfig, ConfigStore
+from codex_core.fsio import ReloadingFile, locked_edit
 from codex_core.metrics import percentile
 from codex_core.retrieval import RetrievalConfig
 
@@ -140,6 +139,10 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def _no_canary() -> dict[str, Any]:
+    return {"champion": None, "status": "none", "canary": None, "history": []}
+
+
 class CanaryStore:
     """canary.json with read-modify-write under an exclusive file lock (CLI and server both write)."""
 
@@ -152,26 +155,12 @@ class CanaryStore:
 
     def read(self) -> dict[str, Any]:
         if not self.path.exists():
-            return {"champion": None, "status": "none", "canary": None, "history": []}
+            return _no_canary()
         return json.loads(self.path.read_text())
 
-    def stamp(self) -> tuple[int, int, int] | None:
-        try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
-
-    @contextlib.contextmanager
-    def edit(self) -> Iterator[dict[str, Any]]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_suffix(".lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            state = self.read()
-            yield state
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_text(json.dumps(state, indent=2))
-            os.replace(tmp, self.path)
+    def edit(self) -> contextlib.AbstractContextManager[dict[str, Any]]:
+        """Read-modify-write of canary.json under canary.lock."""
+        return locked_edit(self.path, _no_canary, indent=2, sort_keys=False)
 
     def load_config(self, config_id: str) -> AnswerConfig:
         try:
@@ -260,24 +249,23 @@ class CanaryRouter:
         self.store = store
         self._on_signals = on_signals
         self._lock = threading.Lock()
-        self._stamp: tuple[int, int, int] | None | str = "unread"
+        self._file = ReloadingFile(store.path, lambda _path: store.read(), _no_canary())
         self._state: dict[str, Any] = {}
         self._configs: dict[str, RetrievalConfig] = {}
         self._arms: dict[str, ArmSignals] = {}
         self._dirty_since: float | None = None
 
     def _refresh(self) -> None:
-        stamp = self.store.stamp()
-        if stamp == self._stamp:
+        if self._file.get() is self._state:  # the same object until canary.json changes
             return
         with self._lock:
-            state = self.store.read()
+            state = self._file.get()  # again under the lock: a slower thread never adopts an older state
             canary = state.get("canary") if state.get("status") == "running" else None
             held = self._state.get("canary") if self._state.get("status") == "running" else None
             if canary and (not held or held["id"] != canary["id"]):
                 self._arms = {arm: ArmSignals.from_dict(canary["arms"].get(arm)) for arm in (CHAMPION, CHALLENGER)}
                 self._dirty_since = None
-            self._state, self._stamp = state, stamp
+            self._state = state
 
     def _retrieval(self, config_id: str | None) -> RetrievalConfig | None:
         if config_id is None:

@@ -18,6 +18,7 @@ from typing import Any
 from codex_core.answer import Answer
 from codex_core.calibration import Calibrator, CalibratorStore
 from codex_core.embedding import Embedder, SentenceTransformerEmbedder
+from codex_core.fsio import ReloadingFile
 from codex_core.home import CodexHome
 from codex_core.llm import Answerer, ContextChunk
 from codex_core.querylog import QUERY_LOG_FILE, QueryLog, ServedQuery, now_iso
@@ -72,7 +73,7 @@ class QueryEngine:
         )
         self._lock = threading.Lock()
         self._traces: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._calibrators: dict[str, tuple[int, Calibrator | None]] = {}
+        self._calibrators: dict[str, ReloadingFile[Calibrator | None]] = {}  # repo -> current.json, parsed
         self.query_log = QueryLog(home.serving_state_dir / QUERY_LOG_FILE)  # shapes only, for drift reports
         self.freshness = FreshnessTracker(self.reader.worktree_of, ttl_s=freshness_ttl_s)
 
@@ -81,26 +82,26 @@ class QueryEngine:
 
     def calibrator_for(self, repo: str) -> Calibrator | None:
         """The newest published calibrator of ``repo`` (reloaded when `calibration` publishes a new one)."""
-        store = CalibratorStore(self.home.calibration_dir(repo))
-        stamp = store.stamp()
-        if stamp is None:
+        cached = self._calibrators.get(repo)
+        if cached is None:
+            store = CalibratorStore(self.home.calibration_dir(repo))
+            cached = ReloadingFile(store.pointer, lambda _pointer: self._load_calibrator(repo, store), None)
+            cached = self._calibrators.setdefault(repo, cached)
+        return cached.get()
+
+    @staticmethod
+    def _load_calibrator(repo: str, store: CalibratorStore) -> Calibrator | None:
+        try:
+            current = store.current()
+            return current.load() if current else None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # An unreadable or outdated calibrator must not take answering down: fall back to the
+            # heuristic confidence (confidence_kind says so) until the next calibration publishes.
+            logger.warning(
+                "calibrator of %s is not usable (%s); using the heuristic confidence until "
+                "`feriactl eval run --repo %s` publishes a new one", repo, exc, repo,
+            )
             return None
-        held = self._calibrators.get(repo)
-        if held is None or held[0] != stamp:
-            try:
-                current = store.current()
-                calibrator: Calibrator | None = current.load() if current else None
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                # An unreadable or outdated calibrator must not take answering down: fall back to
-                # the heuristic confidence (confidence_kind says so) until the next calibration.
-                logger.warning(
-                    "calibrator of %s is not usable (%s); using the heuristic confidence until "
-                    "`feriactl eval run --repo %s` publishes a new one", repo, exc, repo,
-                )
-                calibrator = None
-            held = (stamp, calibrator)
-            self._calibrators[repo] = held
-        return held[1]
 
     def confidence(self, repo: str | None, features: dict[str, float], query: str) -> tuple[float, float, str]:
         """(confidence, abstention threshold, kind): calibrated when a calibrator is published."""

@@ -10,12 +10,9 @@ never rewritten: re-writing it with different items is an error, with the same i
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -32,6 +29,7 @@ from codex_core.evalsets.data import (
     _sha256,
     lexical_overlap,
 )
+from codex_core.fsio import file_lock, write_bytes_atomic, write_json_atomic
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _VERSION_FILE_RE = re.compile(r"^v(\d+)\.manifest\.json$")
@@ -43,16 +41,6 @@ def _validate_name(name: str) -> str:
             f"invalid eval set name {name!r}: use 1-64 characters from [A-Za-z0-9._-], starting with a letter or digit"
         )
     return name
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 class EvalRegistry:
@@ -77,16 +65,8 @@ class EvalRegistry:
     def manifest_path(self, name: str, version: int) -> Path:
         return self._dir(name) / f"v{int(version)}.manifest.json"
 
-    @contextmanager
-    def _lock(self, name: str) -> Iterator[None]:
-        directory = self._dir(name)
-        directory.mkdir(parents=True, exist_ok=True)
-        with open(directory / ".lock", "a+") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    def _lock(self, name: str) -> AbstractContextManager[None]:
+        return file_lock(self._dir(name) / ".lock")
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -193,7 +173,7 @@ class EvalRegistry:
                     f"(stored sha256 {existing['items_sha256'][:12]}, new {digest[:12]}). Eval sets are immutable: "
                     f"write it as a new version (next is v{self.next_version(evalset.name)})."
                 )
-            _write_atomically(self.items_path(evalset.name, version), data)
+            write_bytes_atomic(self.items_path(evalset.name, version), data)
             manifest = {
                 "name": evalset.name,
                 "version": version,
@@ -204,7 +184,7 @@ class EvalRegistry:
                 "items_sha256": digest,
                 "meta": evalset.meta,
             }
-            _write_atomically(manifest_path, json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8"))
+            write_json_atomic(manifest_path, manifest, indent=2, sort_keys=True)
             return replace(evalset, version=version)
 
     def write(self, evalset: EvalSet) -> Path:
@@ -232,7 +212,7 @@ class EvalRegistry:
     def export_jsonl(self, name: str, version: int | None, path: Path) -> Path:
         """Write the items of a stored version to ``path`` as JSONL (re-importable as is)."""
         evalset = self.get(name, version)
-        _write_atomically(Path(path), _items_bytes(evalset.items))
+        write_bytes_atomic(Path(path), _items_bytes(evalset.items))
         return Path(path)
 
 

@@ -7,8 +7,6 @@ importers, bases, ...) for retrieval's graph hop.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict
@@ -17,6 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from codex_core.fsio import replace_all
 from codex_core.graph.syntax import EDGE_TYPES, MODULE
 from codex_core.models import Definition, Edge
 
@@ -154,24 +153,13 @@ _EDGE_SCHEMA = pa.schema(
 def write_graph(directory: Path, definitions: Iterable[Definition], edges: Iterable[Edge]) -> None:
     """Write ``definitions.parquet`` and ``edges.parquet``; each file appears whole or not at all."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tables = {
-        DEFINITIONS_FILE: pa.Table.from_pylist([asdict(d) for d in definitions], schema=_DEFINITION_SCHEMA),
-        EDGES_FILE: pa.Table.from_pylist([asdict(e) for e in edges], schema=_EDGE_SCHEMA),
-    }
-    staged: list[tuple[str, str]] = []
-    try:
-        for name, table in tables.items():
-            fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-            os.close(fd)
-            staged.append((temp, name))
-            pq.write_table(table, temp)
-        for temp, name in staged:
-            os.replace(temp, directory / name)
-    finally:
-        for temp, _ in staged:
-            if os.path.exists(temp):
-                os.unlink(temp)
+    definition_table = pa.Table.from_pylist([asdict(d) for d in definitions], schema=_DEFINITION_SCHEMA)
+    edge_table = pa.Table.from_pylist([asdict(e) for e in edges], schema=_EDGE_SCHEMA)
+    # Both written before either is replaced, edges.parquet last: readers reload on its stamp.
+    replace_all({
+        directory / DEFINITIONS_FILE: lambda tmp: pq.write_table(definition_table, tmp),
+        directory / EDGES_FILE: lambda tmp: pq.write_table(edge_table, tmp),
+    })
 
 
 def load_graph(directory: Path) -> CodeGraph:

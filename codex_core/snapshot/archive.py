@@ -4,8 +4,6 @@ sparse extraction (all-zero blocks become holes again).
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import hashlib
 import io
 import os
@@ -15,37 +13,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from codex_core.fsio import data_extents
 from codex_core.snapshot.format import SnapshotError, SnapshotRejected
 
 BLOCK = 1 << 20
 ZEROS = bytes(BLOCK)
 SPARSE_GRAIN = 1 << 16
-
-
-def fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _data_extents(fd: int, size: int) -> list[tuple[int, int]]:
-    """(offset, length) of the data regions of a file; one region when holes cannot be found."""
-    extents: list[tuple[int, int]] = []
-    pos = 0
-    while pos < size:
-        try:
-            start = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:  # only a hole is left
-                break
-            return [(0, size)]
-        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
-        extents.append((start, end - start))
-        pos = end
-    return extents
 
 
 def open_archive(path: Path) -> tarfile.TarFile:
@@ -143,7 +116,7 @@ def add_entry(tar: tarfile.TarFile, entry: Entry, mtime: int, sparse_counter: li
         size = os.fstat(fd).st_size
         if size != entry.size:
             raise SnapshotError(f"{entry.source} changed size while being archived ({entry.size} -> {size})")
-        extents = _data_extents(fd, size)
+        extents = data_extents(fd, size)
         stored = sum(n for _, n in extents)
         if stored < size:
             sparse_counter[0] += 1
@@ -178,7 +151,7 @@ def hash_file(path: Path) -> tuple[int, str]:
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         size = os.fstat(fd).st_size
-        for _ in _file_stream(fd, _data_extents(fd, size), size, digest):
+        for _ in _file_stream(fd, data_extents(fd, size), size, digest):
             pass
     finally:
         os.close(fd)

@@ -20,11 +20,12 @@ from typing import Any
 
 from codex_core import catalog
 from codex_core.embedding import DEFAULT_MODEL_ID, EmbeddingCache, embedding_document
+from codex_core.fsio import fsync_dir, fsync_file
 from codex_core.git import RepoRegistry
 from codex_core.home import CodexHome, validate_repo_name
 from codex_core.models import content_hash
 from codex_core.snapshot import format as snapshot_format
-from codex_core.snapshot.archive import Entry, add_entry, fsync_dir, hash_file
+from codex_core.snapshot.archive import Entry, add_entry, hash_file
 from codex_core.snapshot.format import (
     CALIBRATION_POINTER,
     COMPONENT,
@@ -277,8 +278,7 @@ def create_snapshot(
                     written = add_entry(tar, entry, mtime, sparse_counter)
                     if written != entry.sha256:
                         raise SnapshotError(f"{entry.arcname} changed while the snapshot was written; retry")
-            with tmp.open("rb") as fh:
-                os.fsync(fh.fileno())
+            fsync_file(tmp)
             final = _claim_name(tmp, out_dir, base, COMPRESSIONS[compression])
         finally:
             with contextlib.suppress(FileNotFoundError):

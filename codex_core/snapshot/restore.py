@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import secrets
@@ -16,10 +15,11 @@ from typing import Any
 
 from codex_core import catalog
 from codex_core.embedding import EmbeddingCache
+from codex_core.fsio import fsync_dir, move_into_place, write_json_atomic
 from codex_core.git import GitError, RepoRegistry, is_url, run_git
 from codex_core.home import CodexHome
 from codex_core.snapshot import format as snapshot_format
-from codex_core.snapshot.archive import Extractor, fsync_dir
+from codex_core.snapshot.archive import Extractor
 from codex_core.snapshot.format import (
     CALIBRATION_POINTER,
     EMBEDDINGS,
@@ -42,19 +42,6 @@ def _sweep_dead_staging(root: Path) -> None:
                 shutil.rmtree(entry, ignore_errors=True)
             except PermissionError:
                 pass
-
-
-def _move_into_place(src: Path, dst: Path) -> None:
-    """os.replace within one filesystem; copy to a temp name next to ``dst`` first across filesystems."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(src, dst)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        shutil.copy2(src, tmp)
-        os.replace(tmp, dst)
 
 
 def _install_version(staging_vdir: Path, vroot: Path, version: str) -> None:
@@ -99,7 +86,7 @@ def _install_calibration(staging: Path, cal_dir: Path) -> int:
         number = 1 + max((int(p.stem.split("-")[1]) for p in cal_dir.glob("calibrator-*.json")), default=0)
         name = f"calibrator-{number}.json"
         pointer = {**pointer, "path": name, "version": number}
-    _move_into_place(src_file, cal_dir / name)
+    move_into_place(src_file, cal_dir / name)
     catalog.write_json(cal_dir / CALIBRATION_POINTER, pointer)  # the pointer last
     return 2
 
@@ -245,8 +232,8 @@ def _install(home: CodexHome, staging: Path, manifest: Mapping[str, Any], snapsh
             if name == catalog.SNAPSHOT and worktree is not None:
                 data = json.loads(src.read_text())
                 data |= {"worktree": str(worktree), "source": RepoRegistry(home.registry_path).get(repo).source}
-                src.write_text(json.dumps(data, indent=2, sort_keys=True))
-            _move_into_place(src, repo_dir / name)
+                write_json_atomic(src, data, indent=2, sort_keys=True)
+            move_into_place(src, repo_dir / name)
             installed += 1
         # Incremental-ingest indexes (<stage>_blobs.json) describe the files just replaced: drop them so
         # the next ingest rebuilds from scratch instead of reusing rows of another commit.
@@ -257,7 +244,7 @@ def _install(home: CodexHome, staging: Path, manifest: Mapping[str, Any], snapsh
             graph_dir = home.graph_dir(repo)
             incoming = {p.relative_to(graph_src) for p in graph_src.rglob("*") if p.is_file()}
             for rel in sorted(incoming):
-                _move_into_place(graph_src / rel, graph_dir / rel)
+                move_into_place(graph_src / rel, graph_dir / rel)
                 installed += 1
             for old in list(graph_dir.rglob("*")):
                 if old.is_file() and old.relative_to(graph_dir) not in incoming:
@@ -267,7 +254,7 @@ def _install(home: CodexHome, staging: Path, manifest: Mapping[str, Any], snapsh
         if configs_src.is_dir():
             for src in sorted(configs_src.iterdir()):
                 if not (home.configs_dir / src.name).exists():  # content-addressed: same name, same content
-                    _move_into_place(src, home.configs_dir / src.name)
+                    move_into_place(src, home.configs_dir / src.name)
                     installed += 1
         report.embeddings_in_snapshot, report.embeddings_added = _merge_embeddings(home, staging / EMBEDDINGS)
         _install_version(staging / "index" / version, home.index_dir / repo / VERSIONS_DIR, version)

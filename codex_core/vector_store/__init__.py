@@ -49,13 +49,13 @@ escape the index root); anything else is a ``ValueError``.
 
 Modules: :mod:`~codex_core.vector_store.interface` (the contract, data types, constants),
 :mod:`~codex_core.vector_store.embedded` (qdrant-edge, and its on-disk layout),
-:mod:`~codex_core.vector_store.server` (Qdrant server), :mod:`~codex_core.vector_store.fsutil`
-(manifests, atomic JSON writes, sparse copies). Import from this package.
+:mod:`~codex_core.vector_store.server` (Qdrant server); manifests, atomic JSON writes and sparse
+copies come from :mod:`codex_core.fsio`. Import from this package.
 See docs/vector-store.md for the measurements behind the embedded design.
 """
 
+from codex_core.fsio import file_manifest
 from codex_core.vector_store.embedded import EmbeddedVectorIndex
-from codex_core.vector_store.fsutil import file_manifest
 from codex_core.vector_store.interface import (
     CURRENT_FILE,
     HNSW_EF,

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from codex_core.fsio import FileStamp, copy_tree_sparse, file_manifest, stamp, stamp_of, write_json_atomic
 from codex_core.liveness import pid_alive
-from codex_core.vector_store.fsutil import copy_tree_sparse, file_manifest, write_json_atomic
 from codex_core.vector_store.interface import (
     CURRENT_FILE,
     HNSW_EF,
@@ -72,7 +72,7 @@ class _OpenVersion:
     index: str
     shard: qe.EdgeShard
     copy_dir: Path
-    pointer_key: tuple[int, int, int]
+    pointer_key: FileStamp
 
 
 class EmbeddedVectorIndex(VectorIndex):
@@ -245,7 +245,7 @@ class EmbeddedVectorIndex(VectorIndex):
                 changed_ids=sorted(set(written)),
                 deleted_ids=sorted(set(doomed)),
             )
-            write_json_atomic(vdir / VERSION_FILE, asdict(staged))
+            write_json_atomic(vdir / VERSION_FILE, asdict(staged), indent=1, sort_keys=True)
             return version
         except BaseException:
             if shard is not None:
@@ -340,7 +340,9 @@ class EmbeddedVectorIndex(VectorIndex):
             dim=staged.dim,
             published_at=utc_now(),
         )
-        write_json_atomic(self._repo_dir(repo) / CURRENT_FILE, {**asdict(published), "index": staged.index})
+        write_json_atomic(
+            self._repo_dir(repo) / CURRENT_FILE, {**asdict(published), "index": staged.index}, indent=1, sort_keys=True
+        )
         return published
 
     def discard(self, repo: str, version: str) -> None:
@@ -367,16 +369,16 @@ class EmbeddedVectorIndex(VectorIndex):
         pointer = self._read_pointer(repo)
         return pointer[0] if pointer else None
 
-    def _read_pointer(self, repo: str) -> tuple[PublishedVersion, str, tuple[int, int, int]] | None:
+    def _read_pointer(self, repo: str) -> tuple[PublishedVersion, str, FileStamp] | None:
         path = self._repo_dir(repo) / CURRENT_FILE
         try:
             with path.open("r", encoding="utf-8") as fh:
-                st = os.fstat(fh.fileno())
+                key = stamp_of(os.fstat(fh.fileno()))  # the stamp of exactly the bytes read
                 data = json.load(fh)
         except FileNotFoundError:
             return None
         index = data.pop("index", "exact")
-        return PublishedVersion(**data), index, (st.st_ino, st.st_mtime_ns, st.st_size)
+        return PublishedVersion(**data), index, key
 
     def repos(self) -> list[str]:
         return sorted(
@@ -428,12 +430,7 @@ class EmbeddedVectorIndex(VectorIndex):
     def _open_current(self, repo: str) -> _OpenVersion | None:
         """The reader's copy of ``repo``'s current version, switching if a newer one was published."""
         held = self._open.get(repo)
-        path = self._repo_dir(repo) / CURRENT_FILE
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            st = None
-        if held is not None and st is not None and held.pointer_key == (st.st_ino, st.st_mtime_ns, st.st_size):
+        if held is not None and held.pointer_key == stamp(self._repo_dir(repo) / CURRENT_FILE):
             return held
         for attempt in range(3):
             pointer = self._read_pointer(repo)
