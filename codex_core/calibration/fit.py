@@ -43,7 +43,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -65,6 +64,7 @@ from codex_core.calibration.features import (
     expected_calibration_error,
     feature_vector,
 )
+from codex_core.fsio import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -216,9 +216,7 @@ class Calibrator:
         """Write the JSON atomically (temp file + rename): readers never see half a file."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True, allow_nan=False))
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps(self.to_json(), indent=2, sort_keys=True, allow_nan=False))
         return path
 
     @classmethod

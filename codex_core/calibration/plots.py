@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from codex_core.calibration.features import DEFAULT_COVERAGE_RANGE, _as_arrays, expected_calibration_error
+from codex_core.fsio import replace_atomically
 
 # ---------------------------------------------------------------------------------------------
 # Plots (matplotlib's object API on the Agg canvas: no pyplot state, safe off the main thread)
@@ -22,9 +22,7 @@ def _save_figure(fig: Any, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    replace_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
     return path
 
 

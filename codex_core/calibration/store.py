@@ -84,10 +84,3 @@ class CalibratorStore:
         if not FILE_PATTERN.fullmatch(name) or not (self.directory / name).is_file():
             raise ValueError(f"{self.pointer} names {name!r}, which is not a calibrator file next to it")
         return Published(int(data.get("version", 0)), self.directory / name, data.get("tau"), self.pointer)
-
-    def stamp(self) -> int | None:
-        """Changes whenever a calibrator is published (None: none is)."""
-        try:
-            return self.pointer.stat().st_mtime_ns
-        except FileNotFoundError:
-            return None

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from codex_core import catalog
+from codex_core.calibration.store import CalibratorStore
 from codex_core.embedding import DEFAULT_MODEL_ID, EmbeddingCache, embedding_document
 from codex_core.fsio import fsync_dir, fsync_file
 from codex_core.git import RepoRegistry
@@ -209,14 +210,15 @@ def create_snapshot(
             entries.append(Entry(f"repo/graph/{rel}", len(data), hashlib.sha256(data).hexdigest(), data=data))
 
     calibrator = None
-    pointer_file = home.calibration_dir(repo) / CALIBRATION_POINTER
-    if pointer_file.is_file():
-        cal_bytes = pointer_file.read_bytes()
+    try:
+        published = CalibratorStore(home.calibration_dir(repo)).current()
+    except ValueError as exc:
+        raise SnapshotError(str(exc)) from None
+    if published is not None:
+        cal_bytes = published.pointer.read_bytes()
         cal = json.loads(cal_bytes)
-        name = str(cal.get("path", ""))
-        if not re.fullmatch(r"calibrator-[0-9]{1,9}\.json", name) or not (pointer_file.parent / name).is_file():
-            raise SnapshotError(f"{pointer_file} names {name!r}, which is not a calibrator file next to it")
-        cal_file = (pointer_file.parent / name).read_bytes()
+        name = published.path.name
+        cal_file = published.path.read_bytes()
         entries.append(Entry(f"repo/calibration/{CALIBRATION_POINTER}", len(cal_bytes),
                               hashlib.sha256(cal_bytes).hexdigest(), data=cal_bytes))
         entries.append(Entry(f"repo/calibration/{name}", len(cal_file), hashlib.sha256(cal_file).hexdigest(),

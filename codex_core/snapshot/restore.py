@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from codex_core import catalog
+from codex_core.calibration.store import CalibratorStore
 from codex_core.embedding import EmbeddingCache
 from codex_core.fsio import fsync_dir, move_into_place, write_json_atomic
 from codex_core.git import GitError, RepoRegistry, is_url, run_git
@@ -77,17 +78,8 @@ def _install_calibration(staging: Path, cal_dir: Path) -> int:
     if not pointer_src.is_file():
         return 0
     pointer = json.loads(pointer_src.read_text())
-    src_file = src_dir / pointer["path"]
-    cal_dir.mkdir(parents=True, exist_ok=True)
-    name = pointer["path"]
-    existing = cal_dir / name
-    if existing.exists() and existing.read_bytes() != src_file.read_bytes():
-        # Calibrator numbers are per home: never overwrite a different calibrator with the same number.
-        number = 1 + max((int(p.stem.split("-")[1]) for p in cal_dir.glob("calibrator-*.json")), default=0)
-        name = f"calibrator-{number}.json"
-        pointer = {**pointer, "path": name, "version": number}
-    move_into_place(src_file, cal_dir / name)
-    catalog.write_json(cal_dir / CALIBRATION_POINTER, pointer)  # the pointer last
+    # Calibrator numbers are per home: a different calibrator under the same number is renumbered.
+    CalibratorStore(cal_dir).install(pointer, src_dir / pointer["path"], move_into_place)
     return 2
 
 
