@@ -7,7 +7,9 @@ from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from codex_core.secrets._spans import Spans, present, redaction
+import ahocorasick
+
+from codex_core.secrets._spans import Spans, redaction
 from codex_core.secrets.keys import find_private_keys, find_putty_keys
 from codex_core.secrets.names import (
     find_assignments,
@@ -56,31 +58,71 @@ class SecretFinding:
 _FREE_FORM = frozenset({"url_credentials", "curl_credentials", "cli_password", "nuget_config_password"})
 
 
-def _matches(rule: TokenRule, text: str, lowered: str) -> Iterator[re.Match[str]]:
-    if not rule.anchored:
-        if present(text, lowered, rule.needles):
-            yield from rule.pattern.finditer(text)
-        return
-    for needle in rule.needles:
-        haystack = lowered if needle.islower() else text
-        at = haystack.find(needle)
-        while at != -1:
-            match = rule.pattern.match(text, at)
-            if match is not None:
-                yield match
-            at = haystack.find(needle, at + 1)
+def _needle_automaton() -> ahocorasick.Automaton:
+    """Every rule's needles in one Aho-Corasick automaton over the lower-cased text: one pass finds
+    them all (about 5x faster than a ``str.find`` per needle, 150 of them)."""
+    entries: dict[str, list[tuple[TokenRule, str]]] = {}
+    for rule in TOKEN_RULES:
+        for needle in rule.needles:
+            entries.setdefault(needle.lower(), []).append((rule, needle))
+    automaton = ahocorasick.Automaton()
+    for key, value in entries.items():
+        automaton.add_word(key, (len(key), value))
+    automaton.make_automaton()
+    return automaton
+
+
+_NEEDLES = _needle_automaton()
+# The longest a windowed match reaches past its needle (url_credentials: 256 + ":" + 256 + "@").
+_MAX_AFTER_NEEDLE = 600
+
+
+def _matches(text: str, lowered: str) -> Iterator[tuple[TokenRule, re.Match[str]]]:
+    """Every token rule's matches: anchored rules are tried where one of their needles starts,
+    the others scan the whole text once when one of their needles occurs anywhere."""
+    scan: dict[int, TokenRule] = {}
+    windows: dict[int, tuple[TokenRule, list[tuple[int, int]]]] = {}
+    for end, (length, entries) in _NEEDLES.iter(lowered):
+        start = end - length + 1
+        for rule, needle in entries:
+            if not needle.islower() and not text.startswith(needle, start):
+                continue  # a case-sensitive needle: the lower-cased hit is not it
+            if rule.anchored:
+                if (match := rule.pattern.match(text, start)) is not None:
+                    yield rule, match
+            elif rule.back is None:
+                scan.setdefault(id(rule), rule)
+            else:  # from `back` before the needle to the end of its line (no token spans lines),
+                # at most _MAX_AFTER_NEEDLE on
+                line_end = text.find("\n", end, end + _MAX_AFTER_NEEDLE)
+                window_end = min(len(text), end + _MAX_AFTER_NEEDLE) if line_end == -1 else line_end
+                windows.setdefault(id(rule), (rule, []))[1].append((max(0, start - rule.back), window_end))
+    for rule, spans in windows.values():
+        # Overlapping windows are merged and each searched once: a line of a million needles stays
+        # linear. Every match of these patterns contains one of the rule's needles.
+        merged: list[list[int]] = []
+        for lo, hi in spans:  # in text order: the automaton reports hits left to right
+            if merged and lo <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], hi)
+            else:
+                merged.append([lo, hi])
+        for lo, hi in merged:
+            for match in rule.pattern.finditer(text, lo, hi):
+                yield rule, match
+    for rule in scan.values():
+        for match in rule.pattern.finditer(text):
+            yield rule, match
 
 
 def _find_tokens(text: str, lowered: str, spans: Spans) -> None:
-    for rule in TOKEN_RULES:
-        for match in _matches(rule, text, lowered):
-            group = rule.group if rule.group >= 0 else next(i for i, g in enumerate(match.groups(), 1) if g is not None)
-            secret = match.group(group)
-            if rule.check is not None and not rule.check(secret):
-                continue
-            if rule.kind in _FREE_FORM and is_placeholder(secret, "password"):
-                continue  # a value of any shape: "{password}", "${PASS}", "changeme" are stand-ins
-            spans.add(match.start(group), match.end(group), rule.kind)
+    for rule, match in _matches(text, lowered):
+        group = rule.group if rule.group >= 0 else next(i for i, g in enumerate(match.groups(), 1) if g is not None)
+        secret = match.group(group)
+        if rule.check is not None and not rule.check(secret):
+            continue
+        if rule.kind in _FREE_FORM and is_placeholder(secret, "password"):
+            continue  # a value of any shape: "{password}", "${PASS}", "changeme" are stand-ins
+        spans.add(match.start(group), match.end(group), rule.kind)
 
 
 def _merge(items: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:

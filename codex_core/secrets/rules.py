@@ -50,6 +50,9 @@ class TokenRule:
     # Every match starts where a needle occurs: the pattern is tried only there (``match`` at each
     # needle), instead of scanning the whole text.
     anchored: bool = True
+    # Not anchored: a match starts at most ``back`` characters before a needle and ends on its line,
+    # so only that window is searched; None: the needle only says the file is worth a full scan.
+    back: int | None = None
 
 
 def _has_digit(value: str) -> bool:
@@ -85,15 +88,20 @@ _RD = r"(?![A-Za-z0-9_-])"
 
 def _rule(kind: str, family: str, regex: str, needles: tuple[str, ...], group: int = 0,
           check: Callable[[str], bool] | None = None) -> TokenRule:
-    return TokenRule(kind, family, re.compile(regex), needles, group, check, kind not in _UNANCHORED)
+    return TokenRule(kind, family, re.compile(regex), needles, group, check, kind not in _UNANCHORED,
+                     _UNANCHORED.get(kind))
 
 
 # Rules whose needle sits inside the match (or only says the file is worth a full scan).
-_UNANCHORED = frozenset({
-    "aws_secret_key", "azure_client_secret", "azure_sas_signature", "digitalocean_token", "terraform_cloud_token",
-    "discord_bot_token", "telegram_bot_token", "mailchimp_key", "sendinblue_key", "stripe_key", "gocardless_token",
-    "maxmind_key", "url_credentials", "cli_password",
-})
+# Rules whose needle sits inside the match -> how far before the needle a match may start (the
+# longest prefix the pattern allows), or None when the needle is context, not part of the match.
+_UNANCHORED: dict[str, int | None] = {
+    "aws_secret_key": 64, "azure_client_secret": 4, "azure_sas_signature": 1, "digitalocean_token": 3,
+    "terraform_cloud_token": 15, "telegram_bot_token": 16, "mailchimp_key": 32, "sendinblue_key": 1,
+    "stripe_key": 2, "maxmind_key": 37, "url_credentials": 31, "cli_password": 0,
+    "twitter_bearer_token": 0,  # a run of A's holds the needle at every offset: one merged search
+    "discord_bot_token": None, "gocardless_token": None,
+}
 
 
 C, V, P, H, M, S = (Family.CLOUD, Family.VCS_CI, Family.PACKAGE_REGISTRY, Family.CHAT_WEBHOOK,
