@@ -7,12 +7,20 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# The one rule for every name that becomes a directory, a partition key, a collection alias or a
+# URL path segment: repositories, tenants, eval sets. 1-64 characters, no leading dot or dash.
+NAME_RULE = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+NAME_PATTERN = re.compile(NAME_RULE)
+REPO_NAME_RE = re.compile(f"^{NAME_RULE}$")  # anchored form, for pydantic ``pattern=`` and ``re.match``
+
+
+def is_valid_name(name: object) -> bool:
+    return isinstance(name, str) and NAME_PATTERN.fullmatch(name) is not None and ".." not in name
 
 
 def validate_repo_name(name: str) -> str:
     """Repo names become directory names and partition keys: keep them boring."""
-    if not isinstance(name, str) or not REPO_NAME_RE.match(name) or ".." in name:
+    if not is_valid_name(name):
         raise ValueError(
             f"invalid repository name {name!r}: use 1-64 characters from [A-Za-z0-9._-], "
             "starting with a letter or digit (pass --name to choose one)"

@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 
 from codex_core.answer import Answer
 from codex_core.configs import ConfigStore
-from codex_core.home import CodexHome
+from codex_core.home import REPO_NAME_RE, CodexHome
 from codex_core.settings import Settings
 from serving.auth import LOCAL, LOCAL_TENANT, ROLES, Tenant, TenantError, TenantStore, auth_mode, key_from_headers
 from serving.canary import CHALLENGER, ArmChoice, ArmSignals, CanaryError, CanaryRouter, CanaryStore
@@ -39,7 +39,7 @@ from serving.metrics import ServingMetrics
 from serving.quotas import QUEUES, Admission, QuotaConfig, Throttled, load_quota_config
 
 log = logging.getLogger("codex.serving")
-REPO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+REPO_PATTERN = REPO_NAME_RE.pattern
 MAX_BATCH = 32
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from codex_core.fsio import ReloadingFile, locked_edit
+from codex_core.home import is_valid_name
 from codex_core.settings import Settings
 
 ROLES = ("admin", "analyst", "user")
@@ -37,7 +38,6 @@ ALL_REPOS = "*"
 LOCAL_TENANT = "local"
 KEY_PREFIX = "pcx_"
 _KEY_RE = re.compile(r"^pcx_([0-9a-f]{8})_[A-Za-z0-9_-]{20,}$")
-_TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 class TenantError(ValueError):
@@ -74,7 +74,7 @@ LOCAL = Tenant(LOCAL_TENANT, "admin", (ALL_REPOS,))
 
 
 def validate_tenant_name(name: str) -> str:
-    if not isinstance(name, str) or not _TENANT_RE.match(name):
+    if not is_valid_name(name):
         raise TenantError(
             f"invalid tenant name {name!r}: use 1-64 characters from [A-Za-z0-9._-], starting with a letter or digit"
         )
@@ -167,7 +167,7 @@ class TenantStore:
             raise TenantError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
         repos = sorted(set(repos)) or [ALL_REPOS]
         for repo in repos:
-            if repo != ALL_REPOS and not _TENANT_RE.match(repo):
+            if repo != ALL_REPOS and not is_valid_name(repo):
                 raise TenantError(f"invalid repository name {repo!r} in --repos (names as in feriactl status, or '*')")
         key = new_key()
         with self._locked() as data:

@@ -30,13 +30,13 @@ from codex_core.evalsets.data import (
     lexical_overlap,
 )
 from codex_core.fsio import file_lock, write_bytes_atomic, write_json_atomic
+from codex_core.home import is_valid_name
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _VERSION_FILE_RE = re.compile(r"^v(\d+)\.manifest\.json$")
 
 
 def _validate_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
+    if not is_valid_name(name):
         raise EvalSetError(
             f"invalid eval set name {name!r}: use 1-64 characters from [A-Za-z0-9._-], starting with a letter or digit"
         )
@@ -122,7 +122,7 @@ class EvalRegistry:
         if not self.root.is_dir():
             return []
         out = []
-        for directory in sorted(p for p in self.root.iterdir() if p.is_dir() and _NAME_RE.match(p.name)):
+        for directory in sorted(p for p in self.root.iterdir() if p.is_dir() and is_valid_name(p.name)):
             for version in self.versions(directory.name):
                 m = self._manifest(directory.name, version)
                 out.append(

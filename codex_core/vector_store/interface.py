@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
-REPO_NAME_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+from codex_core.home import NAME_PATTERN, is_valid_name
+
+REPO_NAME_PATTERN = NAME_PATTERN  # the one name rule (codex_core.home)
 VERSION_PATTERN = re.compile(r"[0-9]{8}T[0-9]{12}Z-[0-9a-f]{6}")
 
 # Exact search stays fast (~11 ms at 80k points, measured) and has recall 1.0; HNSW pays off only
@@ -97,10 +99,10 @@ class UnknownRepoError(LookupError):
 
 
 def validate_repo(repo: str) -> str:
-    if not isinstance(repo, str) or not REPO_NAME_PATTERN.fullmatch(repo):
+    if not is_valid_name(repo):
         raise ValueError(
-            f"invalid repo name {repo!r}: use 1-100 characters from [A-Za-z0-9._-], not starting with "
-            "a dot (e.g. 'dagster' or 'my-org.my_repo')"
+            f"invalid repo name {repo!r}: use 1-64 characters from [A-Za-z0-9._-], starting with a letter "
+            "or digit (e.g. 'dagster' or 'my-org.my_repo')"
         )
     return repo
 
