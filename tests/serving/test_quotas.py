@@ -41,7 +41,7 @@ def test_repository_quota_file_is_valid_and_has_overrides() -> None:
     assert config.limits("demo-readonly", "fast").max_inflight == config.defaults["fast"].max_inflight
     assert config.inflight_cap("demo-readonly") == 2
     # A batch of the largest allowed size must fit the default batch bucket.
-    from serving.app import MAX_BATCH
+    from serving.schemas import MAX_BATCH
 
     assert config.defaults["batch"].burst >= MAX_BATCH
 
