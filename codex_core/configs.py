@@ -16,6 +16,7 @@ from typing import Any
 from codex_core.embedding import DEFAULT_MODEL_ID
 from codex_core.fsio import write_json_atomic
 from codex_core.retrieval import RetrievalConfig
+from codex_core.strict import check_keys
 
 CONFIG_ID_LENGTH = 12
 
@@ -36,8 +37,10 @@ class AnswerConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AnswerConfig:
-        known = {f.name for f in fields(RetrievalConfig)}
-        retrieval = RetrievalConfig(**{k: v for k, v in (data.get("retrieval") or {}).items() if k in known})
+        """A config from its JSON; an unknown key (a typo) is a ``ValueError`` naming it."""
+        check_keys(data, [f.name for f in fields(cls)], "answer config")
+        check_keys(data.get("retrieval") or {}, [f.name for f in fields(RetrievalConfig)], "answer config retrieval")
+        retrieval = RetrievalConfig(**(data.get("retrieval") or {}))
         rest = {f.name: data[f.name] for f in fields(cls) if f.name in data and f.name != "retrieval"}
         return cls(retrieval=retrieval, **rest)
 

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from codex_core.llm.types import ROUTES
+from codex_core.strict import check_keys
 
 DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
 BACKEND_KINDS = ("ollama", "openai")
@@ -121,9 +122,21 @@ def load_config(path: Path | None = None, *, env: Mapping[str, str] = os.environ
     return config_from_dict(data, env=env, source=str(path))
 
 
+_MODEL_KEYS = ("name", "backend", "base_url", "context_window", "timeout", "temperature", "api_key_env")
+
+
 def config_from_dict(
     data: Mapping[str, Any], *, env: Mapping[str, str] = os.environ, source: str = "<dict>"
 ) -> LLMConfig:
+    check_keys(data, ("ollama", "models", "routes", "router", "resilience", "prompt"), source, ConfigError)
+    check_keys(data.get("ollama") or {}, ("base_url",), f"{source} [ollama]", ConfigError)
+    check_keys(data.get("router") or {}, ("small_below", "large_from"), f"{source} [router]", ConfigError)
+    check_keys(data.get("resilience") or {}, ("connect_timeout", "failure_threshold", "cooldown_seconds",
+                                               "health_timeout"), f"{source} [resilience]", ConfigError)
+    check_keys(data.get("prompt") or {}, ("context_fraction", "extractive_snippets"), f"{source} [prompt]",
+               ConfigError)
+    for route, spec in (data.get("routes") or {}).items():
+        check_keys(spec or {}, ("chain",), f"{source} [routes.{route}]", ConfigError)
     ollama_default = normalize_url(
         env.get("OLLAMA_HOST") or (data.get("ollama") or {}).get("base_url") or DEFAULT_OLLAMA_URL,
         default_port=11434,
@@ -134,6 +147,7 @@ def config_from_dict(
         kind = entry.get("backend", "ollama")
         if not name:
             raise ConfigError(f"a [[models]] entry in {source} has no name")
+        check_keys(entry, _MODEL_KEYS, f"{source} [[models]] {name!r}", ConfigError)
         if name in models:
             raise ConfigError(f"model {name!r} is listed twice in {source}")
         if kind not in BACKEND_KINDS:

@@ -1,0 +1,28 @@
+"""A typo in a configuration file is an error that names it, not a silently ignored key."""
+
+from __future__ import annotations
+
+import pytest
+
+from codex_core.configs import AnswerConfig
+from codex_core.llm.config import REPO_CONFIG, ConfigError, config_from_dict, load_config
+
+
+def test_an_answer_config_with_a_typo_is_refused() -> None:
+    good = AnswerConfig().to_dict()
+    assert AnswerConfig.from_dict(good) == AnswerConfig()
+    with pytest.raises(ValueError, match=r"'grpah_hops' \(did you mean 'graph_hops'\?\)"):
+        AnswerConfig.from_dict({**good, "retrieval": {**good["retrieval"], "grpah_hops": 0}})
+    with pytest.raises(ValueError, match="'embeder'"):
+        AnswerConfig.from_dict({"embeder": "x"})
+
+
+def test_the_models_file_with_a_typo_is_refused() -> None:
+    load_config(REPO_CONFIG, env={})  # the shipped file is valid
+    entry = {"name": "m", "backend": "ollama", "contex_window": 2048}
+    with pytest.raises(ConfigError, match=r"'contex_window' \(did you mean 'context_window'\?\)"):
+        config_from_dict({"models": [entry]}, env={})
+    with pytest.raises(ConfigError, match="'resilence'"):
+        config_from_dict({"resilence": {}}, env={})
+    with pytest.raises(ConfigError, match=r"\[routes.small\]"):
+        config_from_dict({"routes": {"small": {"chians": []}}}, env={})
