@@ -3,12 +3,12 @@
 The work is :mod:`codex_core.snapshot`; this module only wires it to a partition, a key and the UI.
 """
 
-import os
 import time
 
 import dagster as dg
 
 from codex_assets.ingestion import published_index, repos_partitions
+from codex_core.settings import Settings
 from codex_core.snapshot import KEY_ENV, apply_retention, create_snapshot, parse_key
 from codex_resources import CodexHomeResource, EmbedderResource
 
@@ -26,7 +26,8 @@ class SnapshotKeyResource(dg.ConfigurableResource):
     key: str = ""
 
     def signing_key(self) -> bytes:
-        value = self.key or os.environ.get(KEY_ENV, "").strip()
+        configured = Settings.from_env().snapshot_key
+        value = self.key or (configured.get_secret_value().strip() if configured else "")
         if not value:
             raise dg.Failure(
                 description=(

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from codex_core.settings import Settings
 from codex_core.snapshot.format import (
     ALGORITHM,
     KEY_ENV,
@@ -46,9 +46,12 @@ def parse_key(value: bytes | str) -> bytes:
 
 def keys_from_env(environ: Mapping[str, str] | None = None) -> list[bytes]:
     """``CODEX_SNAPSHOT_KEY`` (signs and verifies) then ``CODEX_SNAPSHOT_PREVIOUS_KEYS`` (comma-separated,
-    verify/restore only: keys retired by a rotation). Read when a command runs, never at import."""
-    env = os.environ if environ is None else environ
-    values = [env.get(KEY_ENV, "")] + env.get(PREVIOUS_KEYS_ENV, "").split(",")
+    verify/restore only: keys retired by a rotation), through the settings. Read when a command
+    runs, never at import."""
+    settings = Settings.from_env(environ)
+    current = settings.snapshot_key.get_secret_value() if settings.snapshot_key else ""
+    previous = settings.snapshot_previous_keys.get_secret_value() if settings.snapshot_previous_keys else ""
+    values = [current] + previous.split(",")
     return as_keys([v.strip() for v in values if v.strip()])
 
 
