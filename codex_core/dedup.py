@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-from datasketch import MinHash
+from datasketch import MinHash, MinHashLSH
 
 from codex_core.models import Chunk, Location
 
@@ -60,9 +60,11 @@ class _BandIndex:
     copy of a near-duplicate cluster never depends on set iteration order."""
 
     def __init__(self, threshold: float, num_perm: int) -> None:
-        from datasketch.lsh import _optimal_param
-
-        self.bands, self.rows = _optimal_param(threshold, num_perm, 0.5, 0.5)
+        # datasketch's public MinHashLSH chooses the bands (b) and rows (r) that minimize false
+        # positives + negatives at the threshold; only its parameters are used (its storage keeps
+        # sets, whose iteration order would make the kept copy of a cluster vary).
+        params = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        self.bands, self.rows = params.b, params.r
         self.buckets: list[dict[bytes, list[int]]] = [{} for _ in range(self.bands)]
         self.signatures: list[np.ndarray] = []
 
