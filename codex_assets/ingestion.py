@@ -27,8 +27,10 @@ from codex_core.ingest import (
     plan_delta,
     repo_dir_for,
     reuse_or_rebuild,
+    span_check_scope,
     span_problems,
     take_snapshot,
+    versions_to_keep,
 )
 from codex_core.models import Definition, Edge
 from codex_core.secrets import MASKER_VERSION
@@ -223,12 +225,7 @@ def staged_index(
     finally:
         index.close()
     blobs = catalog.read_file_keys(repo_dir)
-    old_blobs = (previous or {}).get("blobs") or {}
-    changed_files = {path for path, key in blobs.items() if old_blobs.get(path) != key}
-    # What the span check must read: everything for a full version; for a delta, every rewritten
-    # point and every point of a file whose content changed (the rest is byte-identical to a
-    # version that passed the check against identical files).
-    verify = None if not plan.base else sorted(wanted | {c.point_id for c in chunks if c.path in changed_files})
+    verify = span_check_scope(plan, chunks, blobs, (previous or {}).get("blobs") or {})
     catalog.write_json(
         repo_dir / catalog.STAGED,
         {"version": version, "commit": snapshot["commit"], "points": len(chunks), "dim": dim,
@@ -359,9 +356,7 @@ def published_index(
     staged = catalog.read_json(repo_dir / catalog.STAGED)
     previous = published_state.read_published(codex_home.home, repo) or {}
     masker = staged.get("masker_version", 1)
-    # The previous version stays for a rollback, unless it was masked by another masker: then it may
-    # hold credentials this one masks (and its spans would not verify), so it goes now.
-    keep = 2 if previous.get("masker_version", 1) == masker else 1
+    keep = versions_to_keep(previous, masker)
     index = vector_store.open()
     try:
         published = index.publish(repo, staged["version"], commit=staged["commit"])

@@ -103,10 +103,25 @@ def run_services(
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         "MLFLOW_DISABLE_TELEMETRY": "true",
     }
-    procs = {
-        name: _start(cmd, home.root / "logs" / f"{name}.log", env)
-        for name, cmd in service_commands(home, host, api_port, dagster_port, mlflow_port, worker).items()
-    }
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        for name, cmd in service_commands(home, host, api_port, dagster_port, mlflow_port, worker).items():
+            procs[name] = _start(cmd, home.root / "logs" / f"{name}.log", env)
+        return _serve_until_interrupted(home, procs, host, api_port, dagster_port, mlflow_port)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        # Also when Ctrl-C or a TERM arrives while the services are still starting: nothing is
+        # orphaned. A second Ctrl-C (or a TERM) must not abort the shutdown half-way.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _stop_all(list(procs.values()))
+
+
+def _serve_until_interrupted(
+    home: CodexHome, procs: dict[str, subprocess.Popen], host: str, api_port: int, dagster_port: int,
+    mlflow_port: int,
+) -> int:
     logs = home.root / "logs"
     ready = wait_until_ready(
         {
@@ -126,18 +141,9 @@ def run_services(
     if "worker" in procs:
         print(f"Freshness       local repositories re-indexed within seconds of a commit (log: {logs / 'worker.log'})")
     print("Ctrl-C stops everything.", flush=True)
-    try:
-        while True:
-            for name, proc in procs.items():
-                if proc.poll() is not None:
-                    print(f"{name} exited with code {proc.returncode}; see {home.root / 'logs'}", file=sys.stderr)
-                    return 1
-            time.sleep(1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        # A second Ctrl-C (or a TERM) must not abort the shutdown half-way and orphan services.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        _stop_all(list(procs.values()))
-    return 0
+    while True:
+        for name, proc in procs.items():
+            if proc.poll() is not None:
+                print(f"{name} exited with code {proc.returncode}; see {home.root / 'logs'}", file=sys.stderr)
+                return 1
+        time.sleep(1)

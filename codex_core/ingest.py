@@ -135,6 +135,25 @@ def plan_delta(
     return DeltaPlan(published_version, upserts, deletes, "delta on the published version")
 
 
+def span_check_scope(
+    plan: DeltaPlan, chunks: Sequence[Chunk], blobs: dict[str, str], old_blobs: dict[str, str]
+) -> list[str] | None:
+    """The point ids the span check must read (None: all of them). Everything for a full version;
+    for a delta, every rewritten point and every point of a file whose content changed (the rest
+    is byte-identical to a version that passed the check against identical files)."""
+    if not plan.base:
+        return None
+    changed_files = {path for path, key in blobs.items() if old_blobs.get(path) != key}
+    return sorted(set(plan.upserts) | {c.point_id for c in chunks if c.path in changed_files})
+
+
+def versions_to_keep(previous_published: dict[str, Any], masker_version: int) -> int:
+    """Index versions kept after a publish: the new one and the previous for a rollback, unless
+    the previous was masked by another secret masker (it may hold credentials this one masks, and
+    its spans would not verify), then only the new one."""
+    return 2 if previous_published.get("masker_version", 1) == masker_version else 1
+
+
 def span_problems(payloads: Iterable[tuple[str, dict[str, Any]]], files: Sequence[SourceFile]) -> list[str]:
     """Every point must cite lines that exist in its file and hash to the stored text."""
     lines_by_path = {f.path: f.text.split("\n") for f in files}
