@@ -132,7 +132,6 @@ def content_skip_reason(data: bytes, text: str) -> str | None:
     return None
 
 
-
 def indexed_text(data: bytes, path: str) -> str:
     """A file exactly as the index sees it (decoded, secrets masked): citations are verified against this."""
     return mask_secrets(decode(data)[0], path=path)[0]

@@ -19,6 +19,7 @@ from codex_core.embedding import EmbeddingCache
 from codex_core.fsio import fsync_dir, move_into_place, write_json_atomic
 from codex_core.git import GitError, RepoRegistry, is_url, run_git
 from codex_core.home import CodexHome
+from codex_core.published import write_published
 from codex_core.snapshot import format as snapshot_format
 from codex_core.snapshot.archive import Extractor
 from codex_core.snapshot.format import (
@@ -185,8 +186,7 @@ def restore_snapshot(
             published = index.publish(report.repo, report.index_version, commit=report.commit)
         finally:
             index.close()
-        catalog.write_json(home.repo_dir(report.repo) / catalog.PUBLISHED,
-                           {**published.__dict__, "masker_version": snapshot_format.MASKER_VERSION})
+        write_published(home, report.repo, {**published.__dict__, "masker_version": snapshot_format.MASKER_VERSION})
         t_publish = time.perf_counter()
     finally:
         shutil.rmtree(staging, ignore_errors=True)
