@@ -3,6 +3,8 @@
 The MLflow registry alias ``champion`` is the source of truth. Both roads to it go through here:
 ``ab_judgement`` settling a challenger on the evaluation set, and an operator promoting a canary
 (``POST /v1/admin/canary/promote`` or ``feriactl canary promote``, whichever process serves it).
+Every move is mirrored to ``CODEX_HOME/configs/served/champion.json`` (``ConfigStore.served``), which
+serving reads without MLflow: the config it answers with follows the alias whichever road moved it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from codex_core.tracking import Tracker
 class ChampionService:
     def __init__(self, registry: ConfigRegistry):
         self.registry = registry
+
+    def _serve(self, champion: RegisteredConfig) -> None:
+        self.registry.store.serve(champion.config_id, champion.version)
 
     @classmethod
     def for_home(cls, home: CodexHome, settings: Settings | None = None) -> ChampionService:
@@ -33,11 +38,14 @@ class ChampionService:
 
     def promote_config(self, config_id: str) -> RegisteredConfig:
         """``config_id`` (a saved config) becomes the champion, e.g. after a successful canary."""
-        return self.registry.register(self.registry.store.load(config_id), alias=CHAMPION)
+        champion = self.registry.register(self.registry.store.load(config_id), alias=CHAMPION)
+        self._serve(champion)
+        return champion
 
     def settle(self, challenger: RegisteredConfig, *, promote: bool) -> None:
         """The verdict on the ``challenger`` alias: promoted to champion, or the alias is cleared."""
         if promote:
             self.registry.promote(challenger)
+            self._serve(challenger)
         else:
             self.registry.reject()

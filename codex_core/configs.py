@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,26 @@ class ConfigStore:
         if not path.exists():
             raise KeyError(f"no config {config_id!r} under {self.root} (list them: feriactl config list)")
         return AnswerConfig.from_dict(json.loads(path.read_text()))
+
+    @property
+    def served_path(self) -> Path:
+        """Which config serving answers with, mirrored from the MLflow ``champion`` alias by
+        ``ChampionService`` (a subdirectory: ``list`` reads only the configs themselves)."""
+        return self.root / "served" / "champion.json"
+
+    def serve(self, config_id: str, version: int) -> None:
+        self.served_path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.served_path, {"config_id": config_id, "version": version,
+                                             "promoted_at": datetime.now(UTC).isoformat(timespec="seconds")})
+
+    def served(self) -> str | None:
+        """The champion config id (None: none promoted yet, the built-in default serves)."""
+        try:
+            data = json.loads(self.served_path.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        config_id = data.get("config_id") if isinstance(data, dict) else None
+        return config_id if isinstance(config_id, str) else None
 
     def list(self) -> dict[str, AnswerConfig]:
         return {p.stem: AnswerConfig.from_dict(json.loads(p.read_text())) for p in sorted(self.root.glob("*.json"))}

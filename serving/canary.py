@@ -162,6 +162,11 @@ class CanaryStore:
         """Read-modify-write of canary.json under canary.lock."""
         return locked_edit(self.path, _no_canary, indent=2, sort_keys=False)
 
+    def champion(self, state: dict[str, Any]) -> str | None:
+        """The champion config: the one the MLflow alias names (mirrored by ``ChampionService``, so a
+        promotion by ``ab_judgement`` counts too), else the last canary promotion, else None."""
+        return self.configs.served() or state.get("champion")
+
     def load_config(self, config_id: str) -> AnswerConfig:
         try:
             return self.configs.load(config_id)
@@ -180,13 +185,13 @@ class CanaryStore:
                     f"canary {state['canary']['id']} of config {state['canary']['challenger']} is already running: "
                     f"promote or roll it back first (feriactl canary promote|rollback)"
                 )
-            if config_id == state.get("champion"):
+            if config_id == self.champion(state):
                 raise CanaryError(f"config {config_id} is already the champion")
             if state.get("canary"):
                 state.setdefault("history", []).append(state["canary"])
             state["status"] = "running"
             state["canary"] = {
-                "id": uuid.uuid4().hex[:12], "challenger": config_id, "champion": state.get("champion"),
+                "id": uuid.uuid4().hex[:12], "challenger": config_id, "champion": self.champion(state),
                 "traffic": traffic, "started_at": _now(), "thresholds": asdict(thresholds or Thresholds()),
                 "arms": {CHAMPION: ArmSignals().to_dict(), CHALLENGER: ArmSignals().to_dict()},
                 "ended_at": None, "reason": None,
@@ -227,7 +232,7 @@ class CanaryStore:
         canary = state.get("canary")
         if canary:
             canary = {**canary, "arms": {arm: ArmSignals.from_dict(s).summary() for arm, s in canary["arms"].items()}}
-        return {"champion": state.get("champion"), "status": state.get("status", "none"), "canary": canary,
+        return {"champion": self.champion(state), "status": state.get("status", "none"), "canary": canary,
                 "history": len(state.get("history", []))}
 
 
@@ -250,6 +255,7 @@ class CanaryRouter:
         self._on_signals = on_signals
         self._lock = threading.Lock()
         self._file = ReloadingFile(store.path, lambda _path: store.read(), _no_canary())
+        self._served = ReloadingFile(store.configs.served_path, lambda _path: store.configs.served(), None)
         self._state: dict[str, Any] = {}
         self._configs: dict[str, RetrievalConfig] = {}
         self._arms: dict[str, ArmSignals] = {}
@@ -278,7 +284,7 @@ class CanaryRouter:
         self._refresh()
         state = self._state
         if state.get("status") != "running":
-            champion = state.get("champion")
+            champion = self._served.get() or state.get("champion")
             return ArmChoice(None, champion, self._retrieval(champion))
         canary = state["canary"]
         arm = arm_for(tenant, query, float(canary["traffic"]))
@@ -338,7 +344,8 @@ class CanaryRouter:
     def health(self) -> dict[str, Any]:
         self._refresh()
         state = self._state
-        out: dict[str, Any] = {"status": state.get("status", "none"), "champion": state.get("champion")}
+        champion = self._served.get() or state.get("champion")
+        out: dict[str, Any] = {"status": state.get("status", "none"), "champion": champion}
         if state.get("status") == "running":
             canary = state["canary"]
             out |= {"challenger": canary["challenger"], "traffic": canary["traffic"],

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from codex_core.configs import AnswerConfig, ConfigStore
 from codex_core.retrieval import RetrievalConfig
+from codex_core.settings import Settings
 from serving.canary import CHALLENGER, ArmSignals, Thresholds, arm_for, rollback_reason
 from tests.serving.conftest import copy_home, run_cli
 
@@ -184,3 +185,24 @@ def test_promoting_through_the_api_moves_the_mlflow_champion_alias(canary_home, 
     registry = ConfigRegistry(Tracker.embedded(home.mlflow_db), ConfigStore(home.configs_dir))
     champion = registry.by_alias(CHAMPION)
     assert champion is not None and champion.config_id == challenger
+
+
+def test_a_promotion_by_ab_judgement_is_what_serving_answers_with(tmp_path) -> None:
+    """Both roads to the champion go through ChampionService; serving follows the alias it moves."""
+    from codex_core.champion import ChampionService
+    from codex_core.config_registry import CHALLENGER
+    from codex_core.home import CodexHome
+    from serving.canary import CanaryRouter, CanaryStore
+
+    home = CodexHome(tmp_path / "home")
+    champions = ChampionService.for_home(home, Settings())
+    store = CanaryStore(home.serving_state_dir, ConfigStore(home.configs_dir))
+    router = CanaryRouter(store)
+    assert router.choose("ann", "q").config_id is None  # the built-in default before any promotion
+    challenger = champions.registry.register(AnswerConfig(retrieval=RetrievalConfig(graph_hops=0)), alias=CHALLENGER)
+    champions.settle(challenger, promote=True)  # what ab_judgement does when the challenger wins
+    choice = router.choose("ann", "q")
+    assert choice.config_id == challenger.config_id and choice.retrieval.graph_hops == 0
+    assert store.status()["champion"] == challenger.config_id
+    with pytest.raises(Exception, match="already the champion"):
+        store.start(challenger.config_id, 10)
