@@ -5,10 +5,6 @@ retriever over them (with ablations), ``calibration`` fits the confidence model 
 abstain. Each eval/calibration materialization is one MLflow run linked from the asset metadata.
 """
 
-import hashlib
-import json
-import time
-from dataclasses import asdict
 from pathlib import Path
 
 import dagster as dg
@@ -31,21 +27,16 @@ from codex_core.calibration import (
 from codex_core.champion import ChampionService
 from codex_core.config_registry import CHALLENGER, ConfigRegistry
 from codex_core.configs import ConfigStore
+from codex_core.eval_report import EXPERIMENT, record_retrieval_eval
 from codex_core.evalsets import DEFAULT_MAX_ITEMS, EvalRegistry, mine_eval_set
 from codex_core.evaluation import ablation_configs, evaluate, metrics_table, summarize
 from codex_core.ingest import repo_dir_for
 from codex_core.judge import ArmResult, judge
 from codex_core.metrics import ndcg_at_k
 from codex_core.reader import PublishedReader, reranker_from_settings
-from codex_core.retrieval import RetrievalConfig
 from codex_resources import CodexHomeResource, EmbedderResource, MlflowResource, VectorStoreResource
 
-EXPERIMENT = "precision-codex-eval"
 _COMMON = dict(group_name="eval", partitions_def=repos_partitions)
-METRIC_COLUMNS = [
-    "queries", "file_recall_at_1", "file_recall_at_5", "file_recall_at_10", "file_mrr_at_10", "file_ndcg_at_5",
-    "symbol_recall_at_5", "symbol_ndcg_at_5", "latency_p50_ms", "latency_p95_ms",
-]
 
 
 def mined_set_name(repo: str) -> str:
@@ -122,11 +113,6 @@ def _resolve_set(registry: EvalRegistry, spec: str, repo: str):
     return registry.get(name, resolved)
 
 
-def config_hash(config: RetrievalConfig, model_id: str) -> str:
-    blob = json.dumps({"retrieval": asdict(config), "embedder": model_id}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
 @dg.asset(deps=[eval_set, published_index], kinds={"mlflow"}, **_COMMON)
 def retrieval_eval(
     context: dg.AssetExecutionContext,
@@ -161,63 +147,23 @@ def retrieval_eval(
         }
     finally:
         reader.close()
-    full_name = list(runs)[-1]
-    full = runs[full_name]
-    ablation_rows = {name: run.metrics() for name, run in runs.items()}
-    split_rows = {f"{full_name} / {s}": full.metrics(s) for s in ("all", "overlap", "no_overlap")}
-
-    out_dir = home.eval_results_dir(repo)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    per_query = pd.DataFrame([o.row() for o in full.outcomes])
-    per_query_csv = out_dir / "per_query.csv"
-    per_query.to_csv(per_query_csv, index=False)
-    features = pd.DataFrame(
-        [{"query": o.query, "label": int(o.top1_correct), "heuristic": o.heuristic_confidence,
-          "ndcg_at_5": ndcg_at_k(o.ranked_files, o.gold_files, 5), **o.features}
-         for o in full.outcomes]
+    report = record_retrieval_eval(
+        runs, repo=repo, eval_set=f"{evalset.name}@{evalset.version}", index_commit=corpus.commit,
+        index_version=corpus.version, model_id=model.model_id, out_dir=home.eval_results_dir(repo),
+        tracker=mlflow.tracker(), tags=_run_tags(context, repo),
     )
-    features.to_parquet(out_dir / "calibration_features.parquet", index=False)
-    ablation_md = metrics_table(ablation_rows, METRIC_COLUMNS)
-    split_md = metrics_table(split_rows, METRIC_COLUMNS)
-
-    full_metrics = ablation_rows[full_name]
-    tracker = mlflow.tracker()
-    tags = _run_tags(context, repo) | {"kind": "retrieval_eval"}
-    with tracker.run(EXPERIMENT, f"{repo} retrieval_eval", tags) as run:
-        run.log_params({
-            "config_hash": config_hash(RetrievalConfig(), model.model_id),
-            "embedder": model.model_id,
-            "index_commit": corpus.commit,
-            "index_version": corpus.version,
-            "eval_set": f"{evalset.name}@{evalset.version}",
-            "queries": len(items),
-        })
-        run.log_metrics({k: v for k, v in full_metrics.items() if isinstance(v, float)})
-        for name, row in ablation_rows.items():
-            slug = name.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "plus_")
-            headline = {k: v for k, v in row.items() if k.endswith(("ndcg_at_5", "recall_at_5"))}
-            run.log_metrics({f"ablation.{slug}.{k}": v for k, v in headline.items()})
-        for subset in ("overlap", "no_overlap"):
-            run.log_metrics({f"{subset}.{k}": v for k, v in full.metrics(subset).items() if k.endswith("ndcg_at_5")})
-        run.log_artifact(per_query_csv, "tables")
-        run.log_json({"ablations": ablation_rows, "lexical_overlap_split": split_rows}, "metrics.json", "tables")
-    catalog.write_json(out_dir / "last_eval.json", {
-        "mlflow_run_id": run.run_id, "mlflow_url": run.url, "eval_set": f"{evalset.name}@{evalset.version}",
-        "index_commit": corpus.commit, "metrics": full_metrics, "ablations": ablation_rows, "split": split_rows,
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    })
     return dg.MaterializeResult(
         metadata={
-            "eval_set": f"{evalset.name}@{evalset.version}",
-            "queries": len(items),
-            "file_ndcg_at_5": full_metrics.get("file_ndcg_at_5"),
-            "file_recall_at_5": full_metrics.get("file_recall_at_5"),
-            "ablations": dg.MetadataValue.md(ablation_md),
-            "lexical_overlap_split": dg.MetadataValue.md(split_md),
-            "per_query_csv": dg.MetadataValue.path(str(per_query_csv)),
-            "mlflow_run_id": run.run_id,
-            "mlflow_url": dg.MetadataValue.url(run.url) if run.url else None,
-            "index_commit": corpus.commit,
+            "eval_set": report.eval_set,
+            "queries": report.queries,
+            "file_ndcg_at_5": report.metrics.get("file_ndcg_at_5"),
+            "file_recall_at_5": report.metrics.get("file_recall_at_5"),
+            "ablations": dg.MetadataValue.md(report.ablations_md),
+            "lexical_overlap_split": dg.MetadataValue.md(report.split_md),
+            "per_query_csv": dg.MetadataValue.path(str(report.per_query_csv)),
+            "mlflow_run_id": report.run_id,
+            "mlflow_url": dg.MetadataValue.url(report.run_url) if report.run_url else None,
+            "index_commit": report.index_commit,
         }
     )
 
