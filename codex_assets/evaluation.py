@@ -9,30 +9,20 @@ from pathlib import Path
 
 import dagster as dg
 import numpy as np
-import pandas as pd
 from pydantic import Field
 
 from codex_assets.ingestion import published_index, repo_snapshot, repos_partitions
 from codex_core import catalog
 from codex_core.calibration import (
     CalibratorStore,
-    choose_threshold,
-    expected_calibration_error,
-    feature_vector,
-    fit_calibrator,
-    precision_at_coverage,
-    precision_coverage_png,
-    reliability_diagram_png,
 )
 from codex_core.champion import ChampionService
 from codex_core.config_registry import CHALLENGER, ConfigRegistry
 from codex_core.configs import ConfigStore
-from codex_core.eval_report import EXPERIMENT, record_retrieval_eval
+from codex_core.eval_report import arm_result, record_calibration, record_judgement, record_retrieval_eval
 from codex_core.evalsets import DEFAULT_MAX_ITEMS, EvalRegistry, mine_eval_set
-from codex_core.evaluation import ablation_configs, evaluate, metrics_table, summarize
+from codex_core.evaluation import ablation_configs, evaluate
 from codex_core.ingest import repo_dir_for
-from codex_core.judge import ArmResult, judge
-from codex_core.metrics import ndcg_at_k
 from codex_core.reader import PublishedReader, reranker_from_settings
 from codex_resources import CodexHomeResource, EmbedderResource, MlflowResource, VectorStoreResource
 
@@ -179,81 +169,31 @@ def calibration(
     """
     repo = context.partition_key
     home = codex_home.home
-    frame = pd.read_parquet(home.eval_results_dir(repo) / "calibration_features.parquet")
-    feature_dicts = frame.drop(columns=["query", "label", "heuristic", "ndcg_at_5"]).to_dict("records")
-    X = np.stack([feature_vector(f, q) for f, q in zip(feature_dicts, frame["query"], strict=True)]) \
-        if len(frame) else np.zeros((0, 1))
-    y = frame["label"].to_numpy(dtype=int)
-    calibrator = fit_calibrator(X, y)
-    # Out-of-fold predictions: the reported ECE and tau never see a model fitted on the same query.
-    probs = np.asarray(calibrator.cv_predictions if calibrator.cv_predictions is not None else calibrator.predict(X),
-                       dtype=float)
-    tau, precision, coverage = choose_threshold(probs, y)
-    calibrator.tau = float(tau)
-    curve = precision_at_coverage(probs, y)
-    ece = expected_calibration_error(probs, y)
-    # The last ablation row: what calibrated abstention does to the answers that are still given.
-    answered = probs >= tau
-    ndcg = frame["ndcg_at_5"].to_numpy(dtype=float)
-    abstention_rows = {
-        "served config (answer everything)": {
-            "coverage": 1.0, "top1_precision": float(y.mean()) if len(y) else None,
-            "file_ndcg_at_5": float(ndcg.mean()) if len(y) else None,
-        },
-        "+calibrated abstention (answer if p >= tau)": {
-            "coverage": float(answered.mean()) if len(y) else None,
-            "top1_precision": float(y[answered].mean()) if answered.any() else None,
-            "file_ndcg_at_5": float(ndcg[answered].mean()) if answered.any() else None,
-        },
-    }
-    heuristic_ece = expected_calibration_error(frame["heuristic"].to_numpy(dtype=float), y) if len(frame) else None
-    cv = calibrator.cv_metrics
-    chosen = (cv.get("candidates") or {}).get(f"{calibrator.method}:{cv.get('feature_set')}", {})
-    ece_mean, ece_std, floor = chosen.get("ece"), chosen.get("ece_std"), cv.get("ece_noise_floor")
-    candidates_md = metrics_table(cv.get("candidates") or {}, ["ece", "ece_std", "brier", "auc"])
-
-    store = CalibratorStore(home.calibration_dir(repo))
-    reliability, coverage_png = store.diagram_paths(store.next_version())
-    reliability_diagram_png(probs, y, reliability)
-    precision_coverage_png(curve, coverage_png, tau=tau)
-    published = store.publish(calibrator, tau)  # the pointer moves last, after the diagrams exist
-    version, path = published.version, published.path
-
-    tracker = mlflow.tracker()
-    with tracker.run(EXPERIMENT, f"{repo} calibration", _run_tags(context, repo) | {"kind": "calibration"}) as run:
-        run.log_params({"method": calibrator.method, "samples": len(y), "calibrator_version": version,
-                        "feature_set": cv.get("feature_set"), "cv_repeats": cv.get("repeats")})
-        run.log_metrics({
-            "ece_cv": ece, "ece_cv_mean_repeats": ece_mean, "ece_cv_std_repeats": ece_std, "ece_noise_floor": floor,
-            "heuristic_ece": heuristic_ece, "tau": tau, "precision_at_tau": precision,
-            "coverage_at_tau": coverage, "positive_rate": float(y.mean()) if len(y) else None,
-            "answered_file_ndcg_at_5": abstention_rows["+calibrated abstention (answer if p >= tau)"]["file_ndcg_at_5"],
-        })
-        for p in (path, reliability, coverage_png):
-            run.log_artifact(p, "calibration")
+    report = record_calibration(
+        repo=repo, results_dir=home.eval_results_dir(repo), store=CalibratorStore(home.calibration_dir(repo)),
+        tracker=mlflow.tracker(), tags=_run_tags(context, repo),
+    )
     return dg.MaterializeResult(
         metadata={
-            "method": calibrator.method,
-            "feature_set": cv.get("feature_set"),
-            "features": dg.MetadataValue.json(calibrator.feature_names),
-            "samples": len(y),
-            "ece_cv": _finite(ece),
-            "ece_cv_mean_repeats": _finite(ece_mean),
-            "ece_cv_std_repeats": _finite(ece_std),
-            "ece_noise_floor": _finite(floor),
-            "candidates": dg.MetadataValue.md(candidates_md),
-            "heuristic_ece": _finite(heuristic_ece),
-            "tau": round(float(tau), 4),
-            "precision_at_tau": round(float(precision), 4),
-            "coverage_at_tau": round(float(coverage), 4),
-            "abstention_ablation": dg.MetadataValue.md(
-                metrics_table(abstention_rows, ["coverage", "top1_precision", "file_ndcg_at_5"])
-            ),
-            "calibrator": dg.MetadataValue.path(str(path)),
-            "reliability_diagram": dg.MetadataValue.path(str(reliability)),
-            "precision_coverage": dg.MetadataValue.path(str(coverage_png)),
-            "mlflow_url": dg.MetadataValue.url(run.url) if run.url else None,
-            "mlflow_run_id": run.run_id,
+            "method": report.method,
+            "feature_set": report.feature_set,
+            "features": dg.MetadataValue.json(report.features),
+            "samples": report.samples,
+            "ece_cv": _finite(report.ece),
+            "ece_cv_mean_repeats": _finite(report.ece_mean),
+            "ece_cv_std_repeats": _finite(report.ece_std),
+            "ece_noise_floor": _finite(report.noise_floor),
+            "candidates": dg.MetadataValue.md(report.candidates_md),
+            "heuristic_ece": _finite(report.heuristic_ece),
+            "tau": round(float(report.tau), 4),
+            "precision_at_tau": round(float(report.precision), 4),
+            "coverage_at_tau": round(float(report.coverage), 4),
+            "abstention_ablation": dg.MetadataValue.md(report.abstention_md),
+            "calibrator": dg.MetadataValue.path(str(report.calibrator_path)),
+            "reliability_diagram": dg.MetadataValue.path(str(report.reliability_png)),
+            "precision_coverage": dg.MetadataValue.path(str(report.coverage_png)),
+            "mlflow_url": dg.MetadataValue.url(report.run_url) if report.run_url else None,
+            "mlflow_run_id": report.run_id,
         }
     )
 
@@ -263,27 +203,6 @@ def _finite(value: float | None) -> float | None:
 
 
 eval_assets = [eval_set, retrieval_eval, calibration]
-
-
-def _arm_result(outcomes) -> tuple[ArmResult, dict[str, float]]:
-    """Quality, tail latency, calibration error (out-of-fold) and cost of one config on the eval set."""
-    summary = summarize(outcomes)
-    X = np.stack([feature_vector(o.features, o.query) for o in outcomes]) if outcomes else np.zeros((0, 1))
-    y = np.array([int(o.top1_correct) for o in outcomes], dtype=int)
-    fitted = fit_calibrator(X, y)
-    probs = fitted.cv_predictions if fitted.cv_predictions is not None else fitted.predict(X)
-    # Too few (or one-sided) outcomes to fit a calibrator: ECE is not comparable, so the judge skips it.
-    comparable = len(y) and fitted.method != "constant"
-    ece = float(expected_calibration_error(np.asarray(probs, dtype=float), y)) if comparable else float("nan")
-    per_query = tuple(ndcg_at_k(o.ranked_files, o.gold_files, 5) for o in outcomes)
-    arm = ArmResult(
-        ndcg_at_5=float(summary.get("file_ndcg_at_5", 0.0)),
-        p95_s=float(summary.get("latency_p95_ms", 0.0)) / 1000,
-        ece=ece,
-        cost=float(np.mean([o.context_tokens for o in outcomes])) if outcomes else 0.0,
-        per_query_ndcg=per_query,
-    )
-    return arm, summary | {"ece": ece, "cost_tokens": arm.cost}
 
 
 @dg.asset(deps=[calibration], kinds={"mlflow"}, **_COMMON)
@@ -326,35 +245,23 @@ def ab_judgement(
         for label, arm in (("champion", champion), ("challenger", challenger)):
             run = evaluate(reader.retriever, items, repos=[repo], graph=view.graphs.get(repo),
                            config=arm.config.retrieval, config_name=label)
-            arms[label] = _arm_result(run.outcomes)
+            arms[label] = arm_result(run.outcomes)
     finally:
         reader.close()
-    verdict = judge(arms["champion"][0], arms["challenger"][0])
-    outcome, reasons = verdict.outcome, list(verdict.failed_rules)
-    champions.settle(challenger, promote=outcome == "promote")
-    rows = {label: summary for label, (_, summary) in arms.items()}
-    columns = ["queries", "file_ndcg_at_5", "file_recall_at_5", "latency_p95_ms", "ece", "cost_tokens"]
-    table = metrics_table(rows, columns)
-    with tracker.run(EXPERIMENT, f"{repo} ab_judgement", _run_tags(context, repo) | {"kind": "ab_judgement"}) as run:
-        run.log_params({
-            "champion_version": champion.version, "champion_config": champion.config_id,
-            "challenger_version": challenger.version, "challenger_config": challenger.config_id,
-            "eval_set": f"{evalset.name}@{evalset.version}", "outcome": outcome,
-        })
-        for label, (_, summary) in arms.items():
-            run.log_metrics({f"{label}.{k}": v for k, v in summary.items() if isinstance(v, float)})
-        run.log_metrics({k: v for k, v in verdict.to_dict().items() if isinstance(v, float)})
-        run.log_json({"arms": rows, "judgement": verdict.to_dict(), "reasons": reasons}, "judgement.json", "tables")
+    report = record_judgement(
+        arms, champion=champion, challenger=challenger, champions=champions, repo=repo,
+        eval_set=f"{evalset.name}@{evalset.version}", tracker=tracker, tags=_run_tags(context, repo),
+    )
     return dg.MaterializeResult(
         metadata={
-            "outcome": outcome,
-            "reasons": dg.MetadataValue.json(reasons),
+            "outcome": report.outcome,
+            "reasons": dg.MetadataValue.json(report.reasons),
             "champion": f"v{champion.version} ({champion.config_id})",
             "challenger": f"v{challenger.version} ({challenger.config_id})",
-            "arms": dg.MetadataValue.md(table),
-            "delta_ndcg_at_5": verdict.delta_ndcg,
-            "delta_ndcg_ci95": dg.MetadataValue.json([verdict.ndcg_ci_low, verdict.ndcg_ci_high]),
-            "mlflow_url": dg.MetadataValue.url(run.url) if run.url else None,
+            "arms": dg.MetadataValue.md(report.arms_md),
+            "delta_ndcg_at_5": report.delta_ndcg,
+            "delta_ndcg_ci95": dg.MetadataValue.json(list(report.delta_ndcg_ci95)),
+            "mlflow_url": dg.MetadataValue.url(report.run_url) if report.run_url else None,
         }
     )
 

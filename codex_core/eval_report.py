@@ -7,14 +7,29 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from codex_core import catalog
-from codex_core.evaluation import EvalRun, metrics_table
+from codex_core.calibration import (
+    CalibratorStore,
+    choose_threshold,
+    expected_calibration_error,
+    feature_vector,
+    fit_calibrator,
+    precision_at_coverage,
+    precision_coverage_png,
+    reliability_diagram_png,
+)
+from codex_core.champion import ChampionService
+from codex_core.config_registry import RegisteredConfig
+from codex_core.evaluation import EvalRun, QueryOutcome, metrics_table, summarize
+from codex_core.judge import ArmResult, judge
 from codex_core.metrics import ndcg_at_k
 from codex_core.retrieval import RetrievalConfig
 from codex_core.tracking import Tracker
@@ -96,4 +111,152 @@ def record_retrieval_eval(
         eval_set=eval_set, queries=len(full.outcomes), metrics=full_metrics,
         ablations_md=metrics_table(ablation_rows, METRIC_COLUMNS), split_md=metrics_table(split_rows, METRIC_COLUMNS),
         per_query_csv=per_query_csv, run_id=run.run_id, run_url=run.url, index_commit=index_commit,
+    )
+
+
+@dataclass(frozen=True)
+class CalibrationReport:
+    method: str
+    feature_set: str | None
+    features: list[str]
+    samples: int
+    ece: float | None
+    ece_mean: float | None
+    ece_std: float | None
+    noise_floor: float | None
+    candidates_md: str
+    heuristic_ece: float | None
+    tau: float
+    precision: float
+    coverage: float
+    abstention_md: str
+    calibrator_path: Path
+    reliability_png: Path
+    coverage_png: Path
+    run_id: str
+    run_url: str | None
+
+
+def record_calibration(
+    *, repo: str, results_dir: Path, store: CalibratorStore, tracker: Tracker, tags: dict[str, str]
+) -> CalibrationReport:
+    """Fit the calibrator on the features ``retrieval_eval`` wrote (out-of-fold: the reported ECE
+    and tau never see a model fitted on the same query), draw its diagrams, publish it through
+    ``store`` (the pointer last) and log one MLflow run."""
+    frame = pd.read_parquet(results_dir / CALIBRATION_FEATURES)
+    feature_dicts = frame.drop(columns=["query", "label", "heuristic", "ndcg_at_5"]).to_dict("records")
+    X = np.stack([feature_vector(f, q) for f, q in zip(feature_dicts, frame["query"], strict=True)]) \
+        if len(frame) else np.zeros((0, 1))
+    y = frame["label"].to_numpy(dtype=int)
+    calibrator = fit_calibrator(X, y)
+    # Out-of-fold predictions: the reported ECE and tau never see a model fitted on the same query.
+    probs = np.asarray(calibrator.cv_predictions if calibrator.cv_predictions is not None else calibrator.predict(X),
+                       dtype=float)
+    tau, precision, coverage = choose_threshold(probs, y)
+    calibrator.tau = float(tau)
+    curve = precision_at_coverage(probs, y)
+    ece = expected_calibration_error(probs, y)
+    # The last ablation row: what calibrated abstention does to the answers that are still given.
+    answered = probs >= tau
+    ndcg = frame["ndcg_at_5"].to_numpy(dtype=float)
+    abstention_rows = {
+        "served config (answer everything)": {
+            "coverage": 1.0, "top1_precision": float(y.mean()) if len(y) else None,
+            "file_ndcg_at_5": float(ndcg.mean()) if len(y) else None,
+        },
+        "+calibrated abstention (answer if p >= tau)": {
+            "coverage": float(answered.mean()) if len(y) else None,
+            "top1_precision": float(y[answered].mean()) if answered.any() else None,
+            "file_ndcg_at_5": float(ndcg[answered].mean()) if answered.any() else None,
+        },
+    }
+    heuristic_ece = expected_calibration_error(frame["heuristic"].to_numpy(dtype=float), y) if len(frame) else None
+    cv = calibrator.cv_metrics
+    chosen = (cv.get("candidates") or {}).get(f"{calibrator.method}:{cv.get('feature_set')}", {})
+    ece_mean, ece_std, floor = chosen.get("ece"), chosen.get("ece_std"), cv.get("ece_noise_floor")
+    candidates_md = metrics_table(cv.get("candidates") or {}, ["ece", "ece_std", "brier", "auc"])
+
+    reliability, coverage_png = store.diagram_paths(store.next_version())
+    reliability_diagram_png(probs, y, reliability)
+    precision_coverage_png(curve, coverage_png, tau=tau)
+    published = store.publish(calibrator, tau)  # the pointer moves last, after the diagrams exist
+    version, path = published.version, published.path
+
+    with tracker.run(EXPERIMENT, f"{repo} calibration", tags | {"kind": "calibration"}) as run:
+        run.log_params({"method": calibrator.method, "samples": len(y), "calibrator_version": version,
+                        "feature_set": cv.get("feature_set"), "cv_repeats": cv.get("repeats")})
+        run.log_metrics({
+            "ece_cv": ece, "ece_cv_mean_repeats": ece_mean, "ece_cv_std_repeats": ece_std, "ece_noise_floor": floor,
+            "heuristic_ece": heuristic_ece, "tau": tau, "precision_at_tau": precision,
+            "coverage_at_tau": coverage, "positive_rate": float(y.mean()) if len(y) else None,
+            "answered_file_ndcg_at_5": abstention_rows["+calibrated abstention (answer if p >= tau)"]["file_ndcg_at_5"],
+        })
+        for p in (path, reliability, coverage_png):
+            run.log_artifact(p, "calibration")
+    return CalibrationReport(
+        method=calibrator.method, feature_set=cv.get("feature_set"), features=list(calibrator.feature_names),
+        samples=len(y), ece=ece, ece_mean=ece_mean, ece_std=ece_std, noise_floor=floor, candidates_md=candidates_md,
+        heuristic_ece=heuristic_ece, tau=float(tau), precision=float(precision), coverage=float(coverage),
+        abstention_md=metrics_table(abstention_rows, ["coverage", "top1_precision", "file_ndcg_at_5"]),
+        calibrator_path=path, reliability_png=reliability, coverage_png=coverage_png, run_id=run.run_id,
+        run_url=run.url,
+    )
+
+
+def arm_result(outcomes: Sequence[QueryOutcome]) -> tuple[ArmResult, dict[str, float]]:
+    """Quality, tail latency, calibration error (out-of-fold) and cost of one config on the eval set."""
+    summary = summarize(outcomes)
+    X = np.stack([feature_vector(o.features, o.query) for o in outcomes]) if outcomes else np.zeros((0, 1))
+    y = np.array([int(o.top1_correct) for o in outcomes], dtype=int)
+    fitted = fit_calibrator(X, y)
+    probs = fitted.cv_predictions if fitted.cv_predictions is not None else fitted.predict(X)
+    # Too few (or one-sided) outcomes to fit a calibrator: ECE is not comparable, so the judge skips it.
+    comparable = len(y) and fitted.method != "constant"
+    ece = float(expected_calibration_error(np.asarray(probs, dtype=float), y)) if comparable else float("nan")
+    per_query = tuple(ndcg_at_k(o.ranked_files, o.gold_files, 5) for o in outcomes)
+    arm = ArmResult(
+        ndcg_at_5=float(summary.get("file_ndcg_at_5", 0.0)),
+        p95_s=float(summary.get("latency_p95_ms", 0.0)) / 1000,
+        ece=ece,
+        cost=float(np.mean([o.context_tokens for o in outcomes])) if outcomes else 0.0,
+        per_query_ndcg=per_query,
+    )
+    return arm, summary | {"ece": ece, "cost_tokens": arm.cost}
+
+
+@dataclass(frozen=True)
+class JudgementReport:
+    outcome: str
+    reasons: list[str]
+    arms_md: str
+    delta_ndcg: float
+    delta_ndcg_ci95: tuple[float, float]
+    run_id: str
+    run_url: str | None
+
+
+def record_judgement(
+    arms: dict[str, tuple[ArmResult, dict[str, float]]], *, champion: RegisteredConfig, challenger: RegisteredConfig,
+    champions: ChampionService, repo: str, eval_set: str, tracker: Tracker, tags: dict[str, str],
+) -> JudgementReport:
+    """Judge the two arms, settle the challenger through ``champions`` (the MLflow alias, and the
+    config serving answers with), and log one MLflow run."""
+    verdict = judge(arms["champion"][0], arms["challenger"][0])
+    outcome, reasons = verdict.outcome, list(verdict.failed_rules)
+    champions.settle(challenger, promote=outcome == "promote")
+    rows = {label: summary for label, (_, summary) in arms.items()}
+    columns = ["queries", "file_ndcg_at_5", "file_recall_at_5", "latency_p95_ms", "ece", "cost_tokens"]
+    with tracker.run(EXPERIMENT, f"{repo} ab_judgement", tags | {"kind": "ab_judgement"}) as run:
+        run.log_params({
+            "champion_version": champion.version, "champion_config": champion.config_id,
+            "challenger_version": challenger.version, "challenger_config": challenger.config_id,
+            "eval_set": eval_set, "outcome": outcome,
+        })
+        for label, (_, summary) in arms.items():
+            run.log_metrics({f"{label}.{k}": v for k, v in summary.items() if isinstance(v, float)})
+        run.log_metrics({k: v for k, v in verdict.to_dict().items() if isinstance(v, float)})
+        run.log_json({"arms": rows, "judgement": verdict.to_dict(), "reasons": reasons}, "judgement.json", "tables")
+    return JudgementReport(
+        outcome=outcome, reasons=reasons, arms_md=metrics_table(rows, columns), delta_ndcg=verdict.delta_ndcg,
+        delta_ndcg_ci95=(verdict.ndcg_ci_low, verdict.ndcg_ci_high), run_id=run.run_id, run_url=run.url,
     )

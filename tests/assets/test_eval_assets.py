@@ -8,8 +8,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from codex_assets.evaluation import EXPERIMENT, eval_assets
+from codex_assets.evaluation import eval_assets
 from codex_assets.ingestion import ingestion_assets, ingestion_checks
+from codex_core.eval_report import EXPERIMENT
 from codex_core.home import CodexHome
 from codex_core.tracking import Tracker
 from codex_resources import CodexHomeResource, MlflowResource
