@@ -20,6 +20,10 @@ from codex_core.retrieval import RetrievalConfig
 from codex_core.strict import check_keys
 
 CONFIG_ID_LENGTH = 12
+# Fields an AnswerConfig once had that nothing read (the reranker comes from CODEX_RERANKER_PATH, the
+# router from configs/models.toml, the calibrator is always the repository's newest): retired, with
+# the only value any stored config had.
+_RETIRED: dict[str, Any] = {"reranker": None, "router_policy": "configs/models.toml", "calibrator": "current"}
 
 
 @dataclass(frozen=True)
@@ -28,9 +32,6 @@ class AnswerConfig:
 
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     embedder: str = DEFAULT_MODEL_ID
-    reranker: str | None = None  # local CrossEncoder model directory, or None
-    router_policy: str = "configs/models.toml"
-    calibrator: str = "current"  # "current" = newest calibrator of the repo, "none" = heuristic
     description: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -38,7 +39,9 @@ class AnswerConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AnswerConfig:
-        """A config from its JSON; an unknown key (a typo) is a ``ValueError`` naming it."""
+        """A config from its JSON; an unknown key (a typo) is a ``ValueError`` naming it. Keys of
+        fields that no code ever read (``_RETIRED``) are accepted from stored configs and ignored."""
+        data = {k: v for k, v in data.items() if k not in _RETIRED}
         check_keys(data, [f.name for f in fields(cls)], "answer config")
         check_keys(data.get("retrieval") or {}, [f.name for f in fields(RetrievalConfig)], "answer config retrieval")
         retrieval = RetrievalConfig(**(data.get("retrieval") or {}))
@@ -47,7 +50,9 @@ class AnswerConfig:
 
     @property
     def config_id(self) -> str:
-        canonical = {k: v for k, v in self.to_dict().items() if k != "description"}
+        # The retired fields keep their one value in the hash, so every id stays what it was (stored
+        # configs, MLflow versions, canary state and the served champion keep pointing at them).
+        canonical = {**_RETIRED, **{k: v for k, v in self.to_dict().items() if k != "description"}}
         blob = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:CONFIG_ID_LENGTH]
 

@@ -26,3 +26,13 @@ def test_the_models_file_with_a_typo_is_refused() -> None:
         config_from_dict({"resilence": {}}, env={})
     with pytest.raises(ConfigError, match=r"\[routes.small\]"):
         config_from_dict({"routes": {"small": {"chians": []}}}, env={})
+
+
+def test_retired_fields_are_gone_but_every_config_keeps_its_id() -> None:
+    stored = {"retrieval": {"graph_hops": 0}, "embedder": "all-MiniLM-L6-v2", "reranker": None,
+              "router_policy": "configs/models.toml", "calibrator": "current", "description": "old"}
+    config = AnswerConfig.from_dict(stored)
+    assert not {"reranker", "router_policy", "calibrator"} & set(config.to_dict())
+    # ids written before the fields went (content hashes of every field then): unchanged
+    assert AnswerConfig().config_id == "ff7da4337abc"
+    assert config.config_id == "41174c7ef110"
