@@ -31,12 +31,10 @@ Target: retrieval P95 <= 50 ms. Run: ``.venv/bin/python benchmarks/scale_bench.p
 from __future__ import annotations
 
 import argparse
-import ast
 import importlib.util
 import json
 import os
 import platform
-import random
 import resource
 import shutil
 import sys
@@ -48,8 +46,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import _setup  # noqa: E402  (first: sets up the environment)
 import numpy as np
-from _setup import OUT_DIR  # noqa: E402  (first: sets up the environment)
+from _setup import OUT_DIR
 
 from codex_core.metrics import percentile  # noqa: E402
 
@@ -106,28 +105,7 @@ def package_files(points: int) -> tuple[list[CorpusFile], list[Any]]:
 
 def mine_queries(files: list[CorpusFile], count: int, seed: int = 0) -> list[str]:
     """Half docstring first lines, half 'how to <split function name>', sampled reproducibly."""
-    doc_lines: set[str] = set()
-    names: set[str] = set()
-    for f in files[:1500]:
-        try:
-            tree = ast.parse(f.text)
-        except SyntaxError:
-            continue
-        for node in ast.walk(tree):
-            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-                continue
-            doc = ast.get_docstring(node)
-            if doc:
-                first = doc.strip().split("\n")[0].strip()
-                if 20 <= len(first) <= 120 and not first.startswith((":", "[", "(", "`")):
-                    doc_lines.add(first)
-            if isinstance(node, ast.FunctionDef) and not node.name.startswith("_"):
-                words = [w for w in node.name.split("_") if w]
-                if len(words) >= 3:
-                    names.add("how to " + " ".join(words))
-    rng = random.Random(seed)
-    half = count // 2
-    return rng.sample(sorted(doc_lines), half) + rng.sample(sorted(names), count - half)
+    return _setup.mine_queries((f.text for f in files[:1500]), count, seed, async_names=False)
 
 
 def cached_embeddings(embedder, name: str, texts: list[str]) -> np.ndarray:

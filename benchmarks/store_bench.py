@@ -29,7 +29,6 @@ Run: ``.venv/bin/python benchmarks/store_bench.py --n 3000 --synthetic 80000``
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import platform
@@ -43,8 +42,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import _setup  # noqa: E402  (first: sets up the environment)
 import numpy as np
-from _setup import OUT_DIR  # noqa: E402  (first: sets up the environment)
+from _setup import OUT_DIR
 
 WINDOW_LINES = 40
 TOP_K = 10
@@ -94,29 +94,8 @@ def sample_windows(n: int, seed: int = 0) -> list[Window]:
 
 def mine_queries(count: int, seed: int = 0) -> list[str]:
     """Half docstring first lines (natural language), half split function names (identifier-ish)."""
-    doc_lines: set[str] = set()
-    names: set[str] = set()
-    for file in sorted(dagster_root().rglob("*.py")):
-        try:
-            tree = ast.parse(file.read_text(encoding="utf-8", errors="replace"))
-        except SyntaxError:
-            continue
-        for node in ast.walk(tree):
-            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-                continue
-            doc = ast.get_docstring(node)
-            if doc:
-                first = doc.strip().split("\n")[0].strip()
-                if 20 <= len(first) <= 120 and not first.startswith((":", "[", "(", "`")):
-                    doc_lines.add(first)
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and not node.name.startswith("_"):
-                words = [w for w in node.name.split("_") if w]
-                if len(words) >= 3:
-                    names.add("how to " + " ".join(words))
-    rng = random.Random(seed)
-    half = count // 2
-    queries = rng.sample(sorted(doc_lines), half) + rng.sample(sorted(names), count - half)
-    return queries
+    files = sorted(dagster_root().rglob("*.py"))
+    return _setup.mine_queries((f.read_text(encoding="utf-8", errors="replace") for f in files), count, seed)
 
 
 def load_model():  # noqa: ANN201 - SentenceTransformer type only when installed
