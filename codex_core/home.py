@@ -18,12 +18,12 @@ def is_valid_name(name: object) -> bool:
     return isinstance(name, str) and NAME_PATTERN.fullmatch(name) is not None and ".." not in name
 
 
-def validate_repo_name(name: str) -> str:
+def validate_repo_name(name: str, *, what: str = "repository", hint: str = " (pass --name to choose one)") -> str:
     """Repo names become directory names and partition keys: keep them boring."""
     if not is_valid_name(name):
         raise ValueError(
-            f"invalid repository name {name!r}: use 1-64 characters from [A-Za-z0-9._-], "
-            "starting with a letter or digit (pass --name to choose one)"
+            f"invalid {what} name {name!r}: use 1-64 characters from [A-Za-z0-9._-], "
+            f"starting with a letter or digit{hint}"
         )
     return name
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from codex_core.home import NAME_PATTERN, is_valid_name
+from codex_core.home import NAME_PATTERN, validate_repo_name
 
 REPO_NAME_PATTERN = NAME_PATTERN  # the one name rule (codex_core.home)
 VERSION_PATTERN = re.compile(r"[0-9]{8}T[0-9]{12}Z-[0-9a-f]{6}")
@@ -99,12 +99,7 @@ class UnknownRepoError(LookupError):
 
 
 def validate_repo(repo: str) -> str:
-    if not is_valid_name(repo):
-        raise ValueError(
-            f"invalid repo name {repo!r}: use 1-64 characters from [A-Za-z0-9._-], starting with a letter "
-            "or digit (e.g. 'dagster' or 'my-org.my_repo')"
-        )
-    return repo
+    return validate_repo_name(repo, what="repo", hint=" (e.g. 'dagster' or 'my-org.my_repo')")
 
 
 def validate_version(version: str) -> str:
