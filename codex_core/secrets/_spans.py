@@ -26,8 +26,3 @@ def line_bounds(text: str, pos: int) -> tuple[int, int]:
     start = text.rfind("\n", 0, pos) + 1
     end = text.find("\n", pos)
     return start, len(text) if end == -1 else end
-
-
-def present(text: str, lowered: str, needles: tuple[str, ...]) -> bool:
-    """Whether a needle occurs (lower-case needles are looked up in the lower-cased text)."""
-    return any(needle in (lowered if needle.islower() else text) for needle in needles)

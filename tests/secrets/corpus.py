@@ -1666,9 +1666,12 @@ Primary colour `#1a2b3c`, accent `#e3b0c4`.
 """),
         ("src/nlp/tokenize.py", '''"""Tokenization helpers for the ranker."""
 
+from pathlib import Path
+
 from transformers import AutoTokenizer
 
-tokenizer = AutoTokenizer.from_pretrained("sentence-transformers/all-MiniLM-L6-v2")
+MODEL_DIR = Path(__file__).parent / "models" / "minilm"  # shipped with the package: no hub at run time
+tokenizer = AutoTokenizer.from_pretrained(MODEL_DIR)
 token_type = "Bearer"
 max_tokens = 512
 pad_token = "[PAD]"
