@@ -184,27 +184,14 @@ class _Extractor:
         if kind in ("import_statement", "import_from_statement"):
             if kind == "import_statement":
                 for name in node.children_by_field_name("name"):
-                    if name.type == "aliased_import":
-                        module = _text(name.child_by_field_name("name"))
-                        alias = _text(name.child_by_field_name("alias"))
-                        if alias:
-                            self.aliases[alias] = module
-                    else:
-                        module = _text(name)
-                    self.add("imports", module, name)
+                    self.add("imports", self._py_imported(name), name)
             elif kind == "import_from_statement":
                 module = _text(node.child_by_field_name("module_name")).replace(" ", "")
                 names = node.children_by_field_name("name")
                 if not names:  # from x import *
                     self.add("imports", module, node)
                 for name in names:
-                    if name.type == "aliased_import":
-                        imported = _text(name.child_by_field_name("name"))
-                        alias = _text(name.child_by_field_name("alias"))
-                        if alias:
-                            self.aliases[alias] = imported
-                    else:
-                        imported = _text(name)
+                    imported = self._py_imported(name)
                     joiner = "" if module.endswith(".") else "."
                     self.add("imports", f"{module}{joiner}{imported}", name)
             return
@@ -233,6 +220,17 @@ class _Extractor:
                 parts = _chain(base, _PY_CHAIN)
                 if parts:
                     self.add("inherits", ".".join(parts), base, owner)
+
+    def _py_imported(self, name: tree_sitter.Node) -> str:
+        """The name one import clause brings in (``x`` of ``import x as y``), recording ``y`` as an
+        alias of it so that calls through ``y`` resolve to ``x`` (see ``_unalias``)."""
+        if name.type != "aliased_import":
+            return _text(name)
+        imported = _text(name.child_by_field_name("name"))
+        alias = _text(name.child_by_field_name("alias"))
+        if alias:
+            self.aliases[alias] = imported
+        return imported
 
     # ---- javascript / typescript --------------------------------------------------------
 

@@ -107,51 +107,30 @@ class Answerer:
                 )
                 continue
 
-            prompt = prompt_for(spec, strict=False)
-            if not prompt.included:
+            if not prompt_for(spec, strict=False).included:
                 breaker.release_probe()
                 hop(f"context window of {spec.context_window} tokens leaves no room for any snippet")
                 continue
-            reply, check = self._attempt(spec, prompt, breaker, failed_backends, hop)
-            if reply is None or check is None:
-                continue
-            rejected.extend(r for r in check.rejected if r not in rejected)
-            if not check.acceptable:
-                fallbacks.append({
-                    "from": spec.name, "to": spec.name,
-                    "reason": _uncited_reason(check) + "; retrying once with a stricter reminder",
-                })
-                strict_prompt = prompt_for(spec, strict=True)
-                reply, check = self._attempt(spec, strict_prompt, breaker, failed_backends, hop)
+            # An answer that cites nothing retrieved gets one more try on the same model with the
+            # strict prompt; a second such answer ends the walk with the extractive answer.
+            for strict in (False, True):
+                prompt = prompt_for(spec, strict=strict)
+                reply, check = self._attempt(spec, prompt, breaker, failed_backends, hop)
                 if reply is None or check is None:
-                    continue
+                    break  # this model failed: on to the next one
                 rejected.extend(r for r in check.rejected if r not in rejected)
-                if not check.acceptable:
+                if check.acceptable:
+                    return self._generated(spec, decision, reply, check, prompt, fallbacks, rejected, started)
+                if strict:
                     fallbacks.append({
                         "from": spec.name, "to": EXTRACTIVE,
                         "reason": _uncited_reason(check) + " again after the stricter retry",
                     })
                     return self._extractive(contexts, decision, fallbacks, rejected, started)
-                prompt = strict_prompt
-
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            log.info(
-                "llm answer model=%s route=%s difficulty=%.2f latency_ms=%.0f fallbacks=%d",
-                spec.name, decision.route, decision.difficulty, elapsed_ms, len(fallbacks),
-            )
-            return GenerationResult(
-                answer=check.text,
-                model=spec.name,
-                route=decision.route,
-                cited_refs=check.cited,
-                fallbacks=fallbacks,
-                prompt_tokens=reply.prompt_tokens if reply.prompt_tokens else prompt.prompt_tokens,
-                extractive=False,
-                planned_route=decision.route,
-                difficulty=decision.difficulty,
-                rejected_refs=rejected,
-                abstained=check.abstained and not check.cited,
-            )
+                fallbacks.append({
+                    "from": spec.name, "to": spec.name,
+                    "reason": _uncited_reason(check) + "; retrying once with a stricter reminder",
+                })
 
         return self._extractive(contexts, decision, fallbacks, rejected, started)
 
@@ -191,6 +170,30 @@ class Answerer:
             spec.name, (time.perf_counter() - call_started) * 1000, reply.prompt_tokens, reply.completion_tokens,
         )
         return reply, check_citations(reply.content, prompt.included)
+
+    def _generated(
+        self, spec: ModelSpec, decision: RouteDecision, reply: ChatReply, check: CitationCheck, prompt: Prompt,
+        fallbacks: list[dict[str, Any]], rejected: list[str], started: float,
+    ) -> GenerationResult:
+        """The result for a model's answer that passed the citation check."""
+        log.info(
+            "llm answer model=%s route=%s difficulty=%.2f latency_ms=%.0f fallbacks=%d",
+            spec.name, decision.route, decision.difficulty, (time.perf_counter() - started) * 1000, len(fallbacks),
+        )
+        return GenerationResult(
+            answer=check.text,
+            model=spec.name,
+            route=decision.route,
+            cited_refs=check.cited,
+            fallbacks=fallbacks,
+            # The server's own count when it reports one; else the prompt builder's estimate.
+            prompt_tokens=reply.prompt_tokens if reply.prompt_tokens else prompt.prompt_tokens,
+            extractive=False,
+            planned_route=decision.route,
+            difficulty=decision.difficulty,
+            rejected_refs=rejected,
+            abstained=check.abstained and not check.cited,
+        )
 
     def _extractive(
         self, contexts: list[ContextChunk], decision: RouteDecision, fallbacks: list[dict[str, Any]],

@@ -234,16 +234,7 @@ class OpenAICompatibleBackend:
             "temperature": temperature,
             "stream": False,
         }
-        try:
-            response = self._http.post(
-                "/v1/chat/completions", json=body, timeout=_timeout(timeout, self.connect_timeout)
-            )
-        except httpx.ConnectError:
-            raise BackendError(f"cannot connect to {self.base_url}", transport=True) from None
-        except httpx.TimeoutException as exc:
-            raise _timeout_error("server", self.base_url, exc, timeout) from None
-        except httpx.HTTPError as exc:
-            raise BackendError(f"{self.base_url} failed: {type(exc).__name__}: {exc}", transport=True) from None
+        response = self._request("POST", "/v1/chat/completions", timeout, json=body)
         if response.status_code >= 400:
             raise BackendError(
                 f"{self.base_url} answered HTTP {response.status_code} for {model}: {response.text[:300]}",
@@ -266,20 +257,26 @@ class OpenAICompatibleBackend:
         )
 
     def list_models(self, timeout: float) -> list[str]:
-        try:
-            response = self._http.get("/v1/models", timeout=_timeout(timeout, self.connect_timeout))
-        except httpx.ConnectError:
-            raise BackendError(f"cannot connect to {self.base_url}", transport=True) from None
-        except httpx.TimeoutException as exc:
-            raise _timeout_error("server", self.base_url, exc, timeout) from None
-        except httpx.HTTPError as exc:
-            raise BackendError(f"{type(exc).__name__}: {exc}", transport=True) from None
+        response = self._request("GET", "/v1/models", timeout)
         if response.status_code >= 400:
             raise BackendError(f"HTTP {response.status_code} from /v1/models", transport=True)
         try:
             return [str(m["id"]) for m in response.json().get("data", [])]
         except (ValueError, KeyError, TypeError, AttributeError):
             return []
+
+    def _request(self, method: str, url: str, timeout: float, *, json: dict[str, Any] | None = None) -> httpx.Response:
+        """Send one request, turning a failure to get any response (refused, timed out, cut off)
+        into a ``BackendError``. A response, even an error status, is left to the caller: what a
+        status means differs between a chat call (the model failed) and a model listing."""
+        try:
+            return self._http.request(method, url, json=json, timeout=_timeout(timeout, self.connect_timeout))
+        except httpx.ConnectError:
+            raise BackendError(f"cannot connect to {self.base_url}", transport=True) from None
+        except httpx.TimeoutException as exc:
+            raise _timeout_error("server", self.base_url, exc, timeout) from None
+        except httpx.HTTPError as exc:
+            raise BackendError(f"{self.base_url} failed: {type(exc).__name__}: {exc}", transport=True) from None
 
     def close(self) -> None:
         self._http.close()
