@@ -160,6 +160,18 @@ def nothing_published(home: CodexHome) -> bool:
     return not (home.index_dir / REPO / "CURRENT.json").exists() and not list(home.root.glob(".snapshot-restore-*"))
 
 
+def assert_refused(path: Path, target_root: Path, *, match: str, reason: str) -> None:
+    """``verify_snapshot`` refuses ``path`` for ``reason``, and ``restore_snapshot`` (which verifies first)
+    refuses it too, leaving nothing published or staged in a fresh home at ``target_root``."""
+    with pytest.raises(SnapshotRejected, match=match) as err:
+        verify_snapshot(path, KEY)
+    assert err.value.reason == reason
+    target = CodexHome(target_root)
+    with pytest.raises(SnapshotRejected, match=match):
+        restore_snapshot(target, path, KEY)
+    assert nothing_published(target)
+
+
 # --------------------------------------------------------------------------- round trip
 
 
@@ -244,13 +256,7 @@ def test_flipped_byte_in_a_member_is_refused_and_nothing_is_installed(archive, t
         fh.seek(offset)
         fh.write(bytes([byte[0] ^ 0xFF]))
 
-    with pytest.raises(SnapshotRejected, match=f"{member_name}.*sha256") as err:
-        verify_snapshot(tampered, KEY)
-    assert err.value.reason == "sha256"
-    target = CodexHome(tmp_path / "target")
-    with pytest.raises(SnapshotRejected):
-        restore_snapshot(target, tampered, KEY)
-    assert nothing_published(target)
+    assert_refused(tampered, tmp_path / "target", match=f"{member_name}.*sha256", reason="sha256")
 
 
 def test_edited_manifest_fails_the_hmac(archive, tmp_path) -> None:
@@ -282,13 +288,7 @@ def test_unsigned_snapshots_need_an_explicit_opt_in_both_ways(source, tmp_path) 
         create_snapshot(home, REPO, key=b"short", out_dir=tmp_path)
     info = create_snapshot(home, REPO, key=None, out_dir=tmp_path, allow_unsigned=True)
     assert not info.signed
-    with pytest.raises(SnapshotRejected, match="unsigned") as err:
-        verify_snapshot(info.path, KEY)
-    assert err.value.reason == "unsigned"
-    target = CodexHome(tmp_path / "target")
-    with pytest.raises(SnapshotRejected, match="unsigned"):
-        restore_snapshot(target, info.path, KEY)
-    assert nothing_published(target)
+    assert_refused(info.path, tmp_path / "target", match="unsigned", reason="unsigned")
     assert not verify_snapshot(info.path, None, allow_unsigned=True).signed
 
 
@@ -316,13 +316,7 @@ def _member(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tup
 )
 def test_hostile_members_are_refused_even_in_a_validly_signed_archive(archive, tmp_path, member, message) -> None:
     hostile = rewrite(archive, tmp_path / "hostile.tar", extra=[member])  # manifest and signature untouched
-    with pytest.raises(SnapshotRejected, match=message) as err:
-        verify_snapshot(hostile, KEY)
-    assert err.value.reason == "hostile"
-    target = CodexHome(tmp_path / "target")
-    with pytest.raises(SnapshotRejected):
-        restore_snapshot(target, hostile, KEY)
-    assert nothing_published(target)
+    assert_refused(hostile, tmp_path / "target", match=message, reason="hostile")
     assert not (tmp_path / "escape.txt").exists() and not Path("/tmp/codex-snapshot-escape.txt").exists()
 
 
