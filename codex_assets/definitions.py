@@ -12,6 +12,7 @@ from codex_sensors import (
     drift_job,
     drift_recalibration_sensor,
     eval_job,
+    first_eval_sensor,
     git_head_sensor,
     ingest_job,
     nightly_eval,
@@ -28,7 +29,7 @@ def defs() -> dg.Definitions:
         asset_checks=ingestion_checks,
         jobs=[ingest_job, eval_job, recalibrate_job, drift_job, snapshot_job],
         schedules=[nightly_eval, daily_drift, nightly_snapshot],
-        sensors=[git_head_sensor, drift_recalibration_sensor],
+        sensors=[git_head_sensor, first_eval_sensor, drift_recalibration_sensor],
         # The snapshot key is read when a snapshot runs (never at load), with a clear error if unset.
         resources={**build_resources(), "snapshot_key": SnapshotKeyResource()},
     )

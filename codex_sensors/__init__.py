@@ -1,4 +1,5 @@
-"""Jobs, schedules and sensors. Sensors are cheap by rule: they read refs, never clone or embed."""
+"""Schedules and sensors (jobs in ``jobs``, the first evaluation in ``first_eval``). Sensors are cheap
+by rule: they read refs, never clone or embed."""
 
 import json
 
@@ -7,37 +8,22 @@ import dagster as dg
 from codex_core.git import GitError, head_sha, is_url, remote_head_sha
 from codex_core.published import published_commit, worker_alive
 from codex_resources import CodexHomeResource
+from codex_sensors.first_eval import first_eval_sensor
+from codex_sensors.jobs import drift_job, eval_job, ingest_job, recalibrate_job, snapshot_job
 
-ingest_job = dg.define_asset_job(
-    "ingest",
-    selection=dg.AssetSelection.groups("ingestion"),
-    description="Snapshot a repository, chunk, deduplicate, embed, graph, stage, check and publish its index.",
-    # One process per run, not per step: a step subprocess costs seconds of imports (and a model
-    # load for embedding steps), which would dominate a one-file re-index. The steps form a
-    # chain anyway, so nothing is lost in parallelism.
-    executor_def=dg.in_process_executor,
-)
-
-eval_job = dg.define_asset_job(
-    "evaluate",
-    selection=dg.AssetSelection.groups("eval"),
-    description="Mine the eval set, run the retriever with ablations, refit calibration (one MLflow run each).",
-)
-
-
-recalibrate_job = dg.define_asset_job(
-    "recalibrate",
-    selection=dg.AssetSelection.assets("retrieval_eval", "calibration"),
-    description="Re-run evaluation and refit calibration (requested when served queries drift).",
-)
-
-drift_job = dg.define_asset_job("drift", selection=dg.AssetSelection.assets("drift_report"))
-
-snapshot_job = dg.define_asset_job(
-    "snapshot",
-    selection=dg.AssetSelection.assets("index_snapshot"),
-    description="Write a signed snapshot of a repository's published state and apply retention (7 daily).",
-)
+__all__ = [
+    "daily_drift",
+    "drift_job",
+    "drift_recalibration_sensor",
+    "eval_job",
+    "first_eval_sensor",
+    "git_head_sensor",
+    "ingest_job",
+    "nightly_eval",
+    "nightly_snapshot",
+    "recalibrate_job",
+    "snapshot_job",
+]
 
 
 def _daily_run_per_repo(context: dg.ScheduleEvaluationContext, run_key_prefix: str):
