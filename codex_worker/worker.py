@@ -117,8 +117,10 @@ class FreshnessWorker:
         return due
 
     def _busy(self, repo: str) -> bool:
+        """An ingest run of ``repo`` is queued or running (one writer per repository). Other runs, such
+        as an evaluation, read a published copy: a new commit need not wait for them."""
         runs = self.instance.get_runs(
-            dg.RunsFilter(statuses=_ACTIVE, tags={"dagster/partition": repo}), limit=1
+            dg.RunsFilter(job_name=self.job.name, statuses=_ACTIVE, tags={"dagster/partition": repo}), limit=1
         )
         return bool(runs)
 

@@ -46,9 +46,13 @@ def test_worker_indexes_new_commits_and_the_sensor_defers_to_it(
 
     other = create_run_for_test(instance, job_name="ingest", status=dg.DagsterRunStatus.STARTED,
                                 tags={"dagster/partition": "demo"})
+    # An evaluation of it reads a published copy: it does not hold the new commit back.
+    evaluation = create_run_for_test(instance, job_name="evaluate", status=dg.DagsterRunStatus.STARTED,
+                                     tags={"dagster/partition": "demo"})
     assert worker.tick() == [] and worker.pending() == [("demo", head)]
     instance.report_run_failed(other)
     (run,) = worker.tick()
+    instance.report_run_failed(evaluation)
     assert (run.repo, run.commit, run.success) == ("demo", head, True)
     record = instance.get_run_by_id(run.run_id)
     assert record.tags["codex/trigger"] == "freshness-worker" and record.tags["dagster/partition"] == "demo"
