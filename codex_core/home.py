@@ -79,6 +79,10 @@ class CodexHome:
     def calibration_dir(self, name: str) -> Path:
         return self.repo_dir(name) / "calibration"
 
+    def ranker_path(self, name: str) -> Path:
+        """The repository's published learned file ranker (``codex_core.ranker``); absent = hand-set order."""
+        return self.repo_dir(name) / "ranker" / "current.json"
+
     @property
     def configs_dir(self) -> Path:
         return self.root / "configs"

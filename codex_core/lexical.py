@@ -57,11 +57,18 @@ class LexicalIndex:
             self._bm25.index(corpus, show_progress=False)
         self._vocab = set(self._bm25.vocab_dict) if corpus else set()
 
-    def search(self, query: str, k: int = 50) -> list[tuple[int, float]]:
+    def scores(self, query: str) -> np.ndarray | None:
+        """BM25 score of every document (None when no query term is in the vocabulary)."""
         terms = [t for t in code_tokens(query) if t in self._vocab]
         if not terms or not self.size:
+            return None
+        return np.asarray(self._bm25.get_scores(terms), dtype=np.float32)
+
+    def search(self, query: str, k: int = 50, *, scores: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """The ``k`` best documents; ``scores`` from :meth:`scores` when the caller already has them."""
+        scores = self.scores(query) if scores is None else scores
+        if scores is None:
             return []
-        scores = np.asarray(self._bm25.get_scores(terms), dtype=np.float32)
         k = min(k, self.size)
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]

@@ -20,6 +20,7 @@ from codex_core.fsio import ReloadingFile
 from codex_core.git import RepoRegistry, is_url
 from codex_core.graph import EDGES_FILE, CodeGraph, load_graph
 from codex_core.home import CodexHome
+from codex_core.ranker import LearnedRanker, load_published
 from codex_core.retrieval import GitVerificationSource, HybridRetriever, RepoCorpus, Reranker
 from codex_core.settings import Settings
 from codex_core.vector_store import EmbeddedVectorIndex, PublishedVersion, QdrantServerIndex, VectorIndex
@@ -81,7 +82,9 @@ class PublishedReader:
             graphs=lambda repo: self._view.graphs.get(repo),
             verifier=GitVerificationSource(self.worktree_of),
             reranker=reranker,
+            rankers=self.ranker_of,
         )
+        self._ranker_files: dict[str, ReloadingFile[LearnedRanker | None]] = {}
 
     @property
     def view(self) -> PublishedView:
@@ -93,6 +96,15 @@ class PublishedReader:
         except KeyError:
             return None
         return self.home.checkout_dir(repo) if is_url(source) else Path(source)
+
+    def ranker_of(self, repo: str) -> LearnedRanker | None:
+        """The repository's published learned ranker (re-read when its file changes), or None."""
+        held = self._ranker_files.get(repo)
+        if held is None:
+            held = self._ranker_files.setdefault(
+                repo, ReloadingFile(self.home.ranker_path(repo), load_published, None)
+            )
+        return held.get()
 
     def refresh(self, force: bool = False) -> PublishedView:
         now = time.monotonic()

@@ -19,8 +19,10 @@ import numpy as np
 from codex_core.dedup import shingles
 from codex_core.files import indexed_text
 from codex_core.git import GitError, show_file
-from codex_core.lexical import LexicalIndex
+from codex_core.lexical import LexicalIndex, code_tokens
 from codex_core.models import content_hash, span_text
+from codex_core.ranker import FileFeatures, LearnedRanker
+from codex_core.ranker import file_features as file_features_of
 
 RRF_K = 60
 # A cross-encoder reads query and passage together: its rank counts twice a first-stage rank.
@@ -98,6 +100,9 @@ class RepoCorpus:
     by_id: dict[str, int] = field(default_factory=dict)
     by_symbol: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     by_path: dict[str, list[int]] = field(default_factory=dict)
+    # Whole files as BM25 documents (path + every chunk's text): ``file_paths[i]`` is document i.
+    file_paths: list[str] = field(default_factory=list)
+    file_lexical: LexicalIndex | None = None
 
     @classmethod
     def build(
@@ -128,7 +133,22 @@ class RepoCorpus:
                 corpus.by_symbol.setdefault((p["path"], p["symbol"]), []).append(i)
         for members in corpus.by_path.values():
             members.sort(key=lambda i: payloads[i]["start_line"])
+        corpus._index_files()
         return corpus
+
+    def _index_files(self) -> None:
+        """The file-level BM25 index, from the chunk tokens already computed: each chunk's document
+        starts with its path and symbol (``build``), which a file counts once, by its path."""
+        self.file_paths = sorted(self.by_path)
+        tokens = []
+        for path in self.file_paths:
+            file_tokens = code_tokens(path)
+            for i in self.by_path[path]:
+                p = self.payloads[i]
+                header = len(code_tokens(f"{p['path']} {p.get('symbol') or ''} {p.get('symbol') or ''}"))
+                file_tokens += self.lexical.tokens[i][header:]
+            tokens.append(file_tokens)
+        self.file_lexical = LexicalIndex(self.file_paths, tokens=tokens)
 
     def chunk_for(self, path: str, symbol: str | None, line: int | None = None) -> int | None:
         """The chunk holding a definition: by qualified symbol, else the chunk covering ``line``."""
@@ -213,6 +233,15 @@ class RetrievalConfig:
     file_evidence_decay: float = 0.5
     file_evidence_chunks: int = 3
     file_evidence_min_share: float = 0.5
+    # Whole-file BM25 next to the chunk-level one: a file's evidence gains
+    # ``file_lexical_weight / (RRF_K + its file-BM25 rank)`` (times the file's path penalties), and a
+    # file that only the file-level search found enters with its best chunk. Strong where a commit
+    # touches a large file whose words are spread over many chunks. 0 turns it off.
+    file_lexical_weight: float = 0.0
+    file_lexical_k: int = 50
+    # Re-order the top files with the repository's learned ranker (``codex_core.ranker``) when one is
+    # published for it; without one (too little history) the hand-set order above stands.
+    learned_ranker: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.file_evidence_decay <= 1.0:
@@ -229,6 +258,9 @@ class RetrievalResult:
     considered: list[Candidate]  # everything seen, with drop reasons
     timings_ms: dict[str, float]
     features: dict[str, float]
+    # The learned ranker's rows for the top files in the hand-set order (``collect_file_features``).
+    file_features: FileFeatures | None = None
+    ranked_by: str = "hand-set"  # or "learned:<ranker id>"
 
 
 class VerificationSource(Protocol):
@@ -290,21 +322,31 @@ class HybridRetriever:
         graphs: Callable[[str], Any],
         verifier: VerificationSource,
         reranker: Reranker | None = None,
+        rankers: Callable[[str], LearnedRanker | None] = lambda repo: None,
     ):
-        """``dense_search(vector, repos, k)`` -> [(repo, point id, cosine)]; ``graphs(repo)`` -> CodeGraph or None."""
+        """``dense_search(vector, repos, k)`` -> [(repo, point id, cosine)]; ``graphs(repo)`` -> CodeGraph or
+        None; ``rankers(repo)`` -> the repository's published learned ranker or None."""
         self._dense_search = dense_search
         self._embed_query = embed_query
         self._corpora = corpora
         self._graphs = graphs
         self._verifier = verifier
         self._reranker = reranker
+        self._rankers = rankers
+        self._symbol_tokens: dict[tuple[str, str, str], list[set[str]]] = {}
 
     def embed_query(self, query: str) -> np.ndarray:
         """The query's vector (the embedder behind this retriever; cached by serving's reader)."""
         return self._embed_query(query)
 
     def retrieve(
-        self, query: str, *, repos: Sequence[str] | None = None, top_k: int = 5, config: RetrievalConfig | None = None
+        self,
+        query: str,
+        *,
+        repos: Sequence[str] | None = None,
+        top_k: int = 5,
+        config: RetrievalConfig | None = None,
+        collect_file_features: bool = False,
     ) -> RetrievalResult:
         cfg = config or RetrievalConfig()
         timings: dict[str, float] = {}
@@ -331,19 +373,28 @@ class HybridRetriever:
                 if idx is not None:
                     add(repo, idx, "dense", rank, score)
             timings["dense_ms"] = (time.perf_counter() - t1) * 1000
+        chunk_scores: dict[str, np.ndarray | None] = {}
         if cfg.lexical and wanted:
             t1 = time.perf_counter()
             merged = []
             for repo in wanted:
-                merged += [(score, repo, i) for i, score in corpora[repo].lexical.search(query, cfg.lexical_k)]
+                chunk_scores[repo] = corpora[repo].lexical.scores(query)
+                found = corpora[repo].lexical.search(query, cfg.lexical_k, scores=chunk_scores[repo])
+                merged += [(score, repo, i) for i, score in found]
             merged.sort(key=lambda x: -x[0])
             for rank, (score, repo, i) in enumerate(merged[: cfg.lexical_k], start=1):
                 add(repo, i, "lexical", rank, score)
             timings["lexical_ms"] = (time.perf_counter() - t1) * 1000
+        ranker = self._rankers(wanted[0]) if cfg.learned_ranker and len(wanted) == 1 else None
+        file_ranks: dict[tuple[str, str], int] = {}
+        if cfg.lexical and wanted and (cfg.file_lexical_weight > 0 or ranker is not None or collect_file_features):
+            t1 = time.perf_counter()
+            file_ranks = self._file_lexical(query, wanted, corpora, chunk_scores, pool, cfg)
+            timings["file_lexical_ms"] = (time.perf_counter() - t1) * 1000
 
         for cand in pool.values():
             cand.fused = sum(1.0 / (RRF_K + r) for r in cand.ranks.values())
-            cand.via = "+".join(sorted(cand.ranks))
+            cand.via = "+".join(sorted(cand.ranks)) or cand.via  # "file_lexical": found by no chunk search
         t1 = time.perf_counter()
         self._graph_hop(pool, corpora, cfg)
         timings["graph_ms"] = (time.perf_counter() - t1) * 1000
@@ -352,18 +403,26 @@ class HybridRetriever:
         wants_docs = bool(_DOC_QUERY_RE.search(query))
         wants_changes = bool(_CHANGELOG_QUERY_RE.search(query))
         named = named_files(query, sorted({c.payload["path"] for c in pool.values()}))
+
+        def path_factor(payload: dict[str, Any]) -> float:
+            """What the query says about this chunk's file: named by it, or a test/doc/changelog it did not ask for."""
+            factor = cfg.named_file_boost if payload["path"] in named else 1.0
+            if not wants_changes and _CHANGELOG_RE.search(payload["path"]):
+                factor *= cfg.changelog_penalty
+            if not wants_tests and is_test_path(payload["path"]):
+                factor *= cfg.test_penalty
+            if not wants_docs and payload.get("language") in DOC_LANGUAGES:
+                factor *= cfg.doc_penalty
+            return factor
+
+        file_bonus: dict[tuple[str, str], float] = {}
         for cand in pool.values():
-            cand.score = cand.fused
-            if cand.payload["path"] in named:
-                cand.score *= cfg.named_file_boost
-            if not wants_changes and _CHANGELOG_RE.search(cand.payload["path"]):
-                cand.score *= cfg.changelog_penalty
-            if not wants_tests and is_test_path(cand.payload["path"]):
-                cand.score *= cfg.test_penalty
-            if not wants_docs and cand.payload.get("language") in DOC_LANGUAGES:
-                cand.score *= cfg.doc_penalty
+            cand.score = cand.fused * path_factor(cand.payload)
             if cand.payload.get("kind") == "module":
                 cand.score *= cfg.module_penalty
+            f = (cand.repo, cand.payload["path"])
+            if f in file_ranks and f not in file_bonus:
+                file_bonus[f] = cfg.file_lexical_weight * path_factor(cand.payload) / (RRF_K + file_ranks[f])
         ranked = sorted(pool.values(), key=lambda c: (-c.score, c.payload["path"], c.payload["start_line"]))
 
         if self._reranker is not None and cfg.rerank and ranked:
@@ -380,14 +439,77 @@ class HybridRetriever:
 
         # Confidence features read the chunk order; citations follow the file order.
         features_order = ranked
-        ranked = _by_file_evidence(ranked, cfg)
+        ranked = _by_file_evidence(ranked, cfg, file_bonus)
+        file_features = None
+        ranked_by = "hand-set"
+        if ranker is not None or collect_file_features:
+            t1 = time.perf_counter()
+            file_features = file_features_of(
+                query, ranked, file_ranks=file_ranks, named=named,
+                symbols_of=lambda repo, path: self._symbols_of(corpora[repo], path),
+                degree_of=lambda repo, path: g.file_degree(path) if (g := self._graphs(repo)) is not None else 0,
+                flags_of=lambda payload: (
+                    is_test_path(payload["path"]), payload.get("language") in DOC_LANGUAGES,
+                    bool(_CHANGELOG_RE.search(payload["path"])),
+                ),
+            )
+            if ranker is not None:
+                ranked = _in_file_order(ranked, ranker.order(file_features))
+                ranked_by = f"learned:{ranker.meta.get('id', '?')}"
+            timings["learned_rank_ms"] = (time.perf_counter() - t1) * 1000
         t1 = time.perf_counter()
         chosen = self._select(ranked, top_k, cfg)
         timings["select_verify_ms"] = (time.perf_counter() - t1) * 1000
         timings["total_ms"] = (time.perf_counter() - t0) * 1000
         return RetrievalResult(
-            chosen, ranked, {k: round(v, 2) for k, v in timings.items()}, _features(chosen, features_order)
+            chosen, ranked, {k: round(v, 2) for k, v in timings.items()}, _features(chosen, features_order),
+            file_features, ranked_by,
         )
+
+    def _symbols_of(self, corpus: RepoCorpus, path: str) -> list[set[str]]:
+        """Token sets of the names defined in ``path`` (cached per corpus version)."""
+        key = (corpus.repo, corpus.version, path)
+        cached = self._symbol_tokens.get(key)
+        if cached is None:
+            names = {corpus.payloads[i].get("symbol") or "" for i in corpus.by_path.get(path, [])}
+            cached = [set(code_tokens(name.rsplit(".", 1)[-1])) for name in sorted(names) if name]
+            if len(self._symbol_tokens) > 50_000:
+                self._symbol_tokens.clear()
+            self._symbol_tokens[key] = cached
+        return cached
+
+    @staticmethod
+    def _file_lexical(
+        query: str,
+        repos: Sequence[str],
+        corpora: dict[str, RepoCorpus],
+        chunk_scores: dict[str, np.ndarray | None],
+        pool: dict[tuple[str, int], Candidate],
+        cfg: RetrievalConfig,
+    ) -> dict[tuple[str, str], int]:
+        """Whole-file BM25 ranks (1 = best) of the top ``file_lexical_k`` files over ``repos``. A file
+        with no candidate yet enters the pool with its best chunk by chunk-level BM25 (via
+        ``file_lexical``, no retriever rank of its own: only its file evidence lifts it)."""
+        merged = []
+        for repo in repos:
+            corpus = corpora[repo]
+            if corpus.file_lexical is not None:
+                found = corpus.file_lexical.search(query, cfg.file_lexical_k)
+                merged += [(score, repo, corpus.file_paths[i]) for i, score in found]
+        merged.sort(key=lambda x: -x[0])
+        in_pool = {(c.repo, c.payload["path"]) for c in pool.values()}
+        ranks: dict[tuple[str, str], int] = {}
+        for rank, (score, repo, path) in enumerate(merged[: cfg.file_lexical_k], start=1):
+            ranks[(repo, path)] = rank
+            if (repo, path) in in_pool:
+                continue
+            scores = chunk_scores.get(repo)
+            members = corpora[repo].by_path[path]
+            best = max(members, key=lambda i: float(scores[i])) if scores is not None else members[0]
+            cand = Candidate(repo, best, corpora[repo].payloads[best], via="file_lexical")
+            cand.raw_scores["file_lexical"] = score
+            pool[(repo, best)] = cand
+        return ranks
 
     def _graph_hop(
         self, pool: dict[tuple[str, int], Candidate], corpora: dict[str, RepoCorpus], cfg: RetrievalConfig
@@ -442,7 +564,9 @@ class HybridRetriever:
         return chosen
 
 
-def _by_file_evidence(ranked: list[Candidate], cfg: RetrievalConfig) -> list[Candidate]:
+def _by_file_evidence(
+    ranked: list[Candidate], cfg: RetrievalConfig, file_bonus: dict[tuple[str, str], float] | None = None
+) -> list[Candidate]:
     """``ranked`` (best chunk first) regrouped by file: files in order of their evidence, each
     file's chunks best first, equal evidence in chunk order (with a decay of 0 the evidence is
     the best chunk's score, so files keep the order of their best chunks).
@@ -458,8 +582,9 @@ def _by_file_evidence(ranked: list[Candidate], cfg: RetrievalConfig) -> list[Can
         kept = scores[(cand.repo, cand.payload["path"])]
         if not kept or cand.score >= floor:
             kept.append(cand.score)
+    bonus = file_bonus or {}
     evidence = {
-        f: sum(s * cfg.file_evidence_decay**i for i, s in enumerate(ss[: cfg.file_evidence_chunks]))
+        f: sum(s * cfg.file_evidence_decay**i for i, s in enumerate(ss[: cfg.file_evidence_chunks])) + bonus.get(f, 0.0)
         for f, ss in scores.items()
     }
     first: dict[tuple[str, str], int] = {}
@@ -472,6 +597,14 @@ def _by_file_evidence(ranked: list[Candidate], cfg: RetrievalConfig) -> list[Can
     return sorted(ranked, key=lambda c: (
         (c.repo, c.payload["path"]) != unanimous, -c.file_score, first[(c.repo, c.payload["path"])]
     ))
+
+
+def _in_file_order(ranked: list[Candidate], files: list[tuple[str, str]]) -> list[Candidate]:
+    """``ranked`` with ``files`` first in the given order (each file's chunks keep their order), the
+    other files after them as they were."""
+    position = {f: i for i, f in enumerate(files)}
+    tail = len(files)
+    return sorted(ranked, key=lambda c: position.get((c.repo, c.payload["path"]), tail))
 
 
 def _features(chosen: list[Candidate], ranked: list[Candidate]) -> dict[str, float]:

@@ -38,6 +38,7 @@ class CodeGraph:
         # node -> {neighbour: edge types between them, in first-seen order}
         self._adjacent: dict[Node, dict[Node, list[str]]] = defaultdict(dict)
         self._nodes_by_path: dict[str, set[Node]] = defaultdict(set)
+        self._file_degrees: dict[str, int] | None = None
         for e in self.edges:
             if not e.resolved or e.to_path is None:
                 continue
@@ -50,6 +51,15 @@ class CodeGraph:
                     kinds.append(e.type)
             self._nodes_by_path[a[0]].add(a)
             self._nodes_by_path[b[0]].add(b)
+
+    def file_degree(self, path: str) -> int:
+        """How many other files this file's code is linked to, either direction (a centrality prior)."""
+        if self._file_degrees is None:
+            linked: dict[str, set[str]] = defaultdict(set)
+            for node, others in self._adjacent.items():
+                linked[node[0]].update(other[0] for other in others if other[0] != node[0])
+            self._file_degrees = {p: len(files) for p, files in linked.items()}
+        return self._file_degrees.get(path, 0)
 
     def edge_counts(self) -> dict[str, int]:
         """Edges per type, plus ``<type>_resolved``, ``resolved``, ``unresolved`` and ``total``."""

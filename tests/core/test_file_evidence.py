@@ -126,3 +126,16 @@ def test_a_match_every_retriever_ranked_first_keeps_its_file_on_top() -> None:
     order = _by_file_evidence([lone, close, support], RetrievalConfig())
     assert [c.payload["path"] for c in order][0] == "chunking.py"
     assert _by_file_evidence([], RetrievalConfig()) == []
+
+
+def test_whole_file_bm25_brings_in_a_file_the_chunk_searches_missed() -> None:
+    """With the chunk-level lexical search cut to its single best chunk, ``loader.py`` (whose words
+    are spread over three chunks) is found only by the file-level BM25, enters with its best chunk
+    and is cited; with the signal off it is not there at all."""
+    narrow = {**LEXICAL_ONLY, "lexical_k": 1}
+    off = retriever().retrieve(QUERY, top_k=5, config=RetrievalConfig(**narrow))
+    assert "loader.py" not in paths(off)
+    on = retriever().retrieve(QUERY, top_k=5, config=RetrievalConfig(**narrow, file_lexical_weight=1.0))
+    loader = [c for c in on.candidates if c.payload["path"] == "loader.py"]
+    assert loader and loader[0].via == "file_lexical" and loader[0].file_score > 0
+    assert "file_lexical_ms" in on.timings_ms

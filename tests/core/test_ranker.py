@@ -1,0 +1,152 @@
+"""The learned file ranker on a real history: it trains on older questions, beats the hand-set order
+on a planted signal, falls back cleanly, and is never trained on the questions it is scored on.
+
+The planted signal: every module under ``src/live/`` has a shim copy under ``src/compat/`` (synced
+in one commit touching every file, which the miner skips) whose docstring repeats the words commits
+use, and only the live modules are imported by the application. Words favour the unused copy, so
+the hand-set order puts it first; the repository's history says the live copy is the one commits
+change, and the code graph (who imports it) tells the two apart.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from codex_core.embedding import SentenceTransformerEmbedder
+from codex_core.evalsets import mine_eval_set
+from codex_core.home import CodexHome
+from codex_core.metrics import dedupe_ranking
+from codex_core.ranker import FEATURES, LearnedRanker, train_ranker
+from codex_core.reader import PublishedReader, open_index
+from codex_core.retrieval import RetrievalConfig
+from tests.support.history import HistoryBuilder
+from tests.support.ingest import ingest
+
+TOPICS = [
+    ("invoices", "invoice totals", "total"), ("shipping", "shipping labels", "label"),
+    ("refunds", "refund requests", "refund"), ("coupons", "coupon codes", "coupon"),
+    ("payroll", "payroll runs", "payslip"), ("taxes", "tax rates", "rate"),
+    ("inventory", "stock levels", "stock"), ("accounts", "user accounts", "account"),
+    ("reports", "monthly reports", "report"), ("alerts", "alert rules", "alert"),
+    ("uploads", "file uploads", "upload"), ("sessions", "login sessions", "session"),
+]
+CHANGES = [
+    ("    return {noun}\n", "    {noun} = validate_{noun}({noun})\n    return {noun}\n",
+     "Validate every {what} before it is stored"),
+    ("def store_{noun}({noun}):\n", "def store_{noun}({noun}):\n    log_{noun}_event({noun})\n",
+     "Record an audit event whenever {what} are stored"),
+    ("def load_{noun}(key):\n", "def load_{noun}(key):\n    key = normalize_{noun}_key(key)\n",
+     "Normalize lookup keys when loading {what} from storage"),
+    ("def load_{noun}(key):\n", "def load_{noun}(key, *, fresh=False):\n",
+     "Allow callers to bypass the cache when loading {what}"),
+]
+
+
+def module_text(module: str, noun: str) -> str:
+    return (f'"""Storage of {module}."""\n\n\ndef store_{noun}({noun}):\n    return {noun}\n\n\n'
+            f"def load_{noun}(key):\n    return CACHE.get(key)\n\n\nCACHE = {{}}\n")
+
+
+def compat_text(live: str, what: str) -> str:
+    """The shim for old clients: the live code with a deprecation call in every function, under a
+    docstring that talks about {what} more than the live module does (so words favour the copy)."""
+    body = re.sub(r"(\ndef [^\n]*:\n)", r"\1    warn_compat()\n", live.split("\n", 1)[1])
+    return f'"""Compat shim for old clients: store, load and validate {what}; {what} stored here."""\n' + body
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("ranker")
+    b = HistoryBuilder(root / "shop")
+    for module, _, noun in TOPICS:
+        b.write(f"src/live/{module}.py", module_text(module, noun))
+    b.write("src/app.py", "".join(f"from src.live import {m}\n" for m, _, _ in TOPICS)
+            + "\n\ndef main():\n    return [" + ", ".join(m for m, _, _ in TOPICS) + "]\n")
+    b.commit("Initial storage modules for the shop application")
+    for old, new, message in CHANGES:
+        for module, what, noun in TOPICS:
+            b.edit(f"src/live/{module}.py", old.format(noun=noun), new.format(noun=noun))
+            b.commit(message.format(what=what))
+    for module, what, _ in TOPICS:  # the compat copies: one commit over every file (> 3 files: not a question)
+        b.write(f"src/compat/{module}.py", compat_text((b.repo / f"src/live/{module}.py").read_text(), what))
+    b.commit("Sync the compat copies of every storage module for old clients")
+    home = root / "home"
+    assert ingest(home, b.repo, name="shop").success
+    mined = mine_eval_set(b.repo, name="t", repo_name="shop")
+    questions = sorted(((i.query, i.gold_files, i.source) for i in mined.items),
+                       key=lambda q: int(b.git("show", "-s", "--format=%ct", q[2].removeprefix("git:"))))
+    reader = PublishedReader(CodexHome(home), open_index(CodexHome(home)), SentenceTransformerEmbedder())
+    reader.refresh(force=True)
+    yield {"home": home, "reader": reader, "questions": questions}
+    reader.close()
+
+
+def ranked_files(reader, query: str, config: RetrievalConfig) -> list[str]:
+    """The file ranking a user sees: cited files, then the other candidates' files (as the benchmark)."""
+    result = reader.retriever.retrieve(query, repos=["shop"], top_k=10, config=replace(config, max_per_file=1))
+    cited = [c.payload["path"] for c in result.candidates]
+    return dedupe_ranking(cited + [c.payload["path"] for c in result.considered])
+
+
+def top1(reader, questions, config: RetrievalConfig) -> float:
+    return sum(ranked_files(reader, q, config)[0] in gold for q, gold, _ in questions) / len(questions)
+
+
+def test_a_ranker_learned_on_older_history_beats_the_hand_set_order_on_newer_questions(history: dict) -> None:
+    reader, questions = history["reader"], history["questions"]
+    assert len(questions) == len(TOPICS) * len(CHANGES)
+    older, newer = questions[:36], questions[36:]
+    hand = RetrievalConfig(learned_ranker=False)
+    assert top1(reader, newer, hand) <= 0.25  # the compat copy wins the tie: the planted trap works
+
+    ranker = train_ranker(reader.retriever, [(q, gold) for q, gold, _ in older], repo="shop", config=hand,
+                          meta={"id": "t1"})
+    assert ranker is not None and ranker.meta["questions"] == 36
+    ranker.save(CodexHome(history["home"]).ranker_path("shop"))
+    try:
+        learned = top1(reader, newer, RetrievalConfig())
+        assert learned >= 0.75, f"learned top-1 {learned:.2f} on held-out questions"
+        assert ranker.coef[FEATURES.index("graph_degree")] > 0  # it learned the planted signal
+        trained_on = {q for q, _, _ in older}
+        assert not trained_on & {q for q, _, _ in newer}  # scored only on questions it never saw
+        result = reader.retriever.retrieve(newer[0][0], repos=["shop"], top_k=5, config=RetrievalConfig())
+        assert result.ranked_by == "learned:t1"  # the trace says which order the user got
+    finally:
+        CodexHome(history["home"]).ranker_path("shop").unlink()
+
+
+def test_too_little_history_means_no_ranker_and_the_hand_set_order(history: dict) -> None:
+    reader, questions = history["reader"], history["questions"]
+    few = [(q, gold) for q, gold, _ in questions[:10]]
+    assert train_ranker(reader.retriever, few, repo="shop", config=RetrievalConfig()) is None
+    query = questions[-1][0]
+    assert ranked_files(reader, query, RetrievalConfig()) == ranked_files(
+        reader, query, RetrievalConfig(learned_ranker=False)
+    )
+
+
+def test_a_damaged_or_foreign_ranker_file_falls_back_instead_of_failing_queries(history: dict) -> None:
+    reader, questions = history["reader"], history["questions"]
+    path = CodexHome(history["home"]).ranker_path("shop")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    query = questions[-1][0]
+    hand = ranked_files(reader, query, RetrievalConfig(learned_ranker=False))
+    try:
+        for text in ("{not json", LearnedRanker([0.0], [1.0], [1.0], 0.0).to_json()):  # garbage; wrong features
+            path.write_text(text)
+            result = reader.retriever.retrieve(query, repos=["shop"], top_k=5, config=RetrievalConfig())
+            assert result.ranked_by == "hand-set"
+            assert ranked_files(reader, query, RetrievalConfig()) == hand
+    finally:
+        path.unlink()
+
+
+def test_ranker_round_trips_through_json(tmp_path: Path) -> None:
+    ranker = LearnedRanker(mean=[0.0] * len(FEATURES), scale=[1.0] * len(FEATURES),
+                           coef=[float(i) for i in range(len(FEATURES))], intercept=0.5, meta={"id": "x"})
+    ranker.save(tmp_path / "r.json")
+    assert LearnedRanker.load(tmp_path / "r.json") == ranker
