@@ -9,7 +9,8 @@ has often moved since, and the old file would be a wrong label for every system.
 
 The newest ``per_repo`` surviving questions are kept and sorted by commit time: the older half is
 ``tune`` (anything may be fitted on it), the newer half is ``heldout`` (reported, never fitted on).
-A learned ranker may also train on commits older than the oldest held-out question (``history``).
+Up to ``history`` questions older still (split ``history``) are training data for the learned ranker,
+which trains on ``history`` + ``tune``: everything strictly older than the held-out half.
 """
 
 from __future__ import annotations
@@ -78,15 +79,16 @@ def commit_times(repo: Path, shas: list[str]) -> dict[str, int]:
 
 
 def mine_questions(
-    repo: Path, name: str, snapshot: str, *, per_repo: int, scan: int = 1_000_000
+    repo: Path, name: str, snapshot: str, *, per_repo: int, history: int = 0, scan: int = 1_000_000
 ) -> tuple[list[Question], dict[str, int]]:
-    """The newest ``per_repo`` usable questions at ``snapshot``, oldest first, split by time."""
+    """The newest ``per_repo`` usable questions at ``snapshot``, oldest first, split by time; before
+    them up to ``history`` older ones (split ``history``: training data for a learned ranker)."""
     mined = mine_eval_set(repo, name="localization", repo_name=name, head=snapshot, max_items=scan)
     skipped = dict(mined.meta.get("excluded_by_reason", {}))
     survival = Survival(repo, snapshot)
     kept: list[tuple[str, str, list[str]]] = []
     for item in mined.items:  # newest first
-        if len(kept) >= per_repo:
+        if len(kept) >= per_repo + history:
             break
         sha = item.source.removeprefix("git:")
         gold = [path for path in item.gold_files if survival.fraction(sha, path) >= MIN_SURVIVING]
@@ -96,9 +98,11 @@ def mine_questions(
         kept.append((sha, item.query, gold))
     times = commit_times(repo, [sha for sha, _, _ in kept])
     kept.sort(key=lambda q: (times[q[0]], q[0]))
-    half = len(kept) // 2
+    older = max(0, len(kept) - per_repo)
+    half = older + (len(kept) - older) // 2
     questions = [
-        Question(f"{name}-{n:03d}", query, gold, sha, times[sha], "tune" if n < half else "heldout")
+        Question(f"{name}-{n:03d}", query, gold, sha, times[sha],
+                 "history" if n < older else "tune" if n < half else "heldout")
         for n, (sha, query, gold) in enumerate(kept)
     ]
     return questions, dict(sorted(skipped.items()))

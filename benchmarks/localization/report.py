@@ -56,7 +56,7 @@ def macro(per_repo: dict[str, dict[str, dict[str, float]]], repos: list[str], sy
 def tables(result: dict[str, Any], split: str = "heldout") -> str:
     """Markdown: per repository, per language and macro, for one split."""
     product, baselines = result["product"], result["baselines"]
-    systems = [product, *baselines]
+    systems = [product, *[v for v in result.get("variants", {}) if v != product], *baselines]
     lines = [
         f"Split: **{split}** (questions newer than every tuned-on one). nDCG@5 ratio = {product} / the stronger "
         "baseline.",
@@ -68,13 +68,13 @@ def tables(result: dict[str, Any], split: str = "heldout") -> str:
     def rows(label: str, lang: str, summary: dict) -> None:
         if not summary or product not in summary:
             return
-        r = ratio(summary, product, baselines)
         for system in systems:
             s = summary[system]
+            r = ratio(summary, system, baselines)
             lines.append(
                 f"| {label} | {lang} | {s['n']} | {system} | {s['recall@1']:.3f} | {s['recall@5']:.3f} | "
                 f"{s['recall@10']:.3f} | {s['mrr@10']:.3f} | {s['ndcg@5']:.3f} | {s['p50_ms']:.1f} | "
-                f"{s['p95_ms']:.1f} | {f'{r:.2f}x' if system == product else ''} |"
+                f"{s['p95_ms']:.1f} | {f'{r:.2f}x' if system not in baselines else ''} |"
             )
 
     for repo in result["repos"]:
@@ -87,7 +87,8 @@ def tables(result: dict[str, Any], split: str = "heldout") -> str:
 
 def aggregate(result: dict[str, Any], records: list[dict[str, Any]]) -> None:
     """Fill ``result["splits"]`` from per-query ``records`` (each has repo, language, split, systems)."""
-    systems = [result["product"], *result["baselines"]]
+    systems = [result["product"], *[v for v in result.get("variants", {}) if v != result["product"]],
+               *result["baselines"]]
     by_lang: dict[str, list[str]] = defaultdict(list)
     for repo in result["repos"]:
         by_lang[repo["language"]].append(repo["name"])

@@ -46,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +176,45 @@ def ask_all(systems: list, questions: list[Question]) -> list[dict[str, Any]]:
     return records
 
 
+def train(reader, name: str, training: list[Question], home: Path, args) -> dict[str, Any]:
+    """Fit the repository's learned ranker on questions older than every held-out one and publish it
+    where serving reads it (``CodexHome.ranker_path``); the report says what it was trained on."""
+    from codex_core.home import CodexHome
+    from codex_core.ranker import train_ranker
+
+    target = CodexHome(home).ranker_path(name)
+    target.unlink(missing_ok=True)
+    newest = max((q.time for q in training), default=0)
+    t0 = time.perf_counter()
+    ranker = train_ranker(reader.retriever, [(q.query, q.gold_files) for q in training], repo=name,
+                          config=args.variants["product"], meta={"id": f"{name}-bench", "newest_commit_time": newest})
+    info = {"trained": ranker is not None, "offered": len(training), "seconds": round(time.perf_counter() - t0, 1)}
+    if ranker is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        ranker.save(target)
+        info |= {"questions": ranker.meta["questions"], "coef": dict(zip(ranker.features, ranker.coef, strict=True))}
+    print(f"{name}: learned ranker {'trained on ' + str(info.get('questions')) if ranker else 'not trained'} "
+          f"({len(training)} offered)", file=sys.stderr)
+    return info
+
+
+def parse_variants(specs: list[str]) -> dict[str, Any]:
+    """{label: RetrievalConfig}: the default config as "product", then each ``NAME=JSON`` override."""
+    from codex_core.retrieval import RetrievalConfig
+
+    base = RetrievalConfig(learned_ranker=False)
+    variants = {"product": base}
+    for spec in specs:
+        label, sep, overrides = spec.partition("=")
+        if not sep or label in variants or label in ("bm25-file", "dense-window"):
+            raise SystemExit(f"--variant {spec!r}: want a new NAME=JSON")
+        try:
+            variants[label] = replace(base, **json.loads(overrides))
+        except (ValueError, TypeError) as exc:
+            raise SystemExit(f"--variant {spec!r}: {exc}") from None
+    return variants
+
+
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows))
@@ -187,10 +227,13 @@ def run_repo(repo: dict[str, Any], source: Path, home: Path, embedder, args) -> 
 
     name, commit = repo["name"], repo["commit"]
     started = time.perf_counter()
-    questions, skipped = mine_questions(source, name, commit, per_repo=args.per_repo)
-    write_jsonl(args.questions_dir / f"{name}.jsonl", [q.to_dict() for q in questions])
-    print(f"{name}: {len(questions)} questions (skipped {sum(skipped.values())})", file=sys.stderr)
-    info: dict[str, Any] = {"questions": len(questions), "skipped": skipped}
+    mined, skipped = mine_questions(source, name, commit, per_repo=args.per_repo, history=args.history)
+    write_jsonl(args.questions_dir / f"{name}.jsonl", [q.to_dict() for q in mined])
+    questions = [q for q in mined if q.split != "history"]
+    training = [q for q in mined if q.split != "heldout"]
+    print(f"{name}: {len(questions)} questions, {len(training)} to train on (skipped {sum(skipped.values())})",
+          file=sys.stderr)
+    info: dict[str, Any] = {"questions": len(questions), "training_questions": len(training), "skipped": skipped}
     if len(questions) < 2:
         info["error"] = "fewer than 2 usable questions"
         return [], info
@@ -210,7 +253,13 @@ def run_repo(repo: dict[str, Any], source: Path, home: Path, embedder, args) -> 
         reader = PublishedReader(CodexHome(home), open_index(CodexHome(home)), embedder)
         try:
             reader.refresh(force=True)
-            systems = [Product(reader, name), Bm25File(files), dense]
+            products = [Product(reader, name, config, label) for label, config in args.variants.items()]
+            if args.learned:
+                info["ranker"] = train(reader, name, training, home, args)
+                if info["ranker"].get("trained"):
+                    products.append(Product(reader, name, replace(args.variants["product"], learned_ranker=True),
+                                            "learned"))
+            systems = [*products, Bm25File(files), dense]
             records = ask_all(systems, questions)
         finally:
             reader.close()
@@ -230,14 +279,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", default="current", help="results go to results/<label>")
     parser.add_argument("--out", type=Path, help="output directory (default results/<label> beside this file)")
     parser.add_argument("--questions-dir", type=Path, default=HERE / "questions")
+    parser.add_argument("--history", type=int, default=300,
+                        help="older questions (before the tune half) the learned ranker may also train on")
+    parser.add_argument("--no-learned", dest="learned", action="store_false",
+                        help="do not train and measure the learned ranker")
     parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR, help="embedding caches (keyed by content)")
     parser.add_argument(
         "--home", type=Path,
         help="keep the CODEX_HOME (DIR/home) and the work trees (DIR/worktrees) here and reuse a repository "
              "already published at its pinned commit (to re-measure a ranking change without re-ingesting)",
     )
+    parser.add_argument(
+        "--variant", action="append", default=[], metavar="NAME=JSON",
+        help="also measure the product with these RetrievalConfig overrides, e.g. "
+             "filelex='{\"file_lexical_weight\": 1.0}' (repeatable; 'product' is the default config)",
+    )
     args = parser.parse_args(argv)
     args.out = args.out or HERE / "results" / args.label
+    args.variants = parse_variants(args.variant)
     repos = load_repos(args.repos_file, args.only.split(",") if args.only else None)
     sources = {r["name"]: locate(args.repos_dir, r) for r in repos}
 
@@ -260,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result: dict[str, Any] = {
         "label": args.label, "product": "product", "baselines": ["bm25-file", "dense-window"],
+        "variants": {label: asdict(config) for label, config in args.variants.items()},
         "repos": repos, "per_repo_info": infos, "per_repo_questions": args.per_repo,
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
         "seconds": round(time.perf_counter() - started, 1),
