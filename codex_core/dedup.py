@@ -98,6 +98,14 @@ def _location(chunk: Chunk) -> Location:
     return Location(path=chunk.path, start_line=chunk.start_line, end_line=chunk.end_line, symbol=chunk.symbol)
 
 
+BUILD_OUTPUT_DIRS = frozenset({"dist", "build", "out", "target", "_build", "bundle", "bundles"})
+
+
+def is_build_output(path: str) -> bool:
+    """Under a directory that conventionally holds build output rather than sources."""
+    return any(part in BUILD_OUTPUT_DIRS for part in path.split("/")[:-1])
+
+
 def dedup_chunks(
     chunks: list[Chunk],
     *,
@@ -107,12 +115,15 @@ def dedup_chunks(
 ) -> tuple[list[Chunk], DedupStats]:
     """Collapse exact and near-identical chunks (estimated Jaccard >= ``threshold`` on 5-token shingles).
 
-    The kept copy is the first by (path, start_line) so the choice is stable across runs; the
-    others become its ``duplicates``. Tiny chunks (< ``MIN_SHINGLES`` shingles) are only merged
+    The kept copy is the source one: a copy under a build-output directory (``dist/``, ``build/``,
+    ... : a bundle committed next to its sources) yields to a copy elsewhere, then the first by
+    (path, start_line) wins, so the choice is stable across runs; the others become its
+    ``duplicates``. (Keeping ``dist/axios.js`` over ``lib/adapters/fetch.js`` would cite the bundle
+    for every question about the adapter.) Tiny chunks (< ``MIN_SHINGLES`` shingles) are only merged
     when exactly identical: their shingle sets are too small for a meaningful Jaccard estimate.
     ``signature_cache`` (content hash -> MinHash values) makes re-runs compute only new chunks.
     """
-    ordered = sorted(chunks, key=lambda c: (c.path, c.start_line, c.end_line))
+    ordered = sorted(chunks, key=lambda c: (is_build_output(c.path), c.path, c.start_line, c.end_line))
     by_hash: dict[str, Chunk] = {}
     exact = 0
     for chunk in ordered:

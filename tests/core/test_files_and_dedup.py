@@ -113,6 +113,10 @@ def test_dedup_keeps_one_copy_with_every_location() -> None:
     assert stats.exact_duplicates == 1 and stats.near_duplicates == 1 and stats.unique == 2
     kept = next(c for c in unique if c.path == "a.py")
     assert sorted(d.path for d in kept.duplicates) == ["b.py", "c.py"]
+    # A bundle committed next to its sources yields to them: the source file is the one cited.
+    bundled, _ = dedup_chunks([_chunk("dist/app.js", body), _chunk("lib/adapters/fetch.js", body)])
+    assert [c.path for c in bundled] == ["lib/adapters/fetch.js"]
+    assert [d.path for d in bundled[0].duplicates] == ["dist/app.js"]
     # Tiny chunks merge only when identical.
     tiny, _ = dedup_chunks([_chunk("x.py", "pass"), _chunk("y.py", "return")])
     assert len(tiny) == 2
