@@ -16,9 +16,12 @@ QUERY_LOG = QUERY_LOG_FILE
 def drift_report(context: dg.AssetExecutionContext, codex_home: CodexHomeResource) -> dg.MaterializeResult:
     """Served queries of the last 24 h vs the 7 days before (Evidently).
 
-    Columns: query length, language of the top citation, top score, confidence, abstention.
+    Columns: query length, language of the top citation, top score, confidence, abstention, and
+    question style (question-like vs commit-message-like; the share of question-like queries in
+    each window is in the metadata).
 
-    Drift above the threshold makes `drift_recalibration_sensor` re-run evaluation and calibration.
+    Drift above the threshold, or a drifted question style on its own (the calibrator is fitted for
+    the served mix of styles), makes `drift_recalibration_sensor` re-run evaluation and calibration.
     """
     home = codex_home.home
     now = datetime.now(UTC)
@@ -32,6 +35,10 @@ def drift_report(context: dg.AssetExecutionContext, codex_home: CodexHomeResourc
             "status": result.status,
             "drift_share": result.drift_share,
             "drifted_columns": dg.MetadataValue.json(result.drifted_columns),
+            "style_drift": result.style_drift,
+            "question_share_reference": result.question_share_reference,
+            "question_share_current": result.question_share_current,
+            "notes": dg.MetadataValue.json(result.notes),
             "reference_rows": result.reference_rows,
             "current_rows": result.current_rows,
             "repos": dg.MetadataValue.json(repos),

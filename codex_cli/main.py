@@ -258,9 +258,17 @@ def _format_eval(s: dict[str, Any]) -> str:
     lines.append("  lexical-overlap split (file nDCG@5): " + ", ".join(
         f"{name.split(' / ')[-1]}={row.get('file_ndcg_at_5', float('nan')):.3f} (n={int(row.get('queries', 0))})"
         for name, row in s["split"].items()))
+    if s.get("style_split"):
+        lines.append("  question-style split (file nDCG@5): " + ", ".join(
+            f"{name.split(' / ')[-1]}={row.get('file_ndcg_at_5', float('nan')):.3f} (n={int(row.get('queries', 0))})"
+            for name, row in s["style_split"].items()))
     if "calibration" in s:
         c = s["calibration"]
         lines.append(f"  calibration v{c['version']} {c['method']}  tau={c['tau']:.3f}")
+        for style, row in ((c.get("cv_metrics") or {}).get("holdout") or {}).items():
+            cells = [f"{key}={row[key]:.3f}" for key in ("ece", "precision_at_70_coverage", "coverage_at_092_precision",
+                                                          "coverage_at_tau") if isinstance(row.get(key), float)]
+            lines.append(f"    held-out {style} (n={row.get('n', 0)}): " + " ".join(cells))
     if s.get("mlflow_url"):
         lines.append(f"  MLflow: {s['mlflow_url']}")
     return "\n".join(lines)

@@ -24,6 +24,10 @@ CONFIG_ID_LENGTH = 12
 # router from configs/models.toml, the calibrator is always the repository's newest): retired, with
 # the only value any stored config had.
 _RETIRED: dict[str, Any] = {"reranker": None, "router_policy": "configs/models.toml", "calibrator": "current"}
+# Retrieval fields added after configs were first stored, with the value that does what configs
+# did before them: at that value a field stays out of the id, so every existing id still names the
+# same behaviour (a stored config without the field loads with that value).
+_ADDED_RETRIEVAL: dict[str, Any] = {"file_lexical_weight": 0.0, "file_lexical_k": 50, "learned_ranker": True}
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,9 @@ class AnswerConfig:
         # The retired fields keep their one value in the hash, so every id stays what it was (stored
         # configs, MLflow versions, canary state and the served champion keep pointing at them).
         canonical = {**_RETIRED, **{k: v for k, v in self.to_dict().items() if k != "description"}}
+        canonical["retrieval"] = {
+            k: v for k, v in canonical["retrieval"].items() if not (k in _ADDED_RETRIEVAL and v == _ADDED_RETRIEVAL[k])
+        }
         blob = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:CONFIG_ID_LENGTH]
 

@@ -1,6 +1,8 @@
 """Served-query log (JSONL under CODEX_HOME/serving): the reference and current windows of drift.
 
-Holds no query text, only its shape: length, repo, top language, scores, confidence, abstention.
+Holds no query text, only its shape: length, question style (``codex_core.query_style``), repo,
+top language, scores, confidence, abstention. Lines written before the style was logged read
+back with ``query_style=None``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class ServedQuery:
     confidence: float
     abstained: bool
     latency_ms: float
+    query_style: str | None = None  # "question" | "commit" (None: logged before styles were)
 
 
 class QueryLog:

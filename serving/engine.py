@@ -21,6 +21,7 @@ from codex_core.embedding import Embedder, SentenceTransformerEmbedder
 from codex_core.fsio import ReloadingFile
 from codex_core.home import CodexHome
 from codex_core.llm import Answerer, ContextChunk
+from codex_core.query_style import question_style
 from codex_core.querylog import QUERY_LOG_FILE, QueryLog, ServedQuery, now_iso
 from codex_core.reader import PublishedReader, open_index, reranker_from_settings
 from codex_core.retrieval import RetrievalConfig, heuristic_confidence
@@ -219,7 +220,7 @@ class QueryEngine:
         self.query_log.append(ServedQuery(
             ts=now_iso(), repo=top_repo, query_length=len(query.split()), language=top_payload.get("language"),
             top_score=float(result.features.get("top_score", 0.0)), confidence=float(confidence),
-            abstained=abstained, latency_ms=latency_ms,
+            abstained=abstained, latency_ms=latency_ms, query_style=question_style(query),
         ))
         return response
 

@@ -36,6 +36,10 @@ Rules:
   higher precision, then larger coverage) and a note / log warning says so.
 * **ECE**: equal-width bins on [0, 1] (a probability of exactly 1 falls in the last bin),
   ``sum_b n_b / N * |mean(y_b) - mean(p_b)|``; NaN for no samples.
+* **Weights** (``sample_weight``, optional): a query of weight w counts as w queries in the
+  logistic and isotonic fits and in every score above (ECE, Brier, AUC, the base rate, tau's
+  precision and coverage). The calibration asset uses them to make the eval set's mix of question
+  styles look like the mix serving sees (``calibration.styles``). Folds are drawn without them.
 """
 
 from __future__ import annotations
@@ -240,51 +244,56 @@ class _Linear:
         return ((X - self.means) / self.stds) @ self.coef + self.intercept
 
 
-def _fit_linear(X: np.ndarray, y: np.ndarray) -> _Linear:
+def _fit_linear(X: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> _Linear:
     from sklearn.linear_model import LogisticRegression
 
     means = X.mean(axis=0)
     stds = X.std(axis=0)
     stds = np.where(stds > 1e-12, stds, 1.0)  # a constant column contributes nothing
     model = LogisticRegression(C=1.0, max_iter=2000)
-    model.fit((X - means) / stds, y)
+    model.fit((X - means) / stds, y, sample_weight=w)
     return _Linear(means, stds, model.coef_[0].astype(float), float(model.intercept_[0]))
 
 
-def _fit_isotonic(z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _fit_isotonic(z: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.isotonic import IsotonicRegression
 
     iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip", increasing=True)
-    iso.fit(z, y)
+    iso.fit(z, y, sample_weight=w)
     x_thr, y_thr = np.asarray(iso.X_thresholds_, float), np.asarray(iso.y_thresholds_, float)
     if x_thr.size == 1:  # a single step: np.interp needs two points to be a function
         x_thr, y_thr = np.r_[x_thr, x_thr + 1.0], np.r_[y_thr, y_thr]
     return x_thr, y_thr
 
 
-def _candidate_predictions(method: str, X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray) -> np.ndarray:
-    linear = _fit_linear(X_train, y_train)
+def _candidate_predictions(
+    method: str, X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, w_train: np.ndarray | None = None
+) -> np.ndarray:
+    linear = _fit_linear(X_train, y_train, w_train)
     if method == "platt":
         return _sigmoid(linear.score(X_test))
-    x_thr, y_thr = _fit_isotonic(linear.score(X_train), y_train)
+    x_thr, y_thr = _fit_isotonic(linear.score(X_train), y_train, w_train)
     return np.interp(linear.score(X_test), x_thr, y_thr)
 
 
-def _metrics(probs: np.ndarray, y: np.ndarray) -> dict[str, float | None]:
+def _metrics(probs: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> dict[str, float | None]:
     from sklearn.metrics import roc_auc_score
 
-    auc = float(roc_auc_score(y, probs)) if 0 < y.sum() < y.size else None
-    return {"ece": expected_calibration_error(probs, y), "brier": brier_score(probs, y), "auc": auc}
+    auc = float(roc_auc_score(y, probs, sample_weight=w)) if 0 < y.sum() < y.size else None
+    return {"ece": expected_calibration_error(probs, y, weights=w), "brier": brier_score(probs, y, w), "auc": auc}
 
 
 def _constant(
-    rate_of: np.ndarray, names: list[str], n_features: int, note: str, coverage_range: tuple[float, float]
+    rate_of: np.ndarray, names: list[str], n_features: int, note: str, coverage_range: tuple[float, float],
+    w: np.ndarray | None = None,
 ) -> Calibrator:
     n, positives = int(rate_of.size), int(rate_of.sum())
-    rate = (positives + 1) / (n + 2)
+    # Laplace-smoothed in weighted counts (unweighted: (positives + 1) / (n + 2)).
+    total, hits = (float(w.sum()), float((w * rate_of).sum())) if w is not None else (n, positives)
+    rate = (hits + 1) / (total + 2)
     probs = np.full(n, rate)
-    tau, precision, coverage, tau_note = _choose(probs, rate_of, coverage_range)
-    notes = [note, f"constant calibrator: Laplace-smoothed positive rate ({positives} + 1) / ({n} + 2) = {rate:.4f}"]
+    tau, precision, coverage, tau_note = _choose(probs, rate_of, coverage_range, w)
+    notes = [note, f"constant calibrator: Laplace-smoothed positive rate ({hits:g} + 1) / ({total:g} + 2) = {rate:.4f}"]
     if tau_note:
         notes.append(tau_note)
     return Calibrator(
@@ -315,6 +324,7 @@ def fit_calibrator(
     seed: int = 0,
     feature_names: Sequence[str] | None = None,
     coverage_range: tuple[float, float] = DEFAULT_COVERAGE_RANGE,
+    sample_weight: Any = None,
 ) -> Calibrator:
     """Fit Platt and isotonic on each feature set; best set by Brier, then lowest cross-validated ECE.
 
@@ -324,6 +334,7 @@ def fit_calibrator(
     queries swings by about 0.01). See the module docstring for the rules; ``cv_metrics`` holds
     each candidate's mean out-of-fold ECE (and its spread), Brier score and AUC, the ECE noise
     floor, the base-rate baseline, and the chosen ``tau`` with its precision and coverage.
+    ``sample_weight`` (one non-negative weight per row) weighs fits and scores alike.
     """
     from sklearn.model_selection import StratifiedKFold
 
@@ -347,19 +358,28 @@ def fit_calibrator(
         raise ValueError(f"{len(names)} feature names for {n_features} feature columns")
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
+    w = None
+    if sample_weight is not None:
+        w = np.asarray(sample_weight, dtype=float).ravel()
+        if w.size != y.size or not np.isfinite(w).all() or (w < 0).any():
+            raise ValueError(f"sample_weight needs {y.size} finite, non-negative weights (got {w.size})")
+        if y.size and w.sum() <= 0:
+            raise ValueError("sample_weight sums to 0: no query would count")
 
     n, positives = int(y.size), int(y.sum())
     negatives = n - positives
     if n < MIN_SAMPLES:
-        return _constant(y, names, n_features, f"only {n} samples (< {MIN_SAMPLES}): too few to fit", coverage_range)
+        return _constant(y, names, n_features, f"only {n} samples (< {MIN_SAMPLES}): too few to fit", coverage_range,
+                         w)
     if positives == 0 or negatives == 0:
         label = "correct" if negatives == 0 else "wrong"
-        return _constant(y, names, n_features, f"all {n} answers are {label}: nothing to discriminate", coverage_range)
+        return _constant(y, names, n_features, f"all {n} answers are {label}: nothing to discriminate", coverage_range,
+                         w)
     k = min(folds, positives, negatives)
     if k < 2:
         return _constant(
             y, names, n_features, f"only {min(positives, negatives)} sample(s) of one class: cannot cross-validate",
-            coverage_range,
+            coverage_range, w,
         )
 
     # Feature sets: the named sets whose columns are all present, else every column.
@@ -374,12 +394,13 @@ def fit_calibrator(
             for method, label in keys:
                 cols = subsets[label]
                 oof[(method, label)][r, test] = _candidate_predictions(
-                    method, X[train][:, cols], y[train], X[test][:, cols]
+                    method, X[train][:, cols], y[train], X[test][:, cols], None if w is None else w[train]
                 )
-            baseline[r, test] = y[train].mean()
+            train_w = None if w is None or w[train].sum() <= 0 else w[train]
+            baseline[r, test] = np.average(y[train], weights=train_w)
 
     def summary(predictions: np.ndarray) -> dict[str, float | None]:
-        per_repeat = [_metrics(p, y) for p in predictions]
+        per_repeat = [_metrics(p, y, w) for p in predictions]
         eces = [m["ece"] for m in per_repeat]
         aucs = [m["auc"] for m in per_repeat if m["auc"] is not None]
         return {
@@ -402,13 +423,13 @@ def fit_calibrator(
     chosen_names = [names[i] for i in cols]
     predictions = oof[(method, label)][0]  # the first split: what tau and the diagrams are drawn from
 
-    linear = _fit_linear(X[:, cols], y)
+    linear = _fit_linear(X[:, cols], y, w)
     iso_x = iso_y = None
     if method == "isotonic":
-        x_thr, y_thr = _fit_isotonic(linear.score(X[:, cols]), y)
+        x_thr, y_thr = _fit_isotonic(linear.score(X[:, cols]), y, w)
         iso_x, iso_y = x_thr.tolist(), y_thr.tolist()
-    tau, precision, coverage, tau_note = _choose(predictions, y, coverage_range)
-    floor = ece_noise_floor(predictions, seed=seed)
+    tau, precision, coverage, tau_note = _choose(predictions, y, coverage_range, w)
+    floor = ece_noise_floor(predictions, seed=seed, weights=w)
     notes = [
         f"chose the {label} features by Brier score and {method} by ECE ({k}-fold cross-validation, "
         f"mean of {repeats} shuffles)",
@@ -442,6 +463,7 @@ def fit_calibrator(
             "precision_at_tau": precision,
             "coverage_at_tau": coverage,
             "coverage_range": list(coverage_range),
+            "weighted": w is not None,
         },
         n_samples=n,
         n_positive=positives,

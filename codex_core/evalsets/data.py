@@ -1,8 +1,14 @@
 """Evaluation sets, the data: items and sets, their errors, canonical bytes and lexical overlap.
 
 :class:`EvalItem` (one query and the gold files/symbols a correct answer cites) and
-:class:`EvalSet` are what the registry (:mod:`.registry`) stores and the miner (:mod:`.mining`)
-produces; :func:`lexical_overlap` flags queries that name their own gold.
+:class:`EvalSet` are what the registry (:mod:`.registry`) stores and the generators produce
+(:mod:`.mining` from commit messages, :mod:`.plain` from the code's own documentation);
+:func:`lexical_overlap` flags queries that name their own gold.
+
+Every item has a ``style``: ``"mined"`` (a cleaned commit message) or ``"plain"`` (a question a
+person would type: generated from docstrings and README sections, or written by hand). Quality and
+calibration are reported per style, because users ask plain questions and a confidence model
+fitted on commit messages alone is miscalibrated on them.
 """
 
 from __future__ import annotations
@@ -15,6 +21,15 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+MINED = "mined"
+PLAIN = "plain"
+STYLES = (MINED, PLAIN)
+
+
+def default_style(source: str) -> str:
+    """The style of an item stored before items carried one: mined from git history, else plain."""
+    return MINED if source.startswith("git:") else PLAIN
+
 
 @dataclass(frozen=True)
 class EvalItem:
@@ -22,21 +37,24 @@ class EvalItem:
     query: str
     gold_files: list[str]
     gold_symbols: list[str]  # "path::Qualified.name"; may be empty
-    source: str  # "git:<sha>" or "hand"
+    source: str  # "git:<sha>", "plain:<kind>:<path>:<first>-<last line>" or "hand"
     lexical_overlap: bool
+    style: str = MINED  # "mined" | "plain" (STYLES)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EvalItem:
+        source = str(data.get("source") or "hand")
         return cls(
             id=str(data["id"]),
             query=str(data["query"]),
             gold_files=[str(p) for p in data["gold_files"]],
             gold_symbols=[str(s) for s in data.get("gold_symbols") or []],
-            source=str(data.get("source") or "hand"),
+            source=source,
             lexical_overlap=bool(data.get("lexical_overlap", False)),
+            style=str(data.get("style") or default_style(source)),
         )
 
 

@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from codex_core.evalsets.data import (
+    STYLES,
     EvalItem,
     EvalSet,
     EvalSetError,
@@ -219,12 +220,14 @@ class EvalRegistry:
 def _check_items(items: list[EvalItem]) -> None:
     seen: set[str] = set()
     for item in items:
+        if item.style not in STYLES:
+            raise EvalSetError(f"item {item.id!r} has style {item.style!r}; expected one of {list(STYLES)}")
         if item.id in seen:
             raise EvalSetError(f"duplicate item id {item.id!r}: ids must be unique within an eval set")
         seen.add(item.id)
 
 
-_ALLOWED_KEYS = frozenset({"id", "query", "gold_files", "gold_symbols", "source", "lexical_overlap"})
+_ALLOWED_KEYS = frozenset({"id", "query", "gold_files", "gold_symbols", "source", "lexical_overlap", "style"})
 
 
 def parse_jsonl(path: Path) -> list[EvalItem]:
@@ -270,6 +273,7 @@ def parse_jsonl(path: Path) -> list[EvalItem]:
                 gold_symbols=gold_symbols,
                 source=row.get("source") or "hand",
                 lexical_overlap=lexical_overlap(row["query"], gold_files, gold_symbols),
+                style=row.get("style") or "plain",
             )
         )
     if not items and not errors:
@@ -309,4 +313,6 @@ def _row_problem(row: Any) -> str | None:
         return '"id" must be a non-empty string'
     if "source" in row and not isinstance(row["source"], str):
         return '"source" must be a string'
+    if "style" in row and row["style"] not in STYLES:
+        return f'"style" must be one of {list(STYLES)}, got {row["style"]!r}'
     return None

@@ -1,4 +1,5 @@
-"""Evaluation group end to end: mined eval set -> retrieval_eval -> calibration, tracked in MLflow (sqlite)."""
+"""Evaluation group end to end: mined and plain eval sets -> retrieval_eval -> calibration, tracked in
+MLflow (sqlite)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ import pytest
 
 from codex_assets.evaluation import eval_assets
 from codex_assets.ingestion import ingestion_assets, ingestion_checks
-from codex_core.eval_report import EXPERIMENT
+from codex_core.calibration import Calibrator, holdout_mask
+from codex_core.eval_report import CALIBRATION_FEATURES, EXPERIMENT
+from codex_core.evalsets import EvalRegistry
 from codex_core.home import CodexHome
+from codex_core.querylog import QUERY_LOG_FILE, QueryLog, ServedQuery
 from codex_core.tracking import Tracker
 from codex_resources import CodexHomeResource, MlflowResource
 from codex_sensors import nightly_eval
@@ -59,10 +63,26 @@ def test_eval_set_is_mined_from_history(evaluated) -> None:
     assert mined["items_with_gold_symbols"] >= 3
 
 
+def test_eval_set_also_holds_plain_questions_about_the_code(evaluated) -> None:
+    home, _, result, _ = evaluated
+    produced = metadata(result, "eval_set")
+    assert produced["plain_set"] == "demo-plain@1" and produced["plain_items"] >= 4
+    plain = EvalRegistry(CodexHome(home).evals_dir).get("demo-plain", 1)
+    assert {i.style for i in plain.items} == {"plain"}
+    by_gold = {tuple(i.gold_files): i.query for i in plain.items}
+    # The ConfigParser docstring ("Reads key = value lines into a dictionary.") asked plainly.
+    assert any("key = value lines" in q for files, q in by_gold.items() if files == ("app/config_parser.py",))
+    # The docstring copied into two modules is one question with both as gold.
+    assert ("app/retry.py", "app/retry_copy.py") in by_gold
+
+
 def test_retrieval_eval_reports_metrics_ablations_and_mlflow_run(evaluated) -> None:
     home, _, result, _ = evaluated
     evaluation = metadata(result, "retrieval_eval")
-    assert evaluation["queries"] == len(EDITS)
+    plain_items = metadata(result, "eval_set")["plain_items"]
+    assert evaluation["queries"] == len(EDITS) + plain_items
+    assert evaluation["queries_by_style"] == {"mined": len(EDITS), "plain": plain_items}
+    assert "full" not in evaluation["style_split"] and "/ plain" in evaluation["style_split"]
     assert 0.0 <= evaluation["file_ndcg_at_5"] <= 1.0
     assert all(arm in evaluation["ablations"] for arm in ("dense only", "+graph hop", "+file evidence"))
     assert "no_overlap" in evaluation["lexical_overlap_split"]
@@ -74,7 +94,8 @@ def test_retrieval_eval_reports_metrics_ablations_and_mlflow_run(evaluated) -> N
     assert set(kinds) == {"retrieval_eval", "calibration"}
     eval_run = kinds["retrieval_eval"]
     assert eval_run.info.run_id == evaluation["mlflow_run_id"]
-    assert eval_run.data.params["eval_set"] == "demo-mined@1"
+    assert eval_run.data.params["eval_set"] == "demo-mined@1+demo-plain@1"
+    assert eval_run.data.metrics["style.plain.queries"] == plain_items
     assert eval_run.data.tags["dagster.partition"] == "demo"
     assert abs(eval_run.data.metrics["file_ndcg_at_5"] - evaluation["file_ndcg_at_5"]) < 1e-9
     artifacts = {a.path for a in tracker.client.list_artifacts(eval_run.info.run_id, "tables")}
@@ -176,3 +197,46 @@ def test_ab_judgement_promotes_better_and_rejects_worse(evaluated) -> None:
     assert rejected["outcome"] == "reject"
     assert any(r.startswith("ΔnDCG@5") for r in rejected["reasons"])
     assert registry.by_alias(CHAMPION).version == default.version
+
+
+def test_calibration_reports_each_style_on_held_out_items(evaluated) -> None:
+    import pandas as pd
+
+    home, _, result, _ = evaluated
+    cal = metadata(result, "calibration")
+    assert "plain (held-out)" in cal["holdout_by_style"] and "mined (held-out)" in cal["holdout_by_style"]
+    frame = pd.read_parquet(CodexHome(home).eval_results_dir("demo") / CALIBRATION_FEATURES)
+    assert set(frame["style"]) == {"mined", "plain"}
+    held = holdout_mask(frame["id"].tolist(), frame["style"].tolist())
+    calibrator = Calibrator.load(Path(cal["calibrator"]))
+    assert calibrator.n_samples == cal["samples"] == int((~held).sum())  # never fitted on a held-out item
+    assert cal["holdout_samples"] == {
+        s: int((held & (frame["style"] == s)).sum()) for s in ("mined", "plain") if (held & (frame["style"] == s)).any()
+    }
+    assert cal["style_weighting"].startswith("pooled")  # nothing served yet
+
+
+def test_recalibration_weights_for_the_question_style_serving_sees(evaluated) -> None:
+    """What drift_recalibration_sensor's run does after users switched to plain questions."""
+    from codex_assets.evaluation import calibration
+
+    home, _, _, instance = evaluated
+    log = QueryLog(CodexHome(home).serving_state_dir / QUERY_LOG_FILE)
+    now = datetime.now(UTC)
+    for i in range(40):
+        log.append(ServedQuery(ts=now.isoformat(timespec="seconds"), repo="demo", query_length=6, language="python",
+                               top_score=0.03, confidence=0.6, abstained=False, latency_ms=20.0,
+                               query_style="question" if i % 8 else "commit"))
+    resources = make_resources(home) | {"mlflow": MlflowResource(codex_home=CodexHomeResource(root=str(home)))}
+    rerun = dg.materialize([*ingestion_assets, *ingestion_checks, *eval_assets], instance=instance,
+                           resources=resources, partition_key="demo", selection=[calibration])
+    cal = metadata(rerun, "calibration")
+    # The queries the serving tests above asked ("how is the cart total computed") were logged with
+    # their style too.
+    served = [r for r in log.read() if r.repo == "demo"]
+    assert all(r.query_style in ("question", "commit") for r in served) and len(served) >= 40
+    share = sum(r.query_style == "question" for r in served) / len(served)
+    assert cal["served_queries"] == len(served) and cal["served_question_share"] == pytest.approx(share, abs=1e-4)
+    assert cal["style_weighting"].startswith(f"weighted to the served mix: {share:.0%}")
+    stored = Calibrator.load(Path(cal["calibrator"])).cv_metrics["styles"]
+    assert stored["weights"]["question"] > stored["weights"]["commit"]

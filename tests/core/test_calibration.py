@@ -134,6 +134,7 @@ def test_calibrator_on_retrieval_features() -> None:
     X = np.stack(rows)
     assert X.shape == (400, len(FEATURES))
     assert X[0, FEATURES.index("query_length")] == 6 and X[0, FEATURES.index("top_lexical")] == 0.0
+    assert X[0, FEATURES.index("question_like")] == 1.0  # "where is ..." is a plain question
     calibrator = fit_calibrator(X, np.array(labels))
     # The file-level features carry nothing here (all 0): the tie goes to the simpler core set.
     assert calibrator.cv_metrics["feature_set"] == "core"
@@ -141,7 +142,7 @@ def test_calibrator_on_retrieval_features() -> None:
     low = calibrator.predict_one({"top_dense_cosine": 0.15, "agreement": 2.0, "citations": 3.0}, "a b c d e f")
     high = calibrator.predict_one({"top_dense_cosine": 0.85, "agreement": 2.0, "citations": 3.0}, "a b c d e f")
     assert low < 0.4 < 0.6 < high
-    with pytest.raises(ValueError, match="expected rows of 8 features"):
+    with pytest.raises(ValueError, match="expected rows of 9 features"):
         calibrator.predict(np.zeros((2, 3)))
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from codex_core.configs import AnswerConfig
 from codex_core.llm.config import REPO_CONFIG, ConfigError, config_from_dict, load_config
+from codex_core.retrieval import RetrievalConfig
 
 
 def test_an_answer_config_with_a_typo_is_refused() -> None:
@@ -36,3 +37,6 @@ def test_retired_fields_are_gone_but_every_config_keeps_its_id() -> None:
     # ids written before the fields went (content hashes of every field then): unchanged
     assert AnswerConfig().config_id == "ff7da4337abc"
     assert config.config_id == "41174c7ef110"
+    # A field added since keeps ids at the value that does what configs did before it, not otherwise.
+    assert AnswerConfig(retrieval=RetrievalConfig(file_lexical_weight=0.0)).config_id == "ff7da4337abc"
+    assert AnswerConfig(retrieval=RetrievalConfig(file_lexical_weight=1.0)).config_id != "ff7da4337abc"
