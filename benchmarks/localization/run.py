@@ -176,9 +176,10 @@ def ask_all(systems: list, questions: list[Question]) -> list[dict[str, Any]]:
     return records
 
 
-def train(reader, name: str, training: list[Question], home: Path, args) -> dict[str, Any]:
-    """Fit the repository's learned ranker on questions older than every held-out one and publish it
-    where serving reads it (``CodexHome.ranker_path``); the report says what it was trained on."""
+def train(reader, name: str, training: list[Question], home: Path, args, label: str) -> dict[str, Any]:
+    """Fit the repository's learned ranker on ``training`` (questions older than every one it will be
+    scored on) and publish it where serving reads it (``CodexHome.ranker_path``), or remove the
+    published one when there is too little history; the report says what it was trained on."""
     from codex_core.home import CodexHome
     from codex_core.ranker import train_ranker
 
@@ -187,14 +188,16 @@ def train(reader, name: str, training: list[Question], home: Path, args) -> dict
     newest = max((q.time for q in training), default=0)
     t0 = time.perf_counter()
     ranker = train_ranker(reader.retriever, [(q.query, q.gold_files) for q in training], repo=name,
-                          config=args.variants["product"], meta={"id": f"{name}-bench", "newest_commit_time": newest})
-    info = {"trained": ranker is not None, "offered": len(training), "seconds": round(time.perf_counter() - t0, 1)}
+                          config=args.variants[args.ranker_base],
+                          meta={"id": f"{name}-{label}", "newest_commit_time": newest})
+    info = {"trained": ranker is not None, "offered": len(training), "newest_commit_time": newest,
+            "seconds": round(time.perf_counter() - t0, 1)}
     if ranker is not None:
         target.parent.mkdir(parents=True, exist_ok=True)
         ranker.save(target)
         info |= {"questions": ranker.meta["questions"], "coef": dict(zip(ranker.features, ranker.coef, strict=True))}
-    print(f"{name}: learned ranker {'trained on ' + str(info.get('questions')) if ranker else 'not trained'} "
-          f"({len(training)} offered)", file=sys.stderr)
+    print(f"{name}: learned ranker ({label}) {'trained on ' + str(info.get('questions')) if ranker else 'not trained'}"
+          f" ({len(training)} offered)", file=sys.stderr)
     return info
 
 
@@ -230,10 +233,10 @@ def run_repo(repo: dict[str, Any], source: Path, home: Path, embedder, args) -> 
     mined, skipped = mine_questions(source, name, commit, per_repo=args.per_repo, history=args.history)
     write_jsonl(args.questions_dir / f"{name}.jsonl", [q.to_dict() for q in mined])
     questions = [q for q in mined if q.split != "history"]
-    training = [q for q in mined if q.split != "heldout"]
-    print(f"{name}: {len(questions)} questions, {len(training)} to train on (skipped {sum(skipped.values())})",
+    history = sum(q.split == "history" for q in mined)
+    print(f"{name}: {len(questions)} questions, {history} older ones to train on (skipped {sum(skipped.values())})",
           file=sys.stderr)
-    info: dict[str, Any] = {"questions": len(questions), "training_questions": len(training), "skipped": skipped}
+    info: dict[str, Any] = {"questions": len(questions), "history_questions": history, "skipped": skipped}
     if len(questions) < 2:
         info["error"] = "fewer than 2 usable questions"
         return [], info
@@ -254,13 +257,23 @@ def run_repo(repo: dict[str, Any], source: Path, home: Path, embedder, args) -> 
         try:
             reader.refresh(force=True)
             products = [Product(reader, name, config, label) for label, config in args.variants.items()]
-            if args.learned:
-                info["ranker"] = train(reader, name, training, home, args)
-                if info["ranker"].get("trained"):
-                    products.append(Product(reader, name, replace(args.variants["product"], learned_ranker=True),
-                                            "learned"))
-            systems = [*products, Bm25File(files), dense]
-            records = ask_all(systems, questions)
+            baselines = [Bm25File(files), dense]
+            if not args.learned:
+                records = ask_all([*products, *baselines], questions)
+            else:
+                # "learned" answers each split with a ranker trained only on older questions: the tune
+                # half with one fitted on the history before it (a validation the levers are chosen
+                # on), the held-out half with one fitted on history + tune (the reported number).
+                learned = Product(reader, name, replace(args.variants[args.ranker_base], learned_ranker=True),
+                                  "learned")
+                records = []
+                info["ranker"] = {}
+                for split, older in (("tune", {"history"}), ("heldout", {"history", "tune"})):
+                    fit_on = [q for q in mined if q.split in older]
+                    scored = [q for q in questions if q.split == split]
+                    assert not fit_on or not scored or max(q.time for q in fit_on) <= min(q.time for q in scored)
+                    info["ranker"][split] = train(reader, name, fit_on, home, args, split)
+                    records += ask_all([*products, learned, *baselines], scored)
         finally:
             reader.close()
     for r in records:
@@ -281,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--questions-dir", type=Path, default=HERE / "questions")
     parser.add_argument("--history", type=int, default=300,
                         help="older questions (before the tune half) the learned ranker may also train on")
+    parser.add_argument("--ranker-base", default="product",
+                        help="the variant whose config the learned ranker re-orders (default: product)")
     parser.add_argument("--no-learned", dest="learned", action="store_false",
                         help="do not train and measure the learned ranker")
     parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR, help="embedding caches (keyed by content)")
@@ -297,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out = args.out or HERE / "results" / args.label
     args.variants = parse_variants(args.variant)
+    if args.ranker_base not in args.variants:
+        raise SystemExit(f"--ranker-base {args.ranker_base!r} is not one of {sorted(args.variants)}")
     repos = load_repos(args.repos_file, args.only.split(",") if args.only else None)
     sources = {r["name"]: locate(args.repos_dir, r) for r in repos}
 
@@ -319,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
 
     result: dict[str, Any] = {
         "label": args.label, "product": "product", "baselines": ["bm25-file", "dense-window"],
-        "variants": {label: asdict(config) for label, config in args.variants.items()},
+        "variants": {label: asdict(config) for label, config in args.variants.items()}
+        | ({"learned": asdict(replace(args.variants[args.ranker_base], learned_ranker=True))} if args.learned else {}),
         "repos": repos, "per_repo_info": infos, "per_repo_questions": args.per_repo,
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
         "seconds": round(time.perf_counter() - started, 1),
