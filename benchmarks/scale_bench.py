@@ -51,6 +51,9 @@ import numpy as np
 from _setup import OUT_DIR
 
 from codex_core.metrics import percentile  # noqa: E402
+from codex_core.retrieval import RetrievalConfig as _Defaults  # noqa: E402
+
+RETRIEVAL_DEFAULTS = _Defaults()
 
 PACKAGES = ("dagster", "mlflow", "pandas", "sqlalchemy", "torch", "numpy", "sklearn", "scipy", "pydantic",
             "fastapi", "starlette", "uvicorn", "evidently", "plotly", "matplotlib")
@@ -196,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
         "--torch-threads", type=int, default=None,
         help="torch intra-op threads for query embedding (default: torch's, = cores, as serving runs today)",
     )
+    parser.add_argument("--file-lexical-weight", type=float, default=RETRIEVAL_DEFAULTS.file_lexical_weight,
+                        help="RetrievalConfig.file_lexical_weight (default: the product default)")
+    parser.add_argument("--learned-ranker", action="store_true",
+                        help="re-order with a learned ranker, as serving does for a repository that has one")
     args = parser.parse_args(argv)
     import torch
 
@@ -245,13 +252,22 @@ def main(argv: list[str] | None = None) -> int:
         def dense_search(vector: np.ndarray, repos, k: int) -> list[tuple[str, str, float]]:
             return [(h.repo, h.id, float(h.score)) for h in index.search(vector, repos=list(repos), top_k=k)]
 
+        # A learned ranker costs the same whatever its weights: one with fixed, arbitrary weights
+        # measures the feature computation and re-ordering every query then pays.
+        ranker = None
+        if args.learned_ranker:
+            from codex_core.ranker import FEATURES, LearnedRanker
+
+            ranker = LearnedRanker(mean=[0.0] * len(FEATURES), scale=[1.0] * len(FEATURES),
+                                   coef=[1.0 / (i + 1) for i in range(len(FEATURES))], intercept=0.0)
+
         def retriever(embed_query: Callable[[str], np.ndarray]) -> HybridRetriever:
             return HybridRetriever(
                 dense_search=dense_search, embed_query=embed_query, corpora=lambda: {REPO: corpus},
-                graphs=lambda repo: graph, verifier=DiskVerificationSource(files),
+                graphs=lambda repo: graph, verifier=DiskVerificationSource(files), rankers=lambda repo: ranker,
             )
 
-        config = RetrievalConfig(dense_k=DENSE_K)
+        config = RetrievalConfig(dense_k=DENSE_K, file_lexical_weight=args.file_lexical_weight)
         stage_times: dict[str, list[float]] = {}
 
         def excluded(q: str):
@@ -307,11 +323,14 @@ def main(argv: list[str] | None = None) -> int:
         "met_including_embedding": rows[1]["p95_ms"] <= TARGET_P95_MS,
         "ratio_p95_vs_numpy_excl": rows[0]["p95_ms"] / rows[2]["p95_ms"],
         "torch_threads": torch.get_num_threads(),
+        "file_lexical_weight": args.file_lexical_weight, "learned_ranker": args.learned_ranker,
         "machine": {"cores": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
                     "python": platform.python_version(), "loadavg_at_end": os.getloadavg()},
     }
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    out = OUT_DIR / f"scale_bench_{len(chunks)}_t{torch.get_num_threads()}.json"
+    variant = "_ranker" if args.learned_ranker else ""
+    variant += f"_fl{args.file_lexical_weight:g}" if args.file_lexical_weight else ""
+    out = OUT_DIR / f"scale_bench_{len(chunks)}_t{torch.get_num_threads()}{variant}.json"
     out.write_text(json.dumps(result, indent=1))
     lines = ["| measured | P50 ms | P95 ms | mean ms | notes |", "|---|---:|---:|---:|---|"]
     for r in rows + [dict(s, name=f"  stage {s['name']}") for s in stages.values()]:
