@@ -1,10 +1,12 @@
 """Evaluation assets: the product measures itself on the user's own repository, every night.
 
 ``eval_set`` mines questions from the repo's git history and generates plain questions from its
-documentation, ``retrieval_eval`` runs the real retriever over both (with ablations),
+documentation, ``file_ranker`` trains the repository's learned file ranker on the older mined
+questions and publishes it only if it wins on the newer ones, ``retrieval_eval`` runs the real
+retriever (as it will serve) over both sets (with ablations),
 ``calibration`` fits the confidence model serving uses to abstain, for the mix of question styles
-serving sees, and reports it per style on held-out questions. Each eval/calibration
-materialization is one MLflow run linked from the asset metadata.
+serving sees, and reports it per style on held-out questions, and ``ab_judgement`` settles the
+challenger config. Each materialization is one MLflow run linked from the asset metadata.
 """
 
 from datetime import UTC, datetime, timedelta
@@ -36,7 +38,15 @@ from codex_core.evalsets import (
 from codex_core.evaluation import ablation_configs, evaluate
 from codex_core.ingest import repo_dir_for
 from codex_core.querylog import QUERY_LOG_FILE, QueryLog
+from codex_core.ranker import MIN_QUESTIONS
+from codex_core.ranker_selection import (
+    INSUFFICIENT_HISTORY,
+    MIN_JUDGE_QUESTIONS,
+    TRAIN_FRACTION,
+    select_ranker,
+)
 from codex_core.reader import PublishedReader, reranker_from_settings
+from codex_core.retrieval import RetrievalConfig
 from codex_resources import CodexHomeResource, EmbedderResource, MlflowResource, VectorStoreResource
 
 _COMMON = dict(group_name="eval", partitions_def=repos_partitions)
@@ -161,7 +171,75 @@ def _resolve_sets(registry: EvalRegistry, spec: str, repo: str) -> tuple[str, li
     return "+".join(f"{s.name}@{s.version}" for s in sets), list(items.values())
 
 
-@dg.asset(deps=[eval_set, published_index], kinds={"mlflow"}, **_COMMON)
+@dg.asset(deps=[eval_set, published_index], kinds={"mlflow", "scikit-learn"}, **_COMMON)
+def file_ranker(
+    context: dg.AssetExecutionContext,
+    codex_home: CodexHomeResource,
+    embedder: EmbedderResource,
+    vector_store: VectorStoreResource,
+    mlflow: MlflowResource,
+) -> dg.MaterializeResult:
+    """The repository's learned file ranker: trained on its older history, published only if it wins.
+
+    The newest mined set's questions are ordered by commit time (plain questions have none and take
+    no part): the older 70 % train a candidate on the served config's hand-set order, the newest
+    30 % judge it, champion (the served config as it serves now, with the published ranker if any)
+    vs challenger (the same config re-ordered by the candidate). Promote iff the A/B gate passes
+    (ΔnDCG@5 ≥ −0.01, ΔP95 ≤ +0.2 s, ΔECE ≤ +0.02, Δcost ≤ +10 %) AND ΔnDCG@5 > 0: a model must earn
+    its place. The winner is written to `repos/<repo>/ranker/current.json`, which serving and the
+    rest of this eval follow; otherwise that file is left as it is. Fewer than 30 questions to
+    train or 20 to judge: `insufficient_history`, nothing trained (the hand-set order, or the
+    ranker already published, stays). `learned_ranker: false` in the served config: `disabled`.
+    """
+    repo = context.partition_key
+    home = codex_home.home
+    label = mined_set_name(repo)
+    mined = _resolve_set(EvalRegistry(home.evals_dir), label, repo)
+    configs = ConfigStore(home.configs_dir)
+    served = configs.served()
+    try:
+        config = configs.load(served).retrieval if served else RetrievalConfig()
+    except (KeyError, ValueError) as exc:
+        raise dg.Failure(f"cannot read the served config {served!r}: {exc}") from exc
+    reader = PublishedReader(home, vector_store.open(), embedder.get_embedder(), reranker=reranker_from_settings())
+    try:
+        view = reader.refresh(force=True)
+        if repo not in view.corpora:
+            raise dg.Failure(f"{repo!r} has no published index: materialize the ingestion assets first")
+        selection = select_ranker(
+            reader, repo=repo, items=mined.items, config=config, tracker=mlflow.tracker(),
+            tags=_run_tags(context, repo), eval_set=f"{mined.name}@{mined.version}", served_config=served,
+        )
+    finally:
+        reader.close()
+    split, published = selection.split, selection.published
+    ci = selection.delta_ndcg_ci95
+    return dg.MaterializeResult(
+        metadata={
+            "outcome": selection.outcome,
+            "reasons": dg.MetadataValue.json(selection.reasons),
+            "ranker": f"learned:{published.meta.get('id', '?')}" if published else "hand-set",
+            "ranker_path": dg.MetadataValue.path(str(home.ranker_path(repo))),
+            "trained_on": len(split.train),
+            "judged_on": len(split.judge),
+            "undated_questions": split.undated,
+            "newest_training_commit": split.newest_training_commit_iso,
+            "needs": f"{MIN_QUESTIONS} to train, {MIN_JUDGE_QUESTIONS} to judge "
+                     f"({TRAIN_FRACTION:.0%} oldest / the newest rest of the mined questions)"
+            if selection.outcome == INSUFFICIENT_HISTORY else None,
+            "delta_ndcg_at_5": _finite(selection.verdict.delta_ndcg) if selection.verdict else None,
+            "delta_ndcg_ci95": dg.MetadataValue.json([_finite(v) for v in ci]) if ci else None,
+            "arms": dg.MetadataValue.md(selection.arms_md) if selection.arms else None,
+            "coefficients": dg.MetadataValue.md(selection.coefficients_md) if selection.candidate else None,
+            "served_config": served or "default",
+            "eval_set": f"{mined.name}@{mined.version}",
+            "mlflow_run_id": selection.run_id,
+            "mlflow_url": dg.MetadataValue.url(selection.run_url) if selection.run_url else None,
+        }
+    )
+
+
+@dg.asset(deps=[file_ranker], kinds={"mlflow"}, **_COMMON)
 def retrieval_eval(
     context: dg.AssetExecutionContext,
     config: EvalConfig,
@@ -173,7 +251,8 @@ def retrieval_eval(
     """The real retriever on the eval set: Recall@1/5/10, MRR@10, nDCG@5 (file and symbol level), latency.
 
     By default the newest mined and plain sets together. One run holds the ablations (dense only ->
-    +lexical -> +graph hop -> +file evidence [-> +rerank]), the split by lexical overlap (queries
+    +lexical -> +graph hop -> +file evidence [-> +rerank] [-> +learned ranker, when `file_ranker`
+    published one]), the split by lexical overlap (queries
     that name a gold file or symbol score higher; users must see it) and the split by question
     style (mined commit messages vs plain questions). Per-query results are a CSV artifact of the
     MLflow run.
@@ -192,7 +271,9 @@ def retrieval_eval(
         corpus, graph = view.corpora[repo], view.graphs.get(repo)
         runs = {
             name: evaluate(reader.retriever, items, repos=[repo], graph=graph, config=cfg, config_name=name)
-            for name, cfg in ablation_configs(has_reranker=reranker is not None).items()
+            for name, cfg in ablation_configs(
+                has_reranker=reranker is not None, has_ranker=reader.ranker_of(repo) is not None
+            ).items()
         }
     finally:
         reader.close()
@@ -283,7 +364,7 @@ def _finite(value: float | None) -> float | None:
     return None if value is None or not np.isfinite(value) else round(float(value), 4)
 
 
-eval_assets = [eval_set, retrieval_eval, calibration]
+eval_assets = [eval_set, file_ranker, retrieval_eval, calibration]
 
 
 @dg.asset(deps=[calibration], kinds={"mlflow"}, **_COMMON)

@@ -243,8 +243,21 @@ def _eval_summary(home: CodexHome, repo: str) -> dict[str, Any]:
             "version": current.version, "tau": current.tau, "method": calibrator.get("method"),
             "cv_metrics": calibrator.get("cv_metrics"),
         }
+    summary["ranker"] = _ranker_summary(home, repo)
     summary["repo"] = repo
     return summary
+
+
+def _ranker_summary(home: CodexHome, repo: str) -> dict[str, Any]:
+    """The learned file ranker serving follows for ``repo`` and what the last ``file_ranker`` run decided."""
+    from codex_core.ranker_selection import last_selection, published_ranker
+
+    ranker = published_ranker(home, repo)
+    last = last_selection(home, repo)
+    return {
+        "published": dict(ranker.meta) if ranker else None,
+        "last": {k: v for k, v in last.items() if k not in ("train_items", "judge_items")} if last else None,
+    }
 
 
 def _format_eval(s: dict[str, Any]) -> str:
@@ -269,9 +282,27 @@ def _format_eval(s: dict[str, Any]) -> str:
             cells = [f"{key}={row[key]:.3f}" for key in ("ece", "precision_at_70_coverage", "coverage_at_092_precision",
                                                           "coverage_at_tau") if isinstance(row.get(key), float)]
             lines.append(f"    held-out {style} (n={row.get('n', 0)}): " + " ".join(cells))
+    lines += _format_ranker(s.get("ranker") or {})
     if s.get("mlflow_url"):
         lines.append(f"  MLflow: {s['mlflow_url']}")
     return "\n".join(lines)
+
+
+def _format_ranker(r: dict[str, Any]) -> list[str]:
+    published, last = r.get("published"), r.get("last")
+    if published:
+        ci = published.get("delta_ndcg_ci95") or [float("nan")] * 2
+        line = (f"  file ranker: learned:{published.get('id', '?')} (trained on {published.get('trained_on', '?')} "
+                f"questions up to {published.get('newest_training_commit', '?')}, judged on "
+                f"{published.get('judged_on', '?')}: ΔnDCG@5 {published.get('delta_ndcg_at_5', float('nan')):+.3f}, "
+                f"95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}])")
+    else:
+        line = "  file ranker: hand-set order (no learned ranker published)"
+    lines = [line]
+    if last:
+        lines.append(f"    last file_ranker run {last.get('finished_at', '')}: {last['outcome']}"
+                     + (f" ({'; '.join(last['reasons'])})" if last.get("reasons") else ""))
+    return lines
 
 
 def cmd_eval_run(args: argparse.Namespace) -> int:
@@ -282,7 +313,7 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
     if args.max_items is not None:
         run_config["ops"]["eval_set"] = {"config": {"max_items": args.max_items}}
     instance, run_id, success = execute_job(
-        "evaluate", args.repo, stages=3, show_progress=not args.json and sys.stderr.isatty(), run_config=run_config
+        "evaluate", args.repo, stages=5, show_progress=not args.json and sys.stderr.isatty(), run_config=run_config
     )
     if not success:
         failures = summarize_run(instance, run_id, args.repo, success)["failures"]
@@ -383,14 +414,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="evaluate retrieval on the repo's own history; calibrate confidence")
     ev_sub = ev.add_subparsers(dest="eval_command", required=True)
-    p = ev_sub.add_parser("run", help="mine/refresh the eval set, evaluate with ablations, calibrate (MLflow runs)")
+    p = ev_sub.add_parser("run", help="mine/refresh the eval set, train and judge the file ranker, evaluate with "
+                                      "ablations, calibrate (MLflow runs)")
     p.add_argument("--repo", required=True)
     p.add_argument("--set", help="NAME@VERSION of an eval set (default: newest mined set of the repo)")
     p.add_argument("--max-items", type=_positive_int, metavar="N",
                    help="mine at most the newest N questions (default: the eval_set asset's default)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval_run)
-    p = ev_sub.add_parser("report", help="metrics of the last evaluation")
+    p = ev_sub.add_parser("report", help="metrics of the last evaluation, the calibrator and the learned file ranker")
     p.add_argument("--last", action="store_true", help="the most recent evaluation (the default)")
     p.add_argument("--repo")
     p.add_argument("--json", action="store_true")

@@ -140,17 +140,22 @@ def evaluate(
     return run
 
 
-def ablation_configs(has_reranker: bool) -> dict[str, RetrievalConfig]:
-    """Each row adds one stage to the previous one."""
+def ablation_configs(has_reranker: bool, has_ranker: bool = False) -> dict[str, RetrievalConfig]:
+    """Each row adds one stage to the previous one; the last is what serving runs. The repository's
+    learned file ranker (when one is published) is the last stage, so the rows before it show the
+    hand-set order it re-orders."""
+    hand = {"learned_ranker": False}
     by_best_chunk = {"file_evidence_decay": 0.0}
     configs = {
-        "dense only": RetrievalConfig(lexical=False, graph_hops=0, rerank=False, **by_best_chunk),
-        "+lexical (RRF)": RetrievalConfig(graph_hops=0, rerank=False, **by_best_chunk),
-        "+graph hop": RetrievalConfig(rerank=False, **by_best_chunk),
-        "+file evidence": RetrievalConfig(rerank=False),
+        "dense only": RetrievalConfig(lexical=False, graph_hops=0, rerank=False, **by_best_chunk, **hand),
+        "+lexical (RRF)": RetrievalConfig(graph_hops=0, rerank=False, **by_best_chunk, **hand),
+        "+graph hop": RetrievalConfig(rerank=False, **by_best_chunk, **hand),
+        "+file evidence": RetrievalConfig(rerank=False, **hand),
     }
     if has_reranker:
-        configs["+rerank"] = RetrievalConfig(rerank=True)
+        configs["+rerank"] = RetrievalConfig(rerank=True, **hand)
+    if has_ranker:
+        configs["+learned ranker"] = replace(list(configs.values())[-1], learned_ranker=True)
     return configs
 
 

@@ -156,6 +156,24 @@ def show_file(repo: Path | str, commit: str, path: str) -> bytes:
     return run_git(repo, "show", f"{commit}:{path}")
 
 
+def commit_times(repo: Path | str, shas: Iterable[str]) -> dict[str, int]:
+    """Committer time (unix seconds, ``%ct``) of each commit ``repo`` holds; the ones it does not
+    hold (a rewritten history, a shallow clone) are left out instead of failing the whole lookup."""
+    wanted = list(dict.fromkeys(shas))
+    if not wanted:
+        return {}
+    # One line per input: "<full sha> commit <size>", or "<input> missing".
+    checked = run_git(repo, "cat-file", "--batch-check", input="".join(f"{s}\n" for s in wanted).encode())
+    full_of = {s: line.split()[0] for s, line in zip(wanted, checked.decode().splitlines(), strict=True)
+               if line.split()[1:2] == ["commit"]}
+    if not full_of:
+        return {}
+    out = run_git(repo, "log", "--no-walk=unsorted", "--stdin", "--format=%H %ct",
+                  input="".join(f"{full}\n" for full in full_of.values()).encode())
+    times = {full: int(ct) for full, ct in (line.split() for line in out.decode().splitlines() if line.strip())}
+    return {s: times[full] for s, full in full_of.items() if full in times}
+
+
 @dataclass(frozen=True)
 class RepoEntry:
     name: str

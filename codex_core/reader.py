@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,16 +76,10 @@ class PublishedReader:
         self._last_refresh = float("-inf")
         self._query_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()  # not the refresh lock: a reload must not stall queries
-        self.retriever = HybridRetriever(
-            dense_search=self._dense_search,
-            embed_query=self._embed_query,
-            corpora=lambda: self._view.corpora,
-            graphs=lambda repo: self._view.graphs.get(repo),
-            verifier=GitVerificationSource(self.worktree_of),
-            reranker=reranker,
-            rankers=self.ranker_of,
-        )
+        self._verifier = GitVerificationSource(self.worktree_of)
+        self._reranker = reranker
         self._ranker_files: dict[str, ReloadingFile[LearnedRanker | None]] = {}
+        self.retriever = self._retriever(self.ranker_of)
 
     @property
     def view(self) -> PublishedView:
@@ -105,6 +100,23 @@ class PublishedReader:
                 repo, ReloadingFile(self.home.ranker_path(repo), load_published, None)
             )
         return held.get()
+
+    def retriever_with_ranker(self, ranker: LearnedRanker | None) -> HybridRetriever:
+        """A retriever over this reader's published view (same corpora, graphs, dense search, query
+        cache and verifier) that re-orders files with ``ranker`` instead of the published one: how a
+        candidate ranker is judged before anything is published (None: the hand-set order)."""
+        return self._retriever(lambda repo: ranker)
+
+    def _retriever(self, rankers: Callable[[str], LearnedRanker | None]) -> HybridRetriever:
+        return HybridRetriever(
+            dense_search=self._dense_search,
+            embed_query=self._embed_query,
+            corpora=lambda: self._view.corpora,
+            graphs=lambda repo: self._view.graphs.get(repo),
+            verifier=self._verifier,
+            reranker=self._reranker,
+            rankers=rankers,
+        )
 
     def refresh(self, force: bool = False) -> PublishedView:
         now = time.monotonic()

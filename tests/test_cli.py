@@ -120,6 +120,11 @@ def test_eval_import_run_and_report(ingested_home, tmp_path: Path) -> None:
 
     report = feriactl(home, "eval", "report", "--last", "--repo", "demo", "--json")
     assert report.returncode == 0, report.stderr[-2000:]
-    assert json.loads(report.stdout)["metrics"] == result["metrics"]
+    reported = json.loads(report.stdout)
+    assert reported["metrics"] == result["metrics"]
+    # One mined question is too little history for a learned ranker: the hand-set order serves.
+    assert reported["ranker"]["published"] is None
+    assert reported["ranker"]["last"]["outcome"] == "insufficient_history"
     human = feriactl(home, "eval", "report", "--last", "--repo", "demo")
     assert "demo-hand@1" in human.stdout and "calibration v1" in human.stdout
+    assert "file ranker: hand-set order" in human.stdout and "insufficient_history" in human.stdout

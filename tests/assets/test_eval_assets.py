@@ -1,5 +1,5 @@
-"""Evaluation group end to end: mined and plain eval sets -> retrieval_eval -> calibration, tracked in
-MLflow (sqlite)."""
+"""Evaluation group end to end: mined and plain eval sets -> file_ranker -> retrieval_eval -> calibration,
+tracked in MLflow (sqlite)."""
 
 from __future__ import annotations
 
@@ -76,6 +76,19 @@ def test_eval_set_also_holds_plain_questions_about_the_code(evaluated) -> None:
     assert ("app/retry.py", "app/retry_copy.py") in by_gold
 
 
+def test_too_little_history_trains_no_ranker_and_keeps_the_hand_set_order(evaluated) -> None:
+    home, _, result, _ = evaluated
+    produced = metadata(result, "file_ranker")
+    assert produced["outcome"] == "insufficient_history"
+    assert produced["trained_on"] + produced["judged_on"] == len(EDITS)  # the plain questions take no part
+    assert produced["ranker"] == "hand-set" and "hand-set order stays" in produced["reasons"][0]
+    assert not CodexHome(home).ranker_path("demo").exists()
+    assert "+learned ranker" not in metadata(result, "retrieval_eval")["ablations"]
+    run = next(r for r in Tracker.embedded(CodexHome(home).mlflow_db).runs(EXPERIMENT)
+               if r.data.tags["kind"] == "file_ranker")
+    assert run.data.params["outcome"] == "insufficient_history" and run.data.params["published"] == "hand-set"
+
+
 def test_retrieval_eval_reports_metrics_ablations_and_mlflow_run(evaluated) -> None:
     home, _, result, _ = evaluated
     evaluation = metadata(result, "retrieval_eval")
@@ -91,7 +104,7 @@ def test_retrieval_eval_reports_metrics_ablations_and_mlflow_run(evaluated) -> N
     tracker = Tracker.embedded(CodexHome(home).mlflow_db)
     runs = tracker.runs(EXPERIMENT)
     kinds = {r.data.tags["kind"]: r for r in runs}
-    assert set(kinds) == {"retrieval_eval", "calibration"}
+    assert set(kinds) == {"file_ranker", "retrieval_eval", "calibration"}
     eval_run = kinds["retrieval_eval"]
     assert eval_run.info.run_id == evaluation["mlflow_run_id"]
     assert eval_run.data.params["eval_set"] == "demo-mined@1+demo-plain@1"

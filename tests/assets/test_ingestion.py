@@ -198,7 +198,7 @@ def test_definitions_list_assets_with_descriptions_and_checks() -> None:
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {
         "repo_snapshot", "code_files", "code_chunks", "unique_chunks", "chunk_embeddings", "code_graph",
-        "staged_index", "published_index", "eval_set", "retrieval_eval", "calibration", "ab_judgement",
+        "staged_index", "published_index", "eval_set", "file_ranker", "retrieval_eval", "calibration", "ab_judgement",
         "drift_report", "index_snapshot",
     }
     for key in graph.get_all_asset_keys():
