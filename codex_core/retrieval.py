@@ -236,8 +236,9 @@ class RetrievalConfig:
     # Whole-file BM25 next to the chunk-level one: a file's evidence gains
     # ``file_lexical_weight / (RRF_K + its file-BM25 rank)`` (times the file's path penalties), and a
     # file that only the file-level search found enters with its best chunk. Strong where a commit
-    # touches a large file whose words are spread over many chunks. 0 turns it off.
-    file_lexical_weight: float = 0.0
+    # touches a large file whose words are spread over many chunks. 0 turns it off. 1.0 was chosen on
+    # the tune half of the localization benchmark (docs/benchmarks.md §1): +0.019 macro nDCG@5.
+    file_lexical_weight: float = 1.0
     file_lexical_k: int = 50
     # Re-order the top files with the repository's learned ranker (``codex_core.ranker``) when one is
     # published for it; without one (too little history) the hand-set order above stands.

@@ -27,9 +27,8 @@ from codex_core.reader import PublishedReader, open_index
 from codex_core.retrieval import RetrievalConfig
 from codex_core.tracking import Tracker
 from codex_resources import CodexHomeResource, MlflowResource
-from tests.core.test_ranker import CHANGES, TOPICS, compat_text, module_text
-from tests.support.history import HistoryBuilder
 from tests.support.ingest import ingest, make_resources, metadata
+from tests.support.planted import CHANGES, build_shop
 
 MORE_CHANGES = [
     ("    return CACHE.get(key)\n", "    return CACHE.get(key, default_{noun}())\n",
@@ -42,19 +41,7 @@ MORE_CHANGES = [
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("file_ranker")
-    b = HistoryBuilder(root / "shop")
-    for module, _, noun in TOPICS:
-        b.write(f"src/live/{module}.py", module_text(module, noun))
-    b.write("src/app.py", "".join(f"from src.live import {m}\n" for m, _, _ in TOPICS)
-            + "\n\ndef main():\n    return [" + ", ".join(m for m, _, _ in TOPICS) + "]\n")
-    b.commit("Initial storage modules for the shop application")
-    for old, new, message in [*CHANGES, *MORE_CHANGES]:
-        for module, what, noun in TOPICS:
-            b.edit(f"src/live/{module}.py", old.format(noun=noun), new.format(noun=noun))
-            b.commit(message.format(what=what))
-    for module, what, _ in TOPICS:  # one commit over every file: not a question
-        b.write(f"src/compat/{module}.py", compat_text((b.repo / f"src/live/{module}.py").read_text(), what))
-    b.commit("Sync the compat copies of every storage module for old clients")
+    b = build_shop(root, [*CHANGES, *MORE_CHANGES])
     home = root / "home"
     instance = dg.DagsterInstance.ephemeral()
     assert ingest(home, b.repo, name="shop", instance=instance).success

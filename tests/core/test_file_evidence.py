@@ -21,7 +21,7 @@ CHUNKS = [
     ("colors.py", "paint", "def paint(canvas):\n    return canvas.fill('red')"),
 ]
 QUERY = "parse config value"
-LEXICAL_ONLY = {"dense": False, "graph_hops": 0}
+LEXICAL_ONLY = {"dense": False, "graph_hops": 0, "file_lexical_weight": 0.0}  # chunk evidence alone
 
 
 class FilesOfTheChunks:
@@ -135,7 +135,7 @@ def test_whole_file_bm25_brings_in_a_file_the_chunk_searches_missed() -> None:
     narrow = {**LEXICAL_ONLY, "lexical_k": 1}
     off = retriever().retrieve(QUERY, top_k=5, config=RetrievalConfig(**narrow))
     assert "loader.py" not in paths(off)
-    on = retriever().retrieve(QUERY, top_k=5, config=RetrievalConfig(**narrow, file_lexical_weight=1.0))
+    on = retriever().retrieve(QUERY, top_k=5, config=RetrievalConfig(**{**narrow, "file_lexical_weight": 1.0}))
     loader = [c for c in on.candidates if c.payload["path"] == "loader.py"]
     assert loader and loader[0].via == "file_lexical" and loader[0].file_score > 0
     assert "file_lexical_ms" in on.timings_ms

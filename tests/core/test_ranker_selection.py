@@ -58,3 +58,13 @@ def test_a_ranker_must_improve_on_what_serves_now() -> None:
     assert ranker_verdict(_arm(0.6), _arm(0.65)).outcome == PROMOTE
     worse = ranker_verdict(_arm(0.6), _arm(0.55))
     assert worse.outcome == REJECT and any(r.startswith("ΔnDCG@5 -0.0500 < -0.01") for r in worse.failed_rules)
+
+
+def test_calibration_error_does_not_bind_a_ranker_the_next_asset_recalibrates_for() -> None:
+    from dataclasses import replace
+
+    better_but_worse_ece = replace(_arm(0.65), ece=0.20)
+    verdict = ranker_verdict(_arm(0.6), better_but_worse_ece)
+    assert verdict.outcome == PROMOTE and verdict.delta_ece > 0.1  # still reported
+    slower = replace(_arm(0.65), p95_s=0.5)  # the other rules still bind
+    assert ranker_verdict(_arm(0.6), slower).outcome == REJECT

@@ -35,8 +35,11 @@ def test_retired_fields_are_gone_but_every_config_keeps_its_id() -> None:
     config = AnswerConfig.from_dict(stored)
     assert not {"reranker", "router_policy", "calibrator"} & set(config.to_dict())
     # ids written before the fields went (content hashes of every field then): unchanged
-    assert AnswerConfig().config_id == "ff7da4337abc"
     assert config.config_id == "41174c7ef110"
-    # A field added since keeps ids at the value that does what configs did before it, not otherwise.
+    old_default = {"retrieval": {}, "embedder": "all-MiniLM-L6-v2", "description": ""}
+    assert AnswerConfig.from_dict(old_default).config_id == "ff7da4337abc"
+    # A field added since takes, in a stored config, the value that does what configs did before it:
+    # same behaviour, same id. Today's default (whole-file BM25 on) is another config, with its own id.
+    assert AnswerConfig.from_dict(old_default).retrieval.file_lexical_weight == 0.0
     assert AnswerConfig(retrieval=RetrievalConfig(file_lexical_weight=0.0)).config_id == "ff7da4337abc"
-    assert AnswerConfig(retrieval=RetrievalConfig(file_lexical_weight=1.0)).config_id != "ff7da4337abc"
+    assert AnswerConfig().retrieval.file_lexical_weight == 1.0 and AnswerConfig().config_id != "ff7da4337abc"
