@@ -158,6 +158,12 @@ class PublishedReader:
         points = sorted(self.index.iter_payloads(repo, current.version), key=lambda point: point[0])
         return RepoCorpus.build(repo, current.version, current.commit, points, previous=held)
 
+    def forget_query(self, query: str) -> None:
+        """Drop ``query``'s cached vector: the next retrieval embeds it again (benchmarks that time
+        several configurations on the same question)."""
+        with self._cache_lock:
+            self._query_vectors.pop(query, None)
+
     def _embed_query(self, query: str) -> np.ndarray:
         # Repeated questions (ablations, A/B arms, retries, popular queries) skip the model.
         with self._cache_lock:

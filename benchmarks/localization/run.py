@@ -317,8 +317,11 @@ def main(argv: list[str] | None = None) -> int:
     repos = load_repos(args.repos_file, args.only.split(",") if args.only else None)
     sources = {r["name"]: locate(args.repos_dir, r) for r in repos}
 
+    import torch
+
     from codex_core.embedding import SentenceTransformerEmbedder
 
+    torch.set_num_threads(1)  # as `feriactl serve` runs (OMP_NUM_THREADS=1): query latency like serving's
     embedder = SentenceTransformerEmbedder()
     started = time.perf_counter()
     home = (args.home / "home").resolve() if args.home else Path(tempfile.mkdtemp(prefix="localization-home-"))

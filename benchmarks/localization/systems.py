@@ -13,7 +13,9 @@
 
 Every system sees the same files: those the ingestion scan indexes at the pinned commit
 (``codex_core.files.scan_repository``: binaries, vendored, generated, oversized files out for all).
-Latency is each system's own query time, query embedding included.
+Latency is each system's own query time, query embedding included (every product configuration
+embeds the question itself: the reader's query-vector cache is cleared before each; torch runs one
+thread, as ``feriactl serve`` does).
 """
 
 from __future__ import annotations
@@ -154,6 +156,7 @@ class Product(System):
         self.last = None
 
     def search(self, query: str) -> list[str]:
+        self.reader.forget_query(query)  # every configuration pays the query embedding, as serving does
         result = self.reader.retriever.retrieve(query, repos=[self.repo], top_k=TOP_K, config=self.config)
         self.last = result
         cited = [c.payload["path"] for c in result.candidates]
