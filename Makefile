@@ -10,7 +10,7 @@ export CODEX_HOME ?= $(CURDIR)/.codex
 export HF_HUB_OFFLINE := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench clean sandbox-tools
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,7 +29,13 @@ run: install
 lint: install
 	$(BIN)/ruff check .
 
-test: install lint
+# The sandbox runs recipes under bubblewrap (Debian package); without it those tests skip and say so.
+sandbox-tools:
+	@command -v bwrap >/dev/null 2>&1 || apt-get install -y -qq bubblewrap >/dev/null 2>&1 \
+	  || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq bubblewrap >/dev/null 2>&1; } \
+	  || echo "bubblewrap could not be installed: the sandbox tests will skip"
+
+test: install lint sandbox-tools
 	$(BIN)/python -m pytest -q
 
 bench: install
