@@ -202,6 +202,7 @@ class QueryEngine:
             "top_k": top_k,
             "timings_ms": {**result.timings_ms, "retrieval_ms": retrieval_ms, "total_ms": latency_ms},
             "features": result.features,
+            "ranked_by": result.ranked_by,  # "hand-set" or "learned:<ranker id>": which file order answered
             "confidence": confidence,
             "abstain_below": threshold,
             "confidence_kind": confidence_kind,

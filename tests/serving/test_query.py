@@ -111,6 +111,7 @@ def test_citation_that_fails_verification_is_dropped_and_traced(ingested, tmp_pa
         assert result["abstained"] is True
         trace = engine.trace(result["trace_id"])
         assert any((c["dropped"] or "").startswith("verification failed") for c in trace["candidates"])
+        assert trace["ranked_by"] == "hand-set"  # no learned ranker published for this repository
     finally:
         engine.close()
 
