@@ -49,7 +49,25 @@ def clean_env(path: str) -> dict[str, str]:
     return {"PATH": path, "HOME": "/tmp", "LANG": "C.UTF-8"}
 
 
-def bwrap_argv(bwrap: str, workdir: Path, argv: Sequence[str]) -> list[str]:
+def tool_roots_under_tmp(path: str) -> list[str]:
+    """The environments on the sandbox PATH that live under ``/tmp`` (a checkout or virtualenv there,
+    as in a CI clone): the sandbox's own empty ``/tmp`` would hide them, so they are bound back,
+    read-only. A ``.../bin`` entry stands for its environment (``lib/`` holds its packages)."""
+    roots: list[str] = []
+    for entry in path.split(os.pathsep):
+        if not entry:
+            continue
+        p = Path(entry).absolute()
+        if p.parts[:2] != ("/", "tmp") or len(p.parts) < 3 or not p.is_dir():
+            continue
+        root = str(p.parent if p.name == "bin" and len(p.parts) > 3 else p)
+        if root not in roots:
+            roots.append(root)
+    return roots
+
+
+def bwrap_argv(bwrap: str, workdir: Path, argv: Sequence[str], *, path: str = "") -> list[str]:
+    rebound = [arg for root in tool_roots_under_tmp(path) for arg in ("--ro-bind", root, root)]
     return [
         bwrap,
         "--unshare-all",  # user, ipc, pid, net, uts, cgroup namespaces (never --share-net)
@@ -59,6 +77,7 @@ def bwrap_argv(bwrap: str, workdir: Path, argv: Sequence[str]) -> list[str]:
         "--dev", "/dev",
         "--proc", "/proc",
         "--tmpfs", "/tmp",
+        *rebound,
         "--bind", str(workdir), SANDBOX_WORKDIR,
         "--chdir", SANDBOX_WORKDIR,
         "--",
@@ -121,7 +140,7 @@ class Confined:
 def run_confined(argv: Sequence[str], workdir: Path, policy: SandboxPolicy, *, path: str,
                  bwrap: str | None = None) -> Confined:
     """Run ``argv`` in the sandbox on ``workdir`` under ``policy``; the caller has vetted argv[0]."""
-    command = bwrap_argv(bwrap or find_bwrap(), workdir, argv)
+    command = bwrap_argv(bwrap or find_bwrap(), workdir, argv, path=path)
     started = time.monotonic()
     proc = subprocess.Popen(
         command,

@@ -346,3 +346,14 @@ def test_the_shipped_ruff_recipe_judges_a_repository(tmp_path: Path) -> None:
     report = run_recipe(repo, dirty, ruff, linting)
     assert report.status == "failed" and report.steps[0].exit_code == 1
     assert "dirty.py:1:8: F401" in report.steps[0].stdout
+
+
+def test_tools_in_an_environment_under_tmp_stay_visible(tmp_path: Path) -> None:
+    """A checkout or virtualenv under /tmp (a CI clone) would be hidden by the sandbox's own /tmp: its
+    root is bound back read-only; nothing else under /tmp is."""
+    from codex_core.sandbox.confine import tool_roots_under_tmp
+
+    venv_bin = tmp_path / "clone" / ".venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    path = os.pathsep.join([str(venv_bin), "/usr/bin", "/bin", str(tmp_path / "missing")])
+    assert tool_roots_under_tmp(path) == [str(venv_bin.parent)]
