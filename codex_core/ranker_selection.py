@@ -6,8 +6,9 @@ time and take no part) are ordered by commit time. The older ``TRAIN_FRACTION`` 
 (:func:`codex_core.ranker.train_ranker`, on the hand-set order of the served config); the newer rest
 judge it, champion vs challenger: the champion arm is the served config as it serves now (with the
 published ranker, if any), the challenger arm the same config re-ordered by the candidate. The gate is
-the A/B judge's (:func:`codex_core.judge.judge`: ΔnDCG@5 ≥ −0.01, ΔP95, ΔECE, Δcost) **and**
-ΔnDCG@5 > 0: a model must earn its place, and on a tie the order with no model in it stays.
+the A/B judge's (:func:`codex_core.judge.judge`: ΔnDCG@5 ≥ −0.01, ΔP95, Δcost; ΔECE is reported but
+does not bind, see :func:`ranker_verdict`) **and** ΔnDCG@5 > 0: a model must earn its place, and on a
+tie the order with no model in it stays.
 
 A winner is written atomically to ``CodexHome.ranker_path(repo)``, the file readers follow; a loser
 leaves that file as it is. With too little history (fewer than ``MIN_QUESTIONS`` to train or
