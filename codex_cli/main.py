@@ -457,6 +457,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     secrets_cmds.register(sub)
 
+    from codex_cli import agent_cmds
+
+    agent_cmds.register(sub)
+
     p = sub.add_parser("worker", help="keep local repositories fresh: re-index within seconds of a commit")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between HEAD checks (default 1)")
     p.set_defaults(func=cmd_worker)

@@ -92,6 +92,11 @@ class CodexHome:
         return self.root / "snapshots"
 
     @property
+    def agent_dir(self) -> Path:
+        """Sandbox agent state: one directory per run under ``runs/`` (``codex_core.sandbox.store``)."""
+        return self.root / "agent"
+
+    @property
     def serving_state_dir(self) -> Path:
         """Files the operator writes and serving reads: canary.json, kill_switch.json, tenants."""
         return self.root / "serving"
