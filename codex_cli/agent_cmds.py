@@ -8,10 +8,9 @@ run, its tags and its report are in the Dagster UI) and prints the stored report
 from __future__ import annotations
 
 import argparse
-import uuid
 from typing import Any
 
-from codex_cli.common import CliError, ensure_instance_dir
+from codex_cli.common import CliError, ensure_instance_dir, execute_job
 from codex_cli.common import emit as _emit
 from codex_cli.common import home as _home
 from codex_core.home import validate_repo_name
@@ -45,20 +44,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     RepoRegistry(home.registry_path).get(args.repo)  # unknown repository: a clear error, no run
     find_recipe(args.recipe)  # unknown or bad recipe: a clear error, no run
 
-    import dagster as dg
-
     from codex_assets.agent import run_tags
-    from codex_assets.definitions import defs
 
     ensure_instance_dir(home)
-    instance = dg.DagsterInstance.get()
-    instance.add_dynamic_partitions("repos", [args.repo])
     config = {"recipe": args.recipe, "commit": args.commit or "", "tenant": args.tenant or ""}
-    run_config = {"ops": {OP: {"config": config}}, "loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    dagster_run_id = str(uuid.uuid4())
-    result = defs().resolve_job_def(JOB).execute_in_process(
-        run_config=run_config, instance=instance, partition_key=args.repo, run_id=dagster_run_id,
-        tags=run_tags(args.recipe, args.tenant or ""), raise_on_error=False,
+    instance, dagster_run_id, result = execute_job(
+        JOB, args.repo, stages=1, show_progress=False, run_config={"ops": {OP: {"config": config}}},
+        tags=run_tags(args.recipe, args.tenant or ""),
     )
     if not result.success:
         raise CliError(f"agent run did not complete (Dagster run {dagster_run_id}): "

@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
+import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -67,3 +70,56 @@ def config_registry(home: CodexHome):
     uri = Settings.from_env().mlflow_tracking_uri
     tracker = Tracker(uri) if uri else Tracker.embedded(home.mlflow_db)
     return ConfigRegistry(tracker, ConfigStore(home.configs_dir))
+
+
+def execute_job(
+    job_name: str, partition: str, *, stages: int, show_progress: bool, run_config: dict | None = None,
+    tags: dict[str, str] | None = None,
+) -> tuple[Any, str, Any]:
+    """Run a partitioned job in-process on the CODEX_HOME instance (visible in the Dagster UI):
+    (instance, run id, ExecuteInProcessResult)."""
+    import dagster as dg
+
+    from codex_assets.definitions import defs
+
+    instance = dg.DagsterInstance.get()
+    instance.add_dynamic_partitions("repos", [partition])
+    job = defs().resolve_job_def(job_name)
+    run_id = str(uuid.uuid4())
+    outcome: dict[str, Any] = {}
+
+    def execute() -> None:
+        try:
+            # The terminal gets the progress bar and the summary; every event stays in the Dagster UI.
+            quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+            outcome["result"] = job.execute_in_process(
+                run_config={**(run_config or {}), **quiet}, instance=instance, partition_key=partition,
+                run_id=run_id, tags=tags, raise_on_error=False,
+            )
+        except Exception as exc:  # surfaced below, after the progress bar is closed
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=execute, daemon=True)
+    worker.start()
+    bar = None
+    if show_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=stages, desc=f"{job_name} {partition}", unit="stage", file=sys.stderr)
+    seen = 0
+    while worker.is_alive():
+        worker.join(0.5)
+        if bar is None:
+            continue
+        logs = instance.all_logs(run_id)
+        done = sum(1 for e in logs if e.dagster_event and e.dagster_event.event_type_value == "ASSET_MATERIALIZATION")
+        bar.update(done - seen)
+        seen = done
+        messages = [e.user_message for e in logs if e.user_message.startswith("embedded ")]
+        if messages:
+            bar.set_postfix_str(messages[-1])
+    if bar is not None:
+        bar.close()
+    if "error" in outcome:
+        raise outcome["error"]
+    return instance, run_id, outcome["result"]

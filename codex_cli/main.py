@@ -12,11 +12,10 @@ import os
 import signal
 import sys
 import threading
-import uuid
 from pathlib import Path
 from typing import Any
 
-from codex_cli.common import CliError, ensure_instance_dir
+from codex_cli.common import CliError, ensure_instance_dir, execute_job
 from codex_cli.common import config_registry as _config_registry
 from codex_cli.common import emit as _emit
 from codex_cli.common import home as _home
@@ -47,59 +46,9 @@ def run_ingest(source: str, name: str | None, *, show_progress: bool) -> dict[st
         open_or_clone(source, home.checkout_dir(name))  # fail fast: missing path, not a git repo
     ensure_instance_dir(home)
     RepoRegistry(home.registry_path).add(name, source)
-    instance, run_id, success = execute_job("ingest", name, stages=len(STAGES), show_progress=show_progress)
+    instance, run_id, result = execute_job("ingest", name, stages=len(STAGES), show_progress=show_progress)
+    success = result.success
     return summarize_run(instance, run_id, name, success)
-
-
-def execute_job(
-    job_name: str, partition: str, *, stages: int, show_progress: bool, run_config: dict | None = None
-) -> tuple[Any, str, bool]:
-    """Run a partitioned job in-process on the CODEX_HOME instance (visible in the Dagster UI)."""
-    import dagster as dg
-
-    from codex_assets.definitions import defs
-
-    instance = dg.DagsterInstance.get()
-    instance.add_dynamic_partitions("repos", [partition])
-    job = defs().resolve_job_def(job_name)
-    run_id = str(uuid.uuid4())
-    outcome: dict[str, Any] = {}
-
-    def execute() -> None:
-        try:
-            # The terminal gets the progress bar and the summary; every event stays in the Dagster UI.
-            quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-            outcome["result"] = job.execute_in_process(
-                run_config={**(run_config or {}), **quiet}, instance=instance, partition_key=partition,
-                run_id=run_id, raise_on_error=False,
-            )
-        except Exception as exc:  # surfaced below, after the progress bar is closed
-            outcome["error"] = exc
-
-    worker = threading.Thread(target=execute, daemon=True)
-    worker.start()
-    bar = None
-    if show_progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=stages, desc=f"{job_name} {partition}", unit="stage", file=sys.stderr)
-    seen = 0
-    while worker.is_alive():
-        worker.join(0.5)
-        if bar is None:
-            continue
-        logs = instance.all_logs(run_id)
-        done = sum(1 for e in logs if e.dagster_event and e.dagster_event.event_type_value == "ASSET_MATERIALIZATION")
-        bar.update(done - seen)
-        seen = done
-        messages = [e.user_message for e in logs if e.user_message.startswith("embedded ")]
-        if messages:
-            bar.set_postfix_str(messages[-1])
-    if bar is not None:
-        bar.close()
-    if "error" in outcome:
-        raise outcome["error"]
-    return instance, run_id, outcome["result"].success
 
 
 def summarize_run(instance, run_id: str, name: str, success: bool) -> dict[str, Any]:
@@ -312,9 +261,10 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
     run_config: dict[str, Any] = {"ops": {"retrieval_eval": {"config": {"eval_set": args.set or ""}}}}
     if args.max_items is not None:
         run_config["ops"]["eval_set"] = {"config": {"max_items": args.max_items}}
-    instance, run_id, success = execute_job(
+    instance, run_id, result = execute_job(
         "evaluate", args.repo, stages=5, show_progress=not args.json and sys.stderr.isatty(), run_config=run_config
     )
+    success = result.success
     if not success:
         failures = summarize_run(instance, run_id, args.repo, success)["failures"]
         raise CliError(f"evaluation run {run_id} failed: " + "; ".join(failures))

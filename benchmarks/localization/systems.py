@@ -24,7 +24,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -153,16 +153,12 @@ class Product(System):
         self.repo = repo
         self.config = replace(config or RetrievalConfig(), max_per_file=1)
         self.name = label
-        self.last = None
 
     def search(self, query: str) -> list[str]:
         self.reader.forget_query(query)  # every configuration pays the query embedding, as serving does
         result = self.reader.retriever.retrieve(query, repos=[self.repo], top_k=TOP_K, config=self.config)
-        self.last = result
         cited = [c.payload["path"] for c in result.candidates]
         tail = [c.payload["path"] for c in result.considered
                 if not (c.dropped or "").startswith("verification failed")]
         return dedupe_ranking(cited + tail)
 
-
-SystemFactory = Callable[[], System]
