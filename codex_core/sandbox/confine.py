@@ -1,17 +1,29 @@
 """One command under bubblewrap with kernel-enforced caps — the only way the runner starts a step.
 
-Isolation: ``bwrap --unshare-all`` gives the command fresh user, pid, ipc, uts, cgroup and network
-namespaces (the network namespace has only a loopback device of its own: no route anywhere, and
-the host's 127.0.0.1 is unreachable). The host filesystem is mounted read-only, ``/tmp`` is an empty
-tmpfs, and the workdir alone is writable, at :data:`SANDBOX_WORKDIR`.
+Isolation: ``bwrap --unshare-all --unshare-user --disable-userns`` gives the command fresh user,
+pid, ipc, uts, cgroup and network namespaces (the network namespace has only a loopback device of
+its own: no route anywhere, and the host's 127.0.0.1 is unreachable) and forbids it to create
+further user namespaces. The host filesystem is mounted read-only, ``/tmp`` is an empty tmpfs, the
+directories that must stay unseen — the caller's home, CODEX_HOME, the source checkout (``hide``)
+— are covered by empty tmpfs mounts, and the workdir alone is writable, at :data:`SANDBOX_WORKDIR`.
+
+No capabilities: started by root, bwrap maps root into the sandbox's user namespace *with* every
+capability of that namespace — enough to remount the read-only host read-write. So a root caller
+never hands the step to bwrap directly: a launcher (``/bin/sh`` + ``setpriv``, the runner's own,
+not a step) first caps the pid namespace's ``pid_max``, then clears the bounding, inheritable and
+ambient sets and sets no_new_privs before it execs the step, which therefore runs with none. An
+unprivileged caller's bwrap drops every capability itself.
 
 Caps: ``setrlimit`` in the child before ``bwrap`` execs (inherited by everything it starts):
 RLIMIT_CPU (CPU seconds), RLIMIT_AS (address space), RLIMIT_FSIZE (largest file written),
-RLIMIT_NPROC (processes of the user; the kernel does not apply it to root), RLIMIT_CORE 0.
-The wall-clock timeout kills bwrap's process group; bwrap is pid 1 of the sandbox's pid namespace,
-so its death takes every process inside with it (``--die-with-parent`` covers the outer one).
+RLIMIT_NPROC (processes of the user — the kernel never applies it to root, so a root caller's
+process cap is the pid namespace's ``pid_max``, Linux ≥ 6.14), RLIMIT_CORE 0. The wall-clock
+timeout kills bwrap's process group; bwrap is pid 1 of the sandbox's pid namespace, so its death
+takes every process inside with it (``--die-with-parent`` covers the outer one).
 
-Environment: PATH, HOME=/tmp and LANG only (bwrap adds PWD) — nothing of the parent's environment leaks in.
+Environment: PATH, HOME=/tmp and LANG only (bwrap adds PWD), plus the toolchain variables the
+sandbox itself sets (``RUSTUP_HOME`` when cargo is a rustup proxy) — nothing of the parent's
+environment leaks in.
 """
 
 from __future__ import annotations
@@ -24,7 +36,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from codex_core.sandbox.policy import SandboxPolicy
@@ -32,6 +44,10 @@ from codex_core.sandbox.policy import SandboxPolicy
 SANDBOX_WORKDIR = "/tmp/work"  # inside the sandbox; /tmp is the sandbox's own tmpfs
 TRUNCATION_MARKER = "\n[... output truncated by the sandbox: {omitted} more bytes not kept ...]\n"
 INSTALL_HINT = "bubblewrap is required: apt-get install bubblewrap"
+PID_MAX_MIN = 301  # the kernel refuses a smaller pid_max
+# The root launcher: cap the pid namespace, then exec the step with no capability left.
+_ROOT_LAUNCHER = ('echo "$1" > /proc/sys/kernel/pid_max 2>/dev/null; shift; '
+                  'exec setpriv --bounding-set=-all --inh-caps=-all --ambient-caps=-all --no-new-privs -- "$@"')
 
 
 class SandboxUnavailable(RuntimeError):
@@ -42,45 +58,109 @@ def find_bwrap() -> str:
     path = shutil.which("bwrap")
     if path is None:
         raise SandboxUnavailable(f"{INSTALL_HINT} (no `bwrap` on PATH; the runner never runs a step unsandboxed)")
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        raise SandboxUnavailable("setpriv (util-linux) is required to drop the capabilities a root caller's "
+                                 "sandbox would otherwise keep: apt-get install util-linux")
     return path
 
 
-def clean_env(path: str) -> dict[str, str]:
-    return {"PATH": path, "HOME": "/tmp", "LANG": "C.UTF-8"}
+@dataclass(frozen=True)
+class Mounts:
+    """What of the host the sandbox sees besides the read-only root, and the variables that go with it."""
+
+    hidden: tuple[str, ...] = ()  # directories covered by an empty tmpfs
+    rebound: tuple[str, ...] = ()  # directories bound back read-only (tool environments under a hidden one)
+    env: dict[str, str] = field(default_factory=dict)
 
 
-def tool_roots_under_tmp(path: str) -> list[str]:
-    """The environments on the sandbox PATH that live under ``/tmp`` (a checkout or virtualenv there,
-    as in a CI clone): the sandbox's own empty ``/tmp`` would hide them, so they are bound back,
-    read-only. A ``.../bin`` entry stands for its environment (``lib/`` holds its packages)."""
+def clean_env(path: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {"PATH": path, "HOME": "/tmp", "LANG": "C.UTF-8", **(extra or {})}
+
+
+def _under(path: Path, roots: Sequence[Path]) -> bool:
+    return any(path == root or root in path.parents for root in roots)
+
+
+def _env_root(bin_dir: Path) -> Path:
+    """A ``.../bin`` directory stands for its environment (``lib/`` holds its packages)."""
+    return bin_dir.parent if bin_dir.name == "bin" and len(bin_dir.parts) > 3 else bin_dir
+
+
+def tool_roots(path: str, hidden: Sequence[Path] = ()) -> list[str]:
+    """The environments on the sandbox PATH that a hidden directory (``/tmp`` always) would cover — a
+    virtualenv in a CI clone under /tmp, cargo under the caller's home — to be bound back read-only.
+    The interpreter a virtualenv's ``bin/python`` links to counts too when it lives under one."""
+    covered = [Path("/tmp"), *hidden]
     roots: list[str] = []
+
+    def add(candidate: Path) -> None:
+        if _under(candidate, covered) and candidate not in covered and str(candidate) not in roots:
+            roots.append(str(candidate))
+
     for entry in path.split(os.pathsep):
         if not entry:
             continue
-        p = Path(entry).absolute()
-        if p.parts[:2] != ("/", "tmp") or len(p.parts) < 3 or not p.is_dir():
+        bin_dir = Path(entry).absolute()
+        if not bin_dir.is_dir():
             continue
-        root = str(p.parent if p.name == "bin" and len(p.parts) > 3 else p)
-        if root not in roots:
-            roots.append(root)
+        add(_env_root(bin_dir))
+        for name in ("python", "python3"):
+            target = bin_dir / name
+            if target.is_symlink():
+                add(_env_root(Path(os.path.realpath(target)).parent))
     return roots
 
 
-def bwrap_argv(bwrap: str, workdir: Path, argv: Sequence[str], *, path: str = "") -> list[str]:
-    rebound = [arg for root in tool_roots_under_tmp(path) for arg in ("--ro-bind", root, root)]
+def toolchain_env(path: str) -> tuple[list[str], dict[str, str]]:
+    """Toolchains that need more than their ``bin``: a rustup-managed ``cargo`` reads its toolchains
+    from RUSTUP_HOME (``~/.rustup`` unless set), exposed read-only and named in the environment."""
+    cargo = shutil.which("cargo", path=path)
+    if cargo is None or os.path.basename(os.path.realpath(cargo)) != "rustup":
+        return [], {}
+    rustup_home = Path(os.environ.get("RUSTUP_HOME") or Path.home() / ".rustup")
+    if not rustup_home.is_dir():
+        return [], {}
+    return [str(rustup_home)], {"RUSTUP_HOME": str(rustup_home)}
+
+
+def plan_mounts(path: str, hide: Sequence[Path | str] = ()) -> Mounts:
+    """Hidden directories (existing ones, never ``/``, nested ones folded), and what must be bound back."""
+    candidates = sorted({Path(os.path.realpath(h)) for h in hide if h}, key=lambda p: len(p.parts))
+    hidden: list[Path] = []
+    for candidate in candidates:
+        if candidate == Path("/") or not candidate.is_dir() or _under(candidate, [Path("/tmp"), *hidden]):
+            continue
+        hidden.append(candidate)
+    exposed, env = toolchain_env(path)
+    rebound = tool_roots(path, hidden)
+    rebound += [e for e in exposed if _under(Path(e), [Path("/tmp"), *hidden]) and e not in rebound]
+    return Mounts(tuple(str(h) for h in hidden), tuple(rebound), env)
+
+
+def bwrap_argv(bwrap: str, workdir: Path, argv: Sequence[str], *, path: str = "",
+               mounts: Mounts | None = None, pid_max: int | None = None) -> list[str]:
+    """The bwrap command line; ``pid_max`` set means a root caller: the launcher drops capabilities."""
+    mounts = mounts or plan_mounts(path)
+    hidden = [arg for h in mounts.hidden for arg in ("--tmpfs", h)]
+    rebound = [arg for root in mounts.rebound for arg in ("--ro-bind", root, root)]
+    launcher = ["/bin/sh", "-c", _ROOT_LAUNCHER, "codex-sandbox", str(pid_max)] if pid_max is not None else []
     return [
         bwrap,
         "--unshare-all",  # user, ipc, pid, net, uts, cgroup namespaces (never --share-net)
+        "--unshare-user",
+        "--disable-userns",  # no nested user namespace: no way back to capabilities
         "--die-with-parent",
         "--new-session",  # no TIOCSTI on the caller's terminal
         "--ro-bind", "/", "/",
         "--dev", "/dev",
         "--proc", "/proc",
+        *hidden,
         "--tmpfs", "/tmp",
         *rebound,
         "--bind", str(workdir), SANDBOX_WORKDIR,
         "--chdir", SANDBOX_WORKDIR,
         "--",
+        *launcher,
         *argv,
     ]
 
@@ -137,17 +217,23 @@ class Confined:
     stderr_truncated: bool
 
 
+def pid_cap(policy: SandboxPolicy) -> int | None:
+    """The pid namespace's pid_max for a root caller (RLIMIT_NPROC does not bind root); None otherwise."""
+    return max(policy.max_processes, PID_MAX_MIN) if os.geteuid() == 0 else None
+
+
 def run_confined(argv: Sequence[str], workdir: Path, policy: SandboxPolicy, *, path: str,
-                 bwrap: str | None = None) -> Confined:
+                 bwrap: str | None = None, mounts: Mounts | None = None) -> Confined:
     """Run ``argv`` in the sandbox on ``workdir`` under ``policy``; the caller has vetted argv[0]."""
-    command = bwrap_argv(bwrap or find_bwrap(), workdir, argv, path=path)
+    mounts = mounts or plan_mounts(path)
+    command = bwrap_argv(bwrap or find_bwrap(), workdir, argv, path=path, mounts=mounts, pid_max=pid_cap(policy))
     started = time.monotonic()
     proc = subprocess.Popen(
         command,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=clean_env(path),
+        env=clean_env(path, mounts.env),
         cwd=workdir,
         start_new_session=True,  # its own process group, killed as one
         preexec_fn=rlimits(policy),

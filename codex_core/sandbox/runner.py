@@ -15,11 +15,21 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from codex_core.sandbox.confine import SANDBOX_WORKDIR, find_bwrap, run_confined
+from codex_core.sandbox.confine import (
+    SANDBOX_WORKDIR,
+    Mounts,
+    SandboxUnavailable,
+    find_bwrap,
+    pid_cap,
+    plan_mounts,
+    run_confined,
+)
 from codex_core.sandbox.policy import PolicyError, SandboxPolicy
 from codex_core.sandbox.recipe import Recipe, RecipeStep
 from codex_core.sandbox.report import (
@@ -35,10 +45,32 @@ from codex_core.sandbox.report import (
 )
 from codex_core.sandbox.workdir import resolve_commit, throwaway_workdir
 
+TOOLS_ENV_VAR = "CODEX_SANDBOX_TOOLS"
+REPO_TOOLS_ENV = Path(__file__).resolve().parents[2] / ".sandbox-tools"  # made by `make sandbox-tools`
 
-def default_tools_path() -> str:
-    """The sandbox PATH: the product's own environment first (pytest, ruff, ...), then the system's."""
-    return os.pathsep.join(dict.fromkeys([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]))
+
+def tools_env_bin(env: Mapping[str, str] = os.environ) -> Path | None:
+    """The ``bin/`` of the recipe tools environment (configs/sandbox-tools.txt): ``$CODEX_SANDBOX_TOOLS``
+    when set, else the repository's ``.sandbox-tools/`` when it exists, else None."""
+    configured = env.get(TOOLS_ENV_VAR, "").strip()
+    if not configured:
+        return REPO_TOOLS_ENV / "bin" if (REPO_TOOLS_ENV / "bin").is_dir() else None
+    root = Path(configured).expanduser().absolute()
+    if not (root / "bin").is_dir():
+        # Set on purpose but wrong: running with fewer tools would report them `unavailable` and hide why.
+        raise SandboxUnavailable(
+            f"{TOOLS_ENV_VAR}={configured} is not a tools environment (no {root / 'bin'}): create it with "
+            f"`python -m venv {root} && {root}/bin/pip install -r configs/sandbox-tools.txt`, or unset it")
+    return root / "bin"
+
+
+def default_tools_path(env: Mapping[str, str] = os.environ) -> str:
+    """The sandbox PATH: the recipe tools environment first (pytest, coverage, ruff, mypy, ...), then the
+    product's own environment, then the system's."""
+    tools = tools_env_bin(env)
+    entries = [str(tools)] if tools else []
+    entries += [str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]
+    return os.pathsep.join(dict.fromkeys(entries))
 
 
 @dataclass(frozen=True)
@@ -127,16 +159,93 @@ def _collect(workdir: Path, declared: tuple[str, ...], cap: int, into: Path | No
     return results
 
 
+def default_hidden(repo: Path, codex_home: Path | str | None = None) -> list[Path]:
+    """What a step must not even see: the source checkout, CODEX_HOME (index, keys, other runs) and
+    the caller's home directory (credentials, SSH keys)."""
+    hidden = [repo, Path.home()]
+    home = codex_home or os.environ.get("CODEX_HOME")
+    if home:
+        hidden.append(Path(home))
+    return hidden
+
+
+class Sandbox:
+    """A throwaway copy of one commit and the only way to run commands on it: judged, then confined.
+
+    Several commands share the copy (a debug agent runs a test, patches the copy, runs it again);
+    each is judged by the policy it is run under before it starts.
+    """
+
+    def __init__(self, workdir: Path, policy: SandboxPolicy, *, path: str, bwrap: str, mounts: Mounts,
+                 skipped: tuple[str, ...] = ()) -> None:
+        self.workdir, self.policy, self.path, self.bwrap, self.mounts = workdir, policy, path, bwrap, mounts
+        self.skipped = skipped  # members of the commit left out of the copy (links out of the repository)
+
+    def judge(self, argv: tuple[str, ...], policy: SandboxPolicy | None = None) -> Verdict:
+        return judge_executable(argv[0], policy or self.policy, self.path)
+
+    def run(self, command: str | RecipeStep, policy: SandboxPolicy | None = None) -> StepResult:
+        """Run one command (a recipe step, or a command line split like one) unless the policy blocks it."""
+        step = command if isinstance(command, RecipeStep) else RecipeStep(command)
+        policy = policy or self.policy
+        if not step.argv:
+            return StepResult(step.run, BLOCKED, reason="policy violation: an empty command")
+        verdict = self.judge(step.argv, policy)
+        if verdict.status != OK:
+            return StepResult(step.run, verdict.status, executable=verdict.executable, reason=verdict.reason)
+        ran = run_confined(step.argv, self.workdir, policy, path=self.path, bwrap=self.bwrap, mounts=self.mounts)
+        if ran.timed_out:
+            status, reason = TIMEOUT, f"killed after {policy.timeout_sec:g} s wall clock"
+        else:
+            status, reason = (OK if ran.exit_code == 0 else FAILED), ""
+        return StepResult(step.run, status, ran.exit_code, round(ran.duration_sec, 3), verdict.executable, reason,
+                          ran.stdout, ran.stderr, ran.stdout_truncated, ran.stderr_truncated)
+
+    def describe(self) -> dict[str, str]:
+        policy = self.policy
+        processes = (f"{pid_cap(policy)} (pid namespace pid_max)" if pid_cap(policy) is not None
+                     else f"{policy.max_processes} (RLIMIT_NPROC)")
+        return {
+            "mechanism": "bubblewrap (user, pid, net, ipc, uts, cgroup namespaces; no capabilities; "
+                         "host read-only)",
+            "network": policy.network,
+            "workdir": f"{policy.workdir_mode} at {SANDBOX_WORKDIR}",
+            "hidden": ", ".join(self.mounts.hidden) or "-",
+            "tools_bound_back": ", ".join(self.mounts.rebound) or "-",
+            "cpu_seconds": str(policy.cpu_quota),
+            "memory_bytes": str(policy.memory_limit),
+            "timeout_sec": f"{policy.timeout_sec:g}",
+            "max_file_bytes": str(policy.max_file_bytes),
+            "max_processes": processes,
+            **({"left_out": "; ".join(self.skipped)} if self.skipped else {}),
+        }
+
+
+@contextmanager
+def open_sandbox(repo: Path | str, commit: str, policy: SandboxPolicy, *, tools_path: str | None = None,
+                 scratch: Path | None = None, hide: Sequence[Path | str] = (),
+                 codex_home: Path | str | None = None) -> Iterator[Sandbox]:
+    """A :class:`Sandbox` on a throwaway copy of ``repo`` at ``commit`` (a full sha or any revision);
+    the copy is removed when the block ends. Raises SandboxUnavailable, WorkdirError."""
+    bwrap = find_bwrap()
+    repo = Path(repo).resolve()
+    path = tools_path or default_tools_path()
+    sha = resolve_commit(repo, commit)
+    mounts = plan_mounts(path, [*default_hidden(repo, codex_home), *hide])
+    with throwaway_workdir(repo, sha, scratch) as copy:
+        yield Sandbox(copy.path, policy, path=path, bwrap=bwrap, mounts=mounts, skipped=copy.skipped)
+
+
 def run_recipe(repo: Path | str, commit: str, recipe: Recipe, policy: SandboxPolicy, *,
                tools_path: str | None = None, artifacts_dir: Path | None = None,
-               scratch: Path | None = None) -> RunReport:
+               scratch: Path | None = None, codex_home: Path | str | None = None) -> RunReport:
     """Run ``recipe`` on ``repo`` at ``commit`` under ``policy``.
 
     Raises SandboxUnavailable without bubblewrap, PolicyError when the policy is not the one the
     recipe names, WorkdirError for a commit that cannot be exported. Everything a step does —
     failing, timing out, being blocked — is a status in the report, not an exception.
     """
-    bwrap = find_bwrap()
+    find_bwrap()
     if policy.name != recipe.policy:
         raise PolicyError(f"recipe {recipe.name!r} runs under policy {recipe.policy!r}, "
                           f"not {policy.name!r}: load that policy from configs/sandbox.policy.yaml")
@@ -145,19 +254,11 @@ def run_recipe(repo: Path | str, commit: str, recipe: Recipe, policy: SandboxPol
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     started = time.monotonic()
     sha = resolve_commit(repo, commit)
-    sandbox = {
-        "mechanism": "bubblewrap (user, pid, net, ipc, uts, cgroup namespaces; host read-only)",
-        "network": policy.network,
-        "workdir": f"{policy.workdir_mode} at {SANDBOX_WORKDIR}",
-        "cpu_seconds": str(policy.cpu_quota),
-        "memory_bytes": str(policy.memory_limit),
-        "timeout_sec": f"{policy.timeout_sec:g}",
-        "max_file_bytes": str(policy.max_file_bytes),
-    }
 
-    def report(status: str, steps: list[StepResult], artifacts: list[ArtifactResult] | None = None) -> RunReport:
+    def report(status: str, steps: list[StepResult], artifacts: list[ArtifactResult] | None = None,
+               sandbox: dict[str, str] | None = None) -> RunReport:
         return RunReport(recipe.name, policy.name, str(repo), sha, status, tuple(steps), tuple(artifacts or ()),
-                         round(time.monotonic() - started, 3), started_at, sandbox)
+                         round(time.monotonic() - started, 3), started_at, sandbox or {})
 
     verdicts, stop = _preflight(recipe, policy, path)
     if stop is not None:
@@ -165,20 +266,15 @@ def run_recipe(repo: Path | str, commit: str, recipe: Recipe, policy: SandboxPol
 
     steps: list[StepResult] = []
     status = OK
-    with throwaway_workdir(repo, sha, scratch) as workdir:
+    with open_sandbox(repo, sha, policy, tools_path=path, scratch=scratch, codex_home=codex_home) as sandbox:
         for step, verdict in zip(recipe.steps, verdicts, strict=True):
             if status != OK:
                 steps.append(StepResult(step.run, SKIPPED, executable=verdict.executable,
                                         reason="not run: an earlier step did not succeed"))
                 continue
-            ran = run_confined(step.argv, workdir, policy, path=path, bwrap=bwrap)
-            if ran.timed_out:
-                step_status, reason = TIMEOUT, f"killed after {policy.timeout_sec:g} s wall clock"
-            else:
-                step_status, reason = (OK if ran.exit_code == 0 else FAILED), ""
-            steps.append(StepResult(step.run, step_status, ran.exit_code, round(ran.duration_sec, 3),
-                                    verdict.executable, reason, ran.stdout, ran.stderr,
-                                    ran.stdout_truncated, ran.stderr_truncated))
-            status = step_status
-        artifacts = _collect(workdir, recipe.artifacts, policy.max_artifact_bytes, artifacts_dir)
-    return report(status, steps, artifacts)
+            result = sandbox.run(step)
+            steps.append(result)
+            status = result.status
+        artifacts = _collect(sandbox.workdir, recipe.artifacts, policy.max_artifact_bytes, artifacts_dir)
+        described = sandbox.describe()
+    return report(status, steps, artifacts, described)

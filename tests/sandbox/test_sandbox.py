@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shlex
 import socket
 import sys
 import time
@@ -19,7 +18,6 @@ import pytest
 from codex_core.sandbox import (
     PolicyError,
     RecipeError,
-    SandboxPolicy,
     SandboxUnavailable,
     find_recipe,
     load_policies,
@@ -30,10 +28,7 @@ from codex_core.sandbox import (
 )
 from codex_core.sandbox.recipe import recipe_from_mapping
 from tests.conftest import commit_all, git
-
-HAS_BWRAP = any((Path(d) / "bwrap").exists() for d in os.environ.get("PATH", "").split(os.pathsep) if d)
-needs_bwrap = pytest.mark.skipif(not HAS_BWRAP, reason="bubblewrap is required: apt-get install bubblewrap")
-PY = shlex.quote(sys.executable)
+from tests.sandbox.support import needs_bwrap, policy, processes_with, python_step, recipe
 
 CALC = "def add(a, b):\n    return a + b\n"
 PASSING = "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n"
@@ -51,21 +46,6 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
     (repo / "test_wrong.py").write_text(FAILING)
     bad = commit_all(repo, "a failing test")
     return repo, good, bad
-
-
-def policy(**overrides) -> SandboxPolicy:
-    values = {"name": "unit_tests", "allowlist": ("python", "python3", "pytest"), "timeout_sec": 60.0,
-              "cpu_quota": 60, "memory_limit": 2 * 1024**3, "max_file_bytes": 16 * 1024**2}
-    return SandboxPolicy(**{**values, **overrides})
-
-
-def recipe(*runs: str, artifacts: tuple[str, ...] = (), name: str = "probe", policy_name: str = "unit_tests"):
-    return recipe_from_mapping({"name": name, "policies": policy_name, "steps": [{"run": r} for r in runs],
-                                "artifacts": [{"path": a} for a in artifacts]})
-
-
-def python_step(code: str) -> str:
-    return f"{PY} -c {shlex.quote(code)}"
 
 
 # --- recipes and policies (no sandbox needed) ---------------------------------------------------
@@ -256,20 +236,10 @@ def test_a_step_past_its_timeout_is_killed_with_its_children(project) -> None:
     assert report.status == "timeout" and report.steps[0].exit_code is None
     assert "killed after 1.5 s" in report.steps[0].reason
 
-    def sleepers() -> list[str]:
-        found = []
-        for proc in Path("/proc").iterdir():
-            try:
-                if proc.name.isdigit() and marker.encode() in (proc / "cmdline").read_bytes():
-                    found.append(proc.name)
-            except OSError:
-                pass
-        return found
-
     deadline = time.monotonic() + 3
-    while sleepers() and time.monotonic() < deadline:
+    while processes_with(marker) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert sleepers() == []
+    assert processes_with(marker) == []
 
 
 @needs_bwrap
@@ -351,9 +321,9 @@ def test_the_shipped_ruff_recipe_judges_a_repository(tmp_path: Path) -> None:
 def test_tools_in_an_environment_under_tmp_stay_visible(tmp_path: Path) -> None:
     """A checkout or virtualenv under /tmp (a CI clone) would be hidden by the sandbox's own /tmp: its
     root is bound back read-only; nothing else under /tmp is."""
-    from codex_core.sandbox.confine import tool_roots_under_tmp
+    from codex_core.sandbox.confine import tool_roots
 
     venv_bin = tmp_path / "clone" / ".venv" / "bin"
     venv_bin.mkdir(parents=True)
     path = os.pathsep.join([str(venv_bin), "/usr/bin", "/bin", str(tmp_path / "missing")])
-    assert tool_roots_under_tmp(path) == [str(venv_bin.parent)]
+    assert tool_roots(path) == [str(venv_bin.parent)]
