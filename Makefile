@@ -4,6 +4,7 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+TOOLS := .sandbox-tools
 REPO ?= .
 NAME ?= precision-codex
 export CODEX_HOME ?= $(CURDIR)/.codex
@@ -30,7 +31,17 @@ lint: install
 	$(BIN)/ruff check .
 
 # The sandbox runs recipes under bubblewrap (Debian package); without it those tests skip and say so.
-sandbox-tools:
+# The recipe tools (pytest, coverage, ruff, mypy, bandit, sphinx, uv) live in their own environment,
+# re-made from scratch when configs/sandbox-tools.txt changes; a failed install stops the build.
+$(TOOLS)/.installed: configs/sandbox-tools.txt
+	rm -rf $(TOOLS)
+	$(PY) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q --upgrade pip
+	$(TOOLS)/bin/pip install -q -r configs/sandbox-tools.txt \
+	  || { echo "the sandbox tools environment $(TOOLS)/ could not be installed from configs/sandbox-tools.txt (pip's error is above)"; exit 1; }
+	touch $@
+
+sandbox-tools: $(TOOLS)/.installed
 	@command -v bwrap >/dev/null 2>&1 || apt-get install -y -qq bubblewrap >/dev/null 2>&1 \
 	  || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq bubblewrap >/dev/null 2>&1; } \
 	  || echo "bubblewrap could not be installed: the sandbox tests will skip"
@@ -42,4 +53,4 @@ bench: install
 	$(BIN)/python benchmarks/ingest_bench.py $(REPO)
 
 clean:
-	rm -rf $(VENV) .codex
+	rm -rf $(VENV) $(TOOLS) .codex

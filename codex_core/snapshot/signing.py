@@ -1,10 +1,17 @@
-"""Keys and signatures: HMAC-SHA256 over the canonical manifest, key fingerprints, key rotation."""
+"""Keys and signatures: HMAC-SHA256 over the canonical manifest, key fingerprints, key rotation.
+
+The scheme is shared: snapshots and the evidence of sandbox agent runs
+(:mod:`codex_core.sandbox.evidence`) sign with it. :func:`match_signature` says what a signature
+is worth under the keys given, as a value; :func:`check_signature` turns that into the
+snapshot's refusal.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,36 +62,69 @@ def keys_from_env(environ: Mapping[str, str] | None = None) -> list[bytes]:
     return as_keys([v.strip() for v in values if v.strip()])
 
 
+# What a signature is worth under the keys given (SignatureMatch.status).
+VALID, UNSIGNED, MALFORMED, NO_KEY, UNKNOWN_KEY, INVALID_HMAC = (
+    "valid", "unsigned", "malformed", "no key", "unknown key", "invalid hmac",
+)
+
+
+@dataclass(frozen=True)
+class SignatureMatch:
+    status: str  # valid | unsigned | malformed | no key | unknown key | invalid hmac
+    key_id: str | None  # valid: the key that matched; otherwise the key the signature names (None: none)
+
+
+def _mac(manifest: Mapping[str, Any], key: bytes) -> str:
+    return hmac.new(key, canonical_json(manifest), hashlib.sha256).hexdigest()
+
+
 def sign_manifest(manifest: Mapping[str, Any], key: bytes | None) -> dict[str, Any]:
     if key is None:
         return {"algorithm": "none"}
-    mac = hmac.new(key, canonical_json(manifest), hashlib.sha256).hexdigest()
-    return {"algorithm": ALGORITHM, "hmac": mac, "key_id": key_fingerprint(key)}
+    return {"algorithm": ALGORITHM, "hmac": _mac(manifest, key), "key_id": key_fingerprint(key)}
+
+
+def match_signature(manifest: Mapping[str, Any], signature: Mapping[str, Any], keys: list[bytes]) -> SignatureMatch:
+    """Check ``signature`` (a :func:`sign_manifest` result) over ``manifest`` against each key in turn."""
+    named = signature.get("key_id")
+    named = named if isinstance(named, str) else None
+    algorithm = signature.get("algorithm")
+    if algorithm == "none":
+        return SignatureMatch(UNSIGNED, None)
+    mac = signature.get("hmac")
+    if algorithm != ALGORITHM or not isinstance(mac, str) or not mac.isascii():  # compare_digest refuses non-ASCII
+        return SignatureMatch(MALFORMED, named)
+    if not keys:
+        return SignatureMatch(NO_KEY, named)
+    for key in keys:
+        if hmac.compare_digest(_mac(manifest, key), mac):
+            return SignatureMatch(VALID, key_fingerprint(key))
+    if named not in {key_fingerprint(k) for k in keys}:
+        return SignatureMatch(UNKNOWN_KEY, named)
+    return SignatureMatch(INVALID_HMAC, named)
 
 
 def check_signature(
     path: Path, manifest: Mapping[str, Any], signature: Mapping[str, Any], keys: list[bytes], allow_unsigned: bool
 ) -> str | None:
-    algorithm = signature.get("algorithm")
-    if algorithm == "none":
+    match = match_signature(manifest, signature, keys)
+    if match.status == VALID:
+        return match.key_id
+    if match.status == UNSIGNED:
         if not allow_unsigned:
             raise SnapshotRejected(
                 path, "unsigned",
                 "it is unsigned (created with --unsigned); pass --allow-unsigned if you trust its origin",
             )
         return None
-    if algorithm != ALGORITHM or not isinstance(signature.get("hmac"), str):
-        raise SnapshotRejected(path, "malformed", f"unknown signature algorithm {algorithm!r}")
-    if not keys:
+    if match.status == MALFORMED:
+        raise SnapshotRejected(path, "malformed", f"unknown signature algorithm {signature.get('algorithm')!r}")
+    if match.status == NO_KEY:
         raise SnapshotRejected(
             path, "key", f"it is signed (key {signature.get('key_id')}) but no key was given: set {KEY_ENV}"
         )
-    body = canonical_json(manifest)
-    for key in keys:
-        if hmac.compare_digest(hmac.new(key, body, hashlib.sha256).hexdigest(), signature["hmac"]):
-            return key_fingerprint(key)
-    given = ", ".join(key_fingerprint(k) for k in keys)
-    if signature.get("key_id") not in {key_fingerprint(k) for k in keys}:
+    if match.status == UNKNOWN_KEY:
+        given = ", ".join(key_fingerprint(k) for k in keys)
         raise SnapshotRejected(
             path, "key",
             f"it was signed with key {signature.get('key_id')} but the key(s) given are {given}: set {KEY_ENV} to "
