@@ -16,7 +16,6 @@ split with ``shlex`` and its first word is the executable the policy judges.
 
 from __future__ import annotations
 
-import json
 import shlex
 from dataclasses import dataclass
 from functools import cache
@@ -25,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from codex_core.sandbox.schema import check_schema_keywords, validate
+from codex_core.sandbox.schema import load_schema, validate
 
 SCHEMA_PATH = Path(__file__).with_name("recipe.schema.json")
 REPO_RECIPES = Path(__file__).resolve().parents[2] / "recipes"
@@ -67,9 +66,7 @@ class Recipe:
 
 @cache
 def recipe_schema() -> dict[str, Any]:
-    schema = json.loads(SCHEMA_PATH.read_text())
-    check_schema_keywords(schema)
-    return schema
+    return load_schema(SCHEMA_PATH)
 
 
 def recipe_from_mapping(data: Any, source: str = "<mapping>") -> Recipe:

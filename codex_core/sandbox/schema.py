@@ -8,7 +8,9 @@ loaded, so the schema cannot silently ask for more than is checked.
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 from typing import Any
 
 SUPPORTED = frozenset({
@@ -19,6 +21,13 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "object": (dict,), "array": (list,), "string": (str,), "integer": (int,), "number": (int, float),
     "boolean": (bool,), "null": (type(None),),
 }
+
+
+def load_schema(path: Path) -> dict[str, Any]:
+    """A schema file shipped with the package, refused when it uses a keyword this validator lacks."""
+    schema = json.loads(path.read_text())
+    check_schema_keywords(schema)
+    return schema
 
 
 def check_schema_keywords(schema: dict[str, Any], at: str = "#") -> None:
