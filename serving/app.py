@@ -1,4 +1,4 @@
-"""FastAPI app: queries, health, repos, traces, metrics, and the operator's admin routes.
+"""FastAPI app: queries, health, repos, traces, metrics, the operator's admin routes and agent runs.
 
 Request path of ``POST /v1/query``: authenticate (API key -> tenant) -> kill-switch -> tenant
 quota (token bucket, in-flight caps) -> bounded server queue -> canary arm -> engine (retrieval
@@ -23,8 +23,9 @@ from fastapi.responses import JSONResponse
 
 from codex_core.configs import ConfigStore
 from codex_core.home import CodexHome
+from codex_core.sandbox.stats import RunTotals
 from codex_core.settings import Settings
-from serving import routes_admin, routes_query, routes_views
+from serving import routes_admin, routes_agent, routes_query, routes_views
 from serving.auth import TenantStore
 from serving.canary import ArmSignals, CanaryRouter, CanaryStore
 from serving.deps import Services
@@ -80,7 +81,8 @@ def create_app(
         await run_in_threadpool(engine.embedder.embed, ["warm up"])
         directory = state_dir or engine.home.serving_state_dir
         admission = Admission(quotas or load_quota_config(settings.quotas_config))
-        metrics = ServingMetrics(governor, admission.depth, QUEUES)
+        app.state.agent_runs = agent_runs = routes_agent.AgentRuns.for_home(engine.home, env)
+        metrics = ServingMetrics(governor, admission.depth, QUEUES, agent_runs=RunTotals(agent_runs.store))
         canary_store = CanaryStore(directory, ConfigStore(engine.home.configs_dir),
                                    promote_callback or _champion_callback(engine.home, settings))
 
@@ -148,10 +150,12 @@ def create_app(
             model=fields.get("model"), confidence=fields.get("confidence"), admit=fields.get("admit"),
             throttle=fields.get("throttle"), queue=fields.get("queue"), arm=fields.get("arm"),
             commits_behind=fields.get("commits_behind"), query=fields.get("query"), error=fields.get("error"),
+            run_id=fields.get("run_id"),
         )
         return response
 
     app.include_router(routes_query.router)
     app.include_router(routes_views.router)
     app.include_router(routes_admin.router)
+    app.include_router(routes_agent.router)
     return app

@@ -1,8 +1,10 @@
-"""The kill-switch: one JSON file the operator flips to stop answering queries at once.
+"""The kill-switch: one JSON file the operator flips to stop answering queries, and starting agent
+runs (``POST /v1/agent/run``: 503), at once.
 
 ``CODEX_HOME/serving/kill_switch.json`` = ``{"on": bool, "reason": str, "set_by": str, "set_at": iso}``.
 Serving checks it on every query by its stamp (one ``stat``), so ``feriactl kill-switch on``
-takes effect on the next request without a restart. Health, metrics and traces ignore it.
+takes effect on the next request without a restart. Health, metrics, traces and reading agent runs
+ignore it.
 """
 
 from __future__ import annotations

@@ -15,19 +15,27 @@ explains each):
   canary_abstention_rate{arm}: the signals the automatic rollback reads.
 - gpu_utilization, gpu_memory_bytes, gpu_memory_total_bytes, gpu_temperature_celsius{gpu}:
   ABSENT (not 0) when NVML is unavailable.
+- agent_runs_total{recipe,status}: stored sandbox agent runs (status ok / failed / timeout /
+  blocked / unavailable); agent_run_seconds{recipe}: histogram of their durations;
+  sandbox_violations_total{kind}: sandbox guards that fired (policy, timeout, output_cap,
+  artifact_cap, artifact_escape). Read from CODEX_HOME/agent/runs at scrape time (runs happen in
+  other processes), so they count every stored run, not only this app's.
 """
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from codex_core.sandbox.stats import VIOLATION_KINDS, RunTotals
 from serving.gpu import GpuGovernor
 
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 30.0)
+AGENT_RUN_BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 
 # name -> (type, labels). Histograms expose name_bucket / name_sum / name_count.
 METRIC_CATALOG: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -48,6 +56,9 @@ METRIC_CATALOG: dict[str, tuple[str, tuple[str, ...]]] = {
     "gpu_memory_bytes": ("gauge", ("gpu",)),
     "gpu_memory_total_bytes": ("gauge", ("gpu",)),
     "gpu_temperature_celsius": ("gauge", ("gpu",)),
+    "agent_runs_total": ("counter", ("recipe", "status")),
+    "agent_run_seconds": ("histogram", ("recipe",)),
+    "sandbox_violations_total": ("counter", ("kind",)),
 }
 GPU_METRICS = ("gpu_utilization", "gpu_memory_bytes", "gpu_memory_total_bytes", "gpu_temperature_celsius")
 
@@ -82,8 +93,38 @@ class _GpuCollector(Collector):
         yield from (util, used, total, temp)
 
 
+class _AgentRunCollector(Collector):
+    """Agent runs from the run store at scrape time (they run in other processes; nothing to count here)."""
+
+    def __init__(self, totals: RunTotals | None):
+        self.totals = totals
+
+    def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
+        summaries = self.totals.summaries() if self.totals is not None else []
+        runs = CounterMetricFamily("agent_runs_total", "Stored sandbox agent runs by recipe and status",
+                                   labels=["recipe", "status"])
+        seconds = HistogramMetricFamily("agent_run_seconds", "Duration of stored sandbox agent runs by recipe",
+                                        labels=["recipe"])
+        violations = CounterMetricFamily("sandbox_violations_total", "Sandbox guards that fired, by kind",
+                                         labels=["kind"])
+        by_status = collections.Counter((s.recipe, s.status) for s in summaries)
+        for (recipe, status), count in sorted(by_status.items()):
+            runs.add_metric([recipe, status], count)
+        for recipe in sorted({s.recipe for s in summaries}):
+            durations = [s.duration_sec for s in summaries if s.recipe == recipe]
+            buckets = [(str(le), sum(1 for d in durations if d <= le)) for le in AGENT_RUN_BUCKETS]
+            seconds.add_metric([recipe], buckets + [("+Inf", len(durations))], sum_value=sum(durations))
+        fired = collections.Counter({kind: 0 for kind in VIOLATION_KINDS})
+        for s in summaries:
+            fired.update(s.violations)
+        for kind, count in fired.items():
+            violations.add_metric([kind], count)
+        yield from (runs, seconds, violations)
+
+
 class ServingMetrics:
-    def __init__(self, governor: GpuGovernor, queue_depth: Callable[[str], int], queues: tuple[str, ...]):
+    def __init__(self, governor: GpuGovernor, queue_depth: Callable[[str], int], queues: tuple[str, ...],
+                 agent_runs: RunTotals | None = None):
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.router_requests = Counter(
@@ -117,6 +158,7 @@ class ServingMetrics:
         for q in queues:
             self.admit.labels(q)
         r.register(_GpuCollector(governor))
+        r.register(_AgentRunCollector(agent_runs))
 
     def observe_answer(self, trace: dict | None, route: str, model: str, latency_s: float) -> None:
         self.router_requests.labels(route, model).inc()
