@@ -71,6 +71,7 @@ class Mounts:
     hidden: tuple[str, ...] = ()  # directories covered by an empty tmpfs
     rebound: tuple[str, ...] = ()  # directories bound back read-only (tool environments under a hidden one)
     env: dict[str, str] = field(default_factory=dict)
+    binds: tuple[tuple[str, str], ...] = ()  # (host directory, place inside) bound read-only, e.g. a wheel cache
 
 
 def clean_env(path: str, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -143,6 +144,7 @@ def bwrap_argv(bwrap: str, workdir: Path, argv: Sequence[str], *, path: str = ""
     mounts = mounts or plan_mounts(path)
     hidden = [arg for h in mounts.hidden for arg in ("--tmpfs", h)]
     rebound = [arg for root in mounts.rebound for arg in ("--ro-bind", root, root)]
+    rebound += [arg for source, inside in mounts.binds for arg in ("--ro-bind", source, inside)]
     launcher = ["/bin/sh", "-c", _ROOT_LAUNCHER, "codex-sandbox", str(pid_max)] if pid_max is not None else []
     return [
         bwrap,

@@ -43,6 +43,8 @@ class SandboxPolicy:
     max_file_bytes: int = 64 * 1024**2  # largest file a step may write (RLIMIT_FSIZE)
     max_artifact_bytes: int = 16 * 1024**2  # largest artifact collected after the run
     max_processes: int = 256  # RLIMIT_NPROC (the kernel does not apply it to root)
+    wheel_cache: str | None = None  # a directory of wheels for the repository's own dependencies
+    index_mirror: str | None = None  # a package index the runner fills wheel_cache from, outside the sandbox
 
 
 _FIELDS = tuple(SandboxPolicy.__dataclass_fields__)
@@ -111,6 +113,16 @@ def policy_from_mapping(name: str, data: Any, source: str = "<mapping>") -> Sand
             values[key] = _positive_number(value, at, integer=True)
         elif key == "timeout_sec":
             values[key] = float(_positive_number(value, at, integer=False))
+        elif key == "wheel_cache":
+            if not isinstance(value, str) or not value.startswith("/"):
+                raise PolicyError(f"{at}: expected an absolute directory path, got {value!r}")
+            values[key] = value
+        elif key == "index_mirror":
+            if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+", value):
+                raise PolicyError(f"{at}: expected an http(s) URL of a package index, got {value!r}")
+            values[key] = value
+    if values.get("index_mirror") and not values.get("wheel_cache"):
+        raise PolicyError(f"{where}: index_mirror needs wheel_cache (the directory the mirror's wheels are put in)")
     return SandboxPolicy(**values)
 
 

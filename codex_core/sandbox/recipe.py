@@ -57,6 +57,7 @@ class Recipe:
     requires: tuple[str, ...] = ()
     description: str = ""
     source: str = "<mapping>"
+    dependencies: tuple[str, ...] = ()  # requirement files installed from the policy's wheel cache first
 
     @property
     def tools(self) -> tuple[str, ...]:
@@ -88,6 +89,7 @@ def recipe_from_mapping(data: Any, source: str = "<mapping>") -> Recipe:
         requires=tuple(data.get("requires", ())),
         description=data.get("description", ""),
         source=source,
+        dependencies=tuple(data.get("dependencies", ())),
     )
 
 

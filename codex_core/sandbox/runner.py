@@ -17,10 +17,11 @@ import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from codex_core.sandbox import deps
 from codex_core.sandbox.confine import (
     SANDBOX_WORKDIR,
     Mounts,
@@ -159,6 +160,33 @@ def _collect(workdir: Path, declared: tuple[str, ...], cap: int, into: Path | No
     return results
 
 
+def _dependencies(repo: Path, sha: str, recipe: Recipe, policy: SandboxPolicy, sandbox: Sandbox) -> list[StepResult]:
+    """The repository's requirement files installed into the copy from the policy's wheel cache
+    (filled from its index mirror first, outside the sandbox): one step per file, or one saying why not."""
+    files = deps.requirement_files(repo, sha, recipe.dependencies)
+    if not files:
+        return []  # none of the declared files at this commit: nothing to install
+    if not policy.wheel_cache:
+        return [deps.skipped(recipe.dependencies, f"policy {policy.name!r} names no wheel_cache: the repository's "
+                                                  "own dependencies are not installed (the network is off)")]
+    results = []
+    for name, text in files.items():
+        requirements, refused = deps.plain_requirements(text, name)
+        if refused:
+            return [*results, deps.blocked((name,), refused)]
+        if policy.index_mirror and requirements:
+            filled = deps.fill_cache(requirements, policy.index_mirror, Path(policy.wheel_cache), policy.timeout_sec)
+            results.append(filled)
+            if filled.status != OK:
+                return results
+        if not Path(policy.wheel_cache).is_dir():
+            return [*results, deps.skipped((name,), f"wheel_cache {policy.wheel_cache} does not exist")]
+        results.append(sandbox.run(deps.install_command(name), deps.install_policy(policy)))
+        if results[-1].status != OK:
+            return results
+    return results
+
+
 def default_hidden(repo: Path, codex_home: Path | str | None = None) -> list[Path]:
     """What a step must not even see: the source checkout, CODEX_HOME (index, keys, other runs) and
     the caller's home directory (credentials, SSH keys)."""
@@ -224,14 +252,18 @@ class Sandbox:
 @contextmanager
 def open_sandbox(repo: Path | str, commit: str, policy: SandboxPolicy, *, tools_path: str | None = None,
                  scratch: Path | None = None, hide: Sequence[Path | str] = (),
-                 codex_home: Path | str | None = None) -> Iterator[Sandbox]:
+                 codex_home: Path | str | None = None, wheel_cache: Path | str | None = None) -> Iterator[Sandbox]:
     """A :class:`Sandbox` on a throwaway copy of ``repo`` at ``commit`` (a full sha or any revision);
-    the copy is removed when the block ends. Raises SandboxUnavailable, WorkdirError."""
+    the copy is removed when the block ends. ``wheel_cache`` (an existing directory) is bound
+    read-only for :mod:`codex_core.sandbox.deps`. Raises SandboxUnavailable, WorkdirError."""
     bwrap = find_bwrap()
     repo = Path(repo).resolve()
     path = tools_path or default_tools_path()
     sha = resolve_commit(repo, commit)
     mounts = plan_mounts(path, [*default_hidden(repo, codex_home), *hide])
+    if wheel_cache is not None and Path(wheel_cache).is_dir():
+        mounts = replace(mounts, binds=((str(Path(wheel_cache).resolve()), deps.WHEELS_MOUNT),),
+                         env={**mounts.env, "PYTHONPATH": f"{SANDBOX_WORKDIR}/{deps.DEPS_DIR}"})
     with throwaway_workdir(repo, sha, scratch) as copy:
         yield Sandbox(copy.path, policy, path=path, bwrap=bwrap, mounts=mounts, skipped=copy.skipped)
 
@@ -266,7 +298,13 @@ def run_recipe(repo: Path | str, commit: str, recipe: Recipe, policy: SandboxPol
 
     steps: list[StepResult] = []
     status = OK
-    with open_sandbox(repo, sha, policy, tools_path=path, scratch=scratch, codex_home=codex_home) as sandbox:
+    if recipe.dependencies and policy.index_mirror and policy.wheel_cache:
+        Path(policy.wheel_cache).mkdir(parents=True, exist_ok=True)  # bound now, filled from the mirror below
+    with open_sandbox(repo, sha, policy, tools_path=path, scratch=scratch, codex_home=codex_home,
+                      wheel_cache=policy.wheel_cache) as sandbox:
+        if recipe.dependencies:
+            steps += _dependencies(repo, sha, recipe, policy, sandbox)
+            status = next((s.status for s in steps if s.status not in (OK, SKIPPED)), OK)
         for step, verdict in zip(recipe.steps, verdicts, strict=True):
             if status != OK:
                 steps.append(StepResult(step.run, SKIPPED, executable=verdict.executable,
