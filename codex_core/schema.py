@@ -33,7 +33,7 @@ def load_schema(path: Path) -> dict[str, Any]:
 def check_schema_keywords(schema: dict[str, Any], at: str = "#") -> None:
     unknown = sorted(set(schema) - SUPPORTED)
     if unknown:
-        raise ValueError(f"schema {at}: keyword(s) {', '.join(unknown)} not supported by codex_core.sandbox.schema")
+        raise ValueError(f"schema {at}: keyword(s) {', '.join(unknown)} not supported by codex_core.schema")
     for name, sub in schema.get("properties", {}).items():
         check_schema_keywords(sub, f"{at}/properties/{name}")
     if isinstance(schema.get("items"), dict):

@@ -18,8 +18,10 @@ Caps: ``setrlimit`` in the child before ``bwrap`` execs (inherited by everything
 RLIMIT_CPU (CPU seconds), RLIMIT_AS (address space), RLIMIT_FSIZE (largest file written),
 RLIMIT_NPROC (processes of the user — the kernel never applies it to root, so a root caller's
 process cap is the pid namespace's ``pid_max``, Linux ≥ 6.14), RLIMIT_CORE 0. The wall-clock
-timeout kills bwrap's process group; bwrap is pid 1 of the sandbox's pid namespace, so its death
-takes every process inside with it (``--die-with-parent`` covers the outer one).
+timeout kills bwrap's process group, and so does a workdir that grows past ``max_workdir_bytes``
+or ``max_files`` (measured every half second while the step runs: the copy lives on the host's
+disk). bwrap is pid 1 of the sandbox's pid namespace, so its death takes every process inside
+with it (``--die-with-parent`` covers the outer one).
 
 Environment: PATH, HOME=/tmp and LANG only (bwrap adds PWD), plus the toolchain variables the
 sandbox itself sets (``RUSTUP_HOME`` when cargo is a rustup proxy) — nothing of the parent's
@@ -45,6 +47,7 @@ SANDBOX_WORKDIR = "/tmp/work"  # inside the sandbox; /tmp is the sandbox's own t
 TRUNCATION_MARKER = "\n[... output truncated by the sandbox: {omitted} more bytes not kept ...]\n"
 INSTALL_HINT = "bubblewrap is required: apt-get install bubblewrap"
 PID_MAX_MIN = 301  # the kernel refuses a smaller pid_max
+WATCH_INTERVAL = 0.5  # seconds between two measurements of the workdir while a step runs
 # The root launcher: cap the pid namespace, then exec the step with no capability left.
 _ROOT_LAUNCHER = ('echo "$1" > /proc/sys/kernel/pid_max 2>/dev/null; shift; '
                   'exec setpriv --bounding-set=-all --inh-caps=-all --ambient-caps=-all --no-new-privs -- "$@"')
@@ -217,6 +220,34 @@ class Confined:
     stderr: str
     stdout_truncated: bool
     stderr_truncated: bool
+    killed: str = ""  # why the runner killed it before it ended (a workdir cap), else ""
+
+
+def workdir_over_cap(workdir: Path, policy: SandboxPolicy) -> str:
+    """Why the workdir is past its caps (bytes written, number of files), or "" — counted without
+    following links, stopping as soon as a cap is passed."""
+    total = files = 0
+    stack = [str(workdir)]
+    while stack:
+        try:
+            entries = os.scandir(stack.pop())
+        except OSError:
+            continue
+        with entries:
+            for entry in entries:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                        continue
+                    files += 1
+                    total += entry.stat(follow_symlinks=False).st_size
+                except OSError:
+                    continue
+                if total > policy.max_workdir_bytes:
+                    return f"killed: the workdir grew past max_workdir_bytes ({policy.max_workdir_bytes} bytes)"
+                if files > policy.max_files:
+                    return f"killed: the workdir holds more than max_files ({policy.max_files} files)"
+    return ""
 
 
 def pid_cap(policy: SandboxPolicy) -> int | None:
@@ -244,19 +275,36 @@ def run_confined(argv: Sequence[str], workdir: Path, policy: SandboxPolicy, *, p
     readers = [_CappedReader(proc.stdout, policy.max_output_bytes), _CappedReader(proc.stderr, policy.max_output_bytes)]
     for reader in readers:
         reader.start()
-    timed_out = False
+    timed_out, killed = False, ""
+    deadline = started + policy.timeout_sec
+    interval = WATCH_INTERVAL
     try:
-        proc.wait(timeout=policy.timeout_sec)
-    except subprocess.TimeoutExpired:
-        timed_out = True
+        # One thread waits and watches: the workdir is measured between short waits, so the group
+        # is only ever killed here, while the process is not yet reaped (its group id still ours).
+        while True:
+            try:
+                proc.wait(timeout=max(0.0, min(interval, deadline - time.monotonic())))
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() >= deadline:
+                    timed_out = True
+                    break
+                measured = time.monotonic()
+                killed = workdir_over_cap(workdir, policy)
+                if killed:
+                    break
+                interval = max(WATCH_INTERVAL, 5 * (time.monotonic() - measured))  # a large tree: measure less often
     finally:
-        if proc.returncode is None:  # timed out, or interrupted: not reaped yet, so the group id is still ours
+        if proc.returncode is None:  # timed out, over a cap, or interrupted
             _kill_group(proc)
+    if not killed and not timed_out:
+        killed = workdir_over_cap(workdir, policy)  # written just before it ended
     duration = time.monotonic() - started
     for reader in readers:
         reader.join(timeout=5)
     (out, out_cut), (err, err_cut) = readers[0].text(), readers[1].text()
-    return Confined(None if timed_out else proc.returncode, timed_out, duration, out, err, out_cut, err_cut)
+    return Confined(None if timed_out or (killed and proc.returncode < 0) else proc.returncode, timed_out, duration,
+                    out, err, out_cut, err_cut, killed)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -43,8 +43,8 @@ from codex_core.llm.backends import Backend, BackendError
 from codex_core.sandbox.policy import SandboxPolicy
 from codex_core.sandbox.report import BLOCKED, FAILED, OK, UNAVAILABLE, ArtifactResult, RunReport, StepResult
 from codex_core.sandbox.runner import Sandbox, open_sandbox
-from codex_core.sandbox.schema import load_schema, validate
 from codex_core.sandbox.workdir import resolve_commit
+from codex_core.schema import load_schema, validate
 from codex_core.secrets import redact
 
 FIX_SCHEMA = Path(__file__).with_name("fix.schema.json")
@@ -350,6 +350,8 @@ def fix_failing_test(
 ) -> FixResult:
     """Run the debug agent (see the module docstring). Raises SandboxUnavailable / WorkdirError only
     for what keeps the test from running at all."""
+    if not test_id.strip() or test_id.startswith("-") or "\n" in test_id:
+        raise ValueError(f"{test_id!r} is not a test id: give a pytest node id such as tests/test_calc.py::test_add")
     started = time.monotonic()
     repo = Path(repo).resolve()
     sha = resolve_commit(repo, commit)

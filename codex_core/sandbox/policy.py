@@ -43,13 +43,15 @@ class SandboxPolicy:
     max_file_bytes: int = 64 * 1024**2  # largest file a step may write (RLIMIT_FSIZE)
     max_artifact_bytes: int = 16 * 1024**2  # largest artifact collected after the run
     max_processes: int = 256  # RLIMIT_NPROC (the kernel does not apply it to root)
+    max_workdir_bytes: int = 2 * 1024**3  # all the copy may hold (it lives on the host's disk)
+    max_files: int = 200_000  # files and links the copy may hold
     wheel_cache: str | None = None  # a directory of wheels for the repository's own dependencies
     index_mirror: str | None = None  # a package index the runner fills wheel_cache from, outside the sandbox
 
 
 _FIELDS = tuple(SandboxPolicy.__dataclass_fields__)
-_SIZE_FIELDS = ("memory_limit", "max_output_bytes", "max_file_bytes", "max_artifact_bytes")
-_INT_FIELDS = ("cpu_quota", "max_processes")
+_SIZE_FIELDS = ("memory_limit", "max_output_bytes", "max_file_bytes", "max_artifact_bytes", "max_workdir_bytes")
+_INT_FIELDS = ("cpu_quota", "max_processes", "max_files")
 
 
 def parse_size(value: Any, where: str) -> int:

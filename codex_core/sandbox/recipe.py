@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from codex_core.sandbox.schema import load_schema, validate
+from codex_core.schema import load_schema, validate
 
 SCHEMA_PATH = Path(__file__).with_name("recipe.schema.json")
 REPO_RECIPES = Path(__file__).resolve().parents[2] / "recipes"

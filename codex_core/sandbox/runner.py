@@ -224,6 +224,8 @@ class Sandbox:
         ran = run_confined(step.argv, self.workdir, policy, path=self.path, bwrap=self.bwrap, mounts=self.mounts)
         if ran.timed_out:
             status, reason = TIMEOUT, f"killed after {policy.timeout_sec:g} s wall clock"
+        elif ran.killed:
+            status, reason = FAILED, ran.killed
         else:
             status, reason = (OK if ran.exit_code == 0 else FAILED), ""
         return StepResult(step.run, status, ran.exit_code, round(ran.duration_sec, 3), verdict.executable, reason,
@@ -245,6 +247,7 @@ class Sandbox:
             "timeout_sec": f"{policy.timeout_sec:g}",
             "max_file_bytes": str(policy.max_file_bytes),
             "max_processes": processes,
+            "max_workdir": f"{policy.max_workdir_bytes} bytes, {policy.max_files} files",
             **({"left_out": "; ".join(self.skipped)} if self.skipped else {}),
         }
 

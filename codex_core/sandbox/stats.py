@@ -11,6 +11,7 @@ Sandbox violations — a guard of the sandbox that fired, by ``kind``:
   the denylist);
 - ``timeout``: a step was killed at the policy's wall clock;
 - ``output_cap``: a step's stdout or stderr went past ``max_output_bytes`` (the rest was dropped);
+- ``workdir_cap``: a step was killed because the copy grew past ``max_workdir_bytes`` or ``max_files``;
 - ``artifact_cap``: a declared artifact was larger than ``max_artifact_bytes`` (not collected);
 - ``artifact_escape``: a declared artifact resolved outside the workdir (a symlink or ``..``).
 """
@@ -27,7 +28,7 @@ from codex_core.fsio import stamp
 from codex_core.sandbox.report import BLOCKED, TIMEOUT
 from codex_core.sandbox.store import REPORT_JSON, RUN_ID_RE, RunStore
 
-VIOLATION_KINDS = ("policy", "timeout", "output_cap", "artifact_cap", "artifact_escape")
+VIOLATION_KINDS = ("policy", "timeout", "output_cap", "workdir_cap", "artifact_cap", "artifact_escape")
 _ARTIFACT_VIOLATIONS = {"too_large": "artifact_cap", "outside_workdir": "artifact_escape"}
 
 
@@ -47,6 +48,8 @@ def violations(record: dict[str, Any]) -> Counter[str]:
             found["timeout"] += 1
         if step.get("stdout_truncated") or step.get("stderr_truncated"):
             found["output_cap"] += 1
+        if str(step.get("reason") or "").startswith("killed: the workdir"):
+            found["workdir_cap"] += 1
     for artifact in record.get("artifacts") or []:
         kind = _ARTIFACT_VIOLATIONS.get(artifact.get("status"))
         if kind:

@@ -32,7 +32,7 @@ from codex_core.sandbox.debug import (
     rewrite_to_diff,
     try_patch,
 )
-from codex_core.sandbox.schema import load_schema
+from codex_core.schema import load_schema
 from tests.conftest import commit_all, git
 from tests.sandbox.support import needs_bwrap
 

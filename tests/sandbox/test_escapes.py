@@ -166,3 +166,25 @@ def test_a_fork_bomb_hits_the_process_cap_and_dies_with_the_step(outside) -> Non
         time.sleep(0.1)
     assert processes_with(marker) == []  # every copy died with the step
     assert os.system("true") == 0  # and the host can still start processes
+
+
+def test_filling_the_hosts_disk_through_the_workdir_is_stopped(outside) -> None:
+    """Files each under the per-file cap, many of them: the copy lives on the host's disk, so the
+    runner measures it while the step runs and kills the step past the cap."""
+    repo, sha, home = outside
+    code = ("import os, time\nos.makedirs('fill')\n"
+            "for i in range(10_000):\n"
+            "    open(f'fill/{i}.bin', 'wb').write(os.urandom(256 * 1024))\n"
+            "    time.sleep(0.001)\n"
+            "print('filled it all')\n")
+    started = time.monotonic()
+    report, step = run(repo, sha, code, home, max_workdir_bytes=16 * 1024**2)
+    assert time.monotonic() - started < 20
+    assert report.status == "failed" and step.reason.startswith("killed: the workdir grew past max_workdir_bytes")
+    assert "filled it all" not in step.stdout
+
+    many = ("import os\nos.makedirs('many')\n"
+            "for i in range(100_000):\n"
+            "    open(f'many/{i}', 'w').close()\n")
+    report, step = run(repo, sha, many, home, max_files=2_000)
+    assert report.status == "failed" and "more than max_files (2000 files)" in step.reason
