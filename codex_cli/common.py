@@ -15,10 +15,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from codex_cli.instance import write_instance_yaml
 from codex_core.home import CodexHome, default_home
 from codex_core.settings import Settings
-
-INSTANCE_YAML_FALLBACK = "telemetry:\n  enabled: false\n"
 
 
 class CliError(Exception):
@@ -47,14 +46,10 @@ def home() -> CodexHome:
     return codex_home
 
 
-def ensure_instance_dir(home: CodexHome) -> Path:
-    """DAGSTER_HOME under CODEX_HOME with the project's dagster.yaml (instance config)."""
-    home.dagster_home.mkdir(parents=True, exist_ok=True)
-    project_yaml = Path(__file__).resolve().parents[1] / "dagster.yaml"
-    text = project_yaml.read_text() if project_yaml.exists() else INSTANCE_YAML_FALLBACK
-    target = home.dagster_home / "dagster.yaml"
-    if not target.exists() or target.read_text() != text:
-        target.write_text(text)
+def ensure_instance_dir(home: CodexHome, settings: Settings | None = None) -> Path:
+    """DAGSTER_HOME under CODEX_HOME with its dagster.yaml (instance config) written from the project's file
+    and the settings: sqlite storage there, or PostgreSQL when ``CODEX_DAGSTER_PG_URL`` is set."""
+    write_instance_yaml(home.dagster_home, settings or Settings.from_env())
     return home.dagster_home
 
 
@@ -67,9 +62,7 @@ def config_registry(home: CodexHome):
     from codex_core.configs import ConfigStore
     from codex_core.tracking import Tracker
 
-    uri = Settings.from_env().mlflow_tracking_uri
-    tracker = Tracker(uri) if uri else Tracker.embedded(home.mlflow_db)
-    return ConfigRegistry(tracker, ConfigStore(home.configs_dir))
+    return ConfigRegistry(Tracker.from_settings(Settings.from_env(), home), ConfigStore(home.configs_dir))
 
 
 def execute_job(

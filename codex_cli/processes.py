@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 from codex_core.home import CodexHome
+from codex_core.settings import Settings
+from codex_core.tracking import is_tracking_server
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,22 +52,46 @@ def _stop_all(procs: list[subprocess.Popen], grace: float = 10.0) -> None:
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
+def mlflow_backend_store(home: CodexHome, settings: Settings) -> str | None:
+    """The store the MLflow UI serves: the database the clients write (``MLFLOW_TRACKING_URI`` or the sqlite
+    under CODEX_HOME), or None when ``MLFLOW_TRACKING_URI`` is a tracking server that runs elsewhere."""
+    uri = settings.mlflow_uri
+    if uri and is_tracking_server(uri):
+        return None
+    return uri or f"sqlite:///{home.mlflow_db}"
+
+
+def service_env(home: CodexHome, settings: Settings) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "CODEX_HOME": str(home.root),
+        "DAGSTER_HOME": str(home.dagster_home),
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    store = mlflow_backend_store(home, settings)
+    if store:  # `mlflow server` reads it: a database password stays off the command line (ps)
+        env["MLFLOW_BACKEND_STORE_URI"] = store
+    return env
+
+
 def service_commands(home: CodexHome, host: str, api_port: int, dagster_port: int, mlflow_port: int,
-                     worker: bool = True) -> dict[str, list[str]]:
+                     worker: bool = True, settings: Settings | None = None) -> dict[str, list[str]]:
+    settings = settings or Settings.from_env()
     bin_dir = Path(sys.executable).parent
-    home.mlflow_db.parent.mkdir(parents=True, exist_ok=True)
-    commands = {
-        "mlflow": [
-            str(bin_dir / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{home.mlflow_db}",
+    commands = {}
+    if mlflow_backend_store(home, settings):
+        home.mlflow_db.parent.mkdir(parents=True, exist_ok=True)
+        commands["mlflow"] = [
+            str(bin_dir / "mlflow"), "server",  # --backend-store-uri: MLFLOW_BACKEND_STORE_URI (service_env)
             "--default-artifact-root", (home.mlflow_db.parent / "artifacts").as_uri(),
             "--host", host, "--port", str(mlflow_port), "--workers", "1",
-        ],
-        "api": [str(bin_dir / "feriactl"), "serve", "--host", host, "--port", str(api_port)],
-        "dagster": [
-            str(bin_dir / "dagster"), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
-            "-h", host, "-p", str(dagster_port),
-        ],
-    }
+        ]
+    commands["api"] = [str(bin_dir / "feriactl"), "serve", "--host", host, "--port", str(api_port)]
+    commands["dagster"] = [
+        str(bin_dir / "dagster"), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
+        "-h", host, "-p", str(dagster_port),
+    ]
     if worker:
         commands["worker"] = [str(bin_dir / "feriactl"), "worker"]
     return commands
@@ -96,18 +122,15 @@ def run_services(
     home: CodexHome, *, host: str, api_port: int, dagster_port: int, mlflow_port: int, worker: bool = True
 ) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` of this process stops the services like Ctrl-C
-    env = {
-        **os.environ,
-        "CODEX_HOME": str(home.root),
-        "DAGSTER_HOME": str(home.dagster_home),
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-    }
+    settings = Settings.from_env()
+    env = service_env(home, settings)
     procs: dict[str, subprocess.Popen] = {}
     try:
-        for name, cmd in service_commands(home, host, api_port, dagster_port, mlflow_port, worker).items():
+        for name, cmd in service_commands(home, host, api_port, dagster_port, mlflow_port, worker,
+                                          settings=settings).items():
             procs[name] = _start(cmd, home.root / "logs" / f"{name}.log", env)
-        return _serve_until_interrupted(home, procs, host, api_port, dagster_port, mlflow_port)
+        return _serve_until_interrupted(home, procs, host, api_port, dagster_port, mlflow_port,
+                                        external_mlflow=settings.mlflow_uri if "mlflow" not in procs else None)
     except KeyboardInterrupt:
         return 0
     finally:
@@ -120,24 +143,25 @@ def run_services(
 
 def _serve_until_interrupted(
     home: CodexHome, procs: dict[str, subprocess.Popen], host: str, api_port: int, dagster_port: int,
-    mlflow_port: int,
+    mlflow_port: int, external_mlflow: str | None = None,
 ) -> int:
     logs = home.root / "logs"
-    ready = wait_until_ready(
-        {
-            "api": f"http://{host}:{api_port}/v1/health",
-            "dagster": f"http://{host}:{dagster_port}/server_info",
-            "mlflow": f"http://{host}:{mlflow_port}/health",
-        },
-        procs,
-    )
+    health = {
+        "api": f"http://{host}:{api_port}/v1/health",
+        "dagster": f"http://{host}:{dagster_port}/server_info",
+        "mlflow": f"http://{host}:{mlflow_port}/health",
+    }
+    ready = wait_until_ready({name: url for name, url in health.items() if name in procs}, procs)
     for name, ok in ready.items():
         if not ok:
             print(f"{name} did not come up; see {logs / (name + '.log')}", file=sys.stderr)
     api = f"http://{host}:{api_port}"
     print(f"Query endpoint  {api}/v1/query   docs {api}/docs   (log: {logs / 'api.log'})")
     print(f"Dagster UI      http://{host}:{dagster_port}   (log: {logs / 'dagster.log'})")
-    print(f"MLflow UI       http://{host}:{mlflow_port}   (log: {logs / 'mlflow.log'})")
+    if external_mlflow:
+        print(f"MLflow UI       {external_mlflow}   (the tracking server of MLFLOW_TRACKING_URI)")
+    else:
+        print(f"MLflow UI       http://{host}:{mlflow_port}   (log: {logs / 'mlflow.log'})")
     if "worker" in procs:
         print(f"Freshness       local repositories re-indexed within seconds of a commit (log: {logs / 'worker.log'})")
     print("Ctrl-C stops everything.", flush=True)

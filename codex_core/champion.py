@@ -26,8 +26,7 @@ class ChampionService:
     @classmethod
     def for_home(cls, home: CodexHome, settings: Settings | None = None) -> ChampionService:
         """The registry of ``MLFLOW_TRACKING_URI`` (or the embedded sqlite under ``home``)."""
-        uri = (settings or Settings.from_env()).mlflow_tracking_uri
-        tracker = Tracker(uri) if uri else Tracker.embedded(home.mlflow_db)
+        tracker = Tracker.from_settings(settings or Settings.from_env(), home)
         return cls(ConfigRegistry(tracker, ConfigStore(home.configs_dir)))
 
     def champion(self) -> RegisteredConfig:

@@ -15,17 +15,32 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from codex_core.embedding import DEFAULT_MODEL_ID
+
+POSTGRES_URL_FORM = "postgresql+psycopg2://user:password@host:5432/dbname"
+
+
+def check_postgres_url(url: str, *, postgres_only: bool) -> None:
+    """A PostgreSQL URL must name psycopg2: SQLAlchemy 2.1 opens a bare ``postgresql://`` with psycopg 3,
+    which is not installed and which dagster-postgres cannot use (its NOTIFY takes no bound parameter)."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme in ("postgresql", "postgres"):
+        raise ValueError(f"name the driver in the URL: {POSTGRES_URL_FORM} (SQLAlchemy opens a bare "
+                         "postgresql:// with psycopg 3: not installed, and not supported by Dagster's storage)")
+    if postgres_only and scheme != "postgresql+psycopg2":
+        raise ValueError(f"expected a PostgreSQL URL, {POSTGRES_URL_FORM}, not a {scheme or 'scheme-less'} URL")
 
 
 class Settings(BaseSettings):
     """The product's configuration. Field descriptions are the documentation (README table)."""
 
-    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+    # hide_input_in_errors: several values are secrets (URLs with passwords, keys); an error names the variable.
+    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore", frozen=True, hide_input_in_errors=True)
 
     codex_home: Path = Field(
         Path(".codex"), alias="CODEX_HOME",
@@ -37,9 +52,16 @@ class Settings(BaseSettings):
     qdrant_api_key: SecretStr | None = Field(
         None, alias="QDRANT_API_KEY", description="API key of that Qdrant server (every entry point passes it)",
     )
-    mlflow_tracking_uri: str | None = Field(
+    dagster_pg_url: SecretStr | None = Field(
+        None, alias="CODEX_DAGSTER_PG_URL",
+        description="PostgreSQL URL (`postgresql+psycopg2://user:password@host:5432/db`) for Dagster's run, "
+                    "event-log and schedule storage (default: sqlite under CODEX_HOME/dagster); read from the "
+                    "environment by every Dagster process, never written to disk",
+    )
+    mlflow_tracking_uri: SecretStr | None = Field(
         None, alias="MLFLOW_TRACKING_URI",
-        description="an MLflow tracking server (default: sqlite under CODEX_HOME/mlflow)",
+        description="an MLflow tracking server `http://…`, or a database `postgresql+psycopg2://…` that `feriactl up` "
+                    "serves the MLflow UI from (default: sqlite under CODEX_HOME/mlflow)",
     )
     ollama_host: str | None = Field(
         None, alias="OLLAMA_HOST",
@@ -80,6 +102,13 @@ class Settings(BaseSettings):
         description="comma-separated older snapshot keys still accepted for verification after a rotation",
     )
 
+    @field_validator("dagster_pg_url", "mlflow_tracking_uri")
+    @classmethod
+    def _postgres_urls_name_their_driver(cls, value: SecretStr | None, info) -> SecretStr | None:
+        if value is not None:
+            check_postgres_url(value.get_secret_value(), postgres_only=info.field_name == "dagster_pg_url")
+        return value
+
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
                                    file_secret_settings):
@@ -97,6 +126,11 @@ class Settings(BaseSettings):
     @property
     def home_path(self) -> Path:
         return self.codex_home.expanduser().resolve()
+
+    @property
+    def mlflow_uri(self) -> str | None:
+        """``MLFLOW_TRACKING_URI`` in clear (a database URI can hold a password: pass it on, never print it)."""
+        return self.mlflow_tracking_uri.get_secret_value() if self.mlflow_tracking_uri else None
 
     @property
     def qdrant_key(self) -> str | None:

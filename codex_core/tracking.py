@@ -1,7 +1,11 @@
 """MLflow tracking through an explicit ``MlflowClient``: no global active run, no state shared between runs.
 
-Embedded default: ``sqlite:///<CODEX_HOME>/mlflow/mlflow.db`` with file artifacts beside it.
-Scale-out: ``MLFLOW_TRACKING_URI`` pointing at a tracking server (artifacts then follow the server).
+``Tracker.from_settings`` is the one way an entry point gets its tracker:
+
+- embedded default: ``sqlite:///<CODEX_HOME>/mlflow/mlflow.db`` with file artifacts beside it;
+- ``MLFLOW_TRACKING_URI=postgresql+psycopg2://…`` (any SQLAlchemy database): the same, on that database;
+  artifacts stay under ``CODEX_HOME/mlflow/artifacts``;
+- ``MLFLOW_TRACKING_URI=http(s)://…``: a tracking server; artifacts follow the server, which is its own UI.
 """
 
 from __future__ import annotations
@@ -14,6 +18,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+from codex_core.home import CodexHome
+from codex_core.settings import Settings
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -74,6 +82,18 @@ class Tracker:
         db_path.parent.mkdir(parents=True, exist_ok=True)
         return cls(f"sqlite:///{db_path}", artifact_root=db_path.parent / "artifacts", ui_url=ui_url)
 
+    @classmethod
+    def from_settings(cls, settings: Settings, home: CodexHome, *, ui_url: str | None = None) -> Tracker:
+        """The tracker of ``MLFLOW_TRACKING_URI`` (see the module docstring), else the embedded sqlite."""
+        uri = settings.mlflow_uri
+        if not uri:
+            return cls.embedded(home.mlflow_db, ui_url=ui_url)
+        if is_tracking_server(uri):
+            return cls(uri, ui_url=uri)
+        # A database the clients write directly: without an explicit root, MLflow would put each
+        # new experiment's artifacts in ./mlruns of whatever directory the process started in.
+        return cls(uri, artifact_root=home.mlflow_db.parent / "artifacts", ui_url=ui_url)
+
     @property
     def client(self):
         return self._client
@@ -107,3 +127,8 @@ class Tracker:
             [found.experiment_id], filter_string=filter_string, max_results=max_results,
             order_by=["attributes.start_time DESC"],
         )
+
+
+def is_tracking_server(uri: str) -> bool:
+    """``uri`` names an MLflow tracking server (``http(s)://``), not a database the client opens itself."""
+    return urlsplit(uri).scheme.lower() in ("http", "https")

@@ -110,16 +110,16 @@ class QdrantServerStoreResource(VectorStoreResource):
 
 
 class MlflowResource(dg.ConfigurableResource):
-    """MLflow tracking. Empty ``tracking_uri`` means sqlite under CODEX_HOME/mlflow (the embedded default)."""
+    """MLflow tracking (``MLFLOW_TRACKING_URI``: a server or a database). Empty ``tracking_uri`` means sqlite
+    under CODEX_HOME/mlflow (the embedded default); ``ui_url`` is where run links point (a server is its own UI)."""
 
     codex_home: CodexHomeResource
     tracking_uri: str = ""
     ui_url: str = "http://127.0.0.1:5000"
 
     def tracker(self) -> Tracker:
-        if self.tracking_uri:
-            return Tracker(self.tracking_uri, ui_url=self.ui_url or None)
-        return Tracker.embedded(self.codex_home.home.mlflow_db, ui_url=self.ui_url or None)
+        settings = Settings(mlflow_tracking_uri=self.tracking_uri or None)
+        return Tracker.from_settings(settings, self.codex_home.home, ui_url=self.ui_url or None)
 
 
 def build_resources(settings: Settings | None = None) -> dict[str, object]:
@@ -146,5 +146,6 @@ def build_resources(settings: Settings | None = None) -> dict[str, object]:
         "codex_home": home,
         "embedder": embedder,
         "vector_store": store,
-        "mlflow": MlflowResource(codex_home=home, tracking_uri=settings.mlflow_tracking_uri or ""),
+        # A database URI can hold a password: like the Qdrant key, it stays a reference in the UI.
+        "mlflow": MlflowResource(codex_home=home, tracking_uri=secret("MLFLOW_TRACKING_URI", settings.mlflow_uri)),
     }

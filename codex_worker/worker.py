@@ -12,12 +12,19 @@ While the worker's heartbeat (``CODEX_HOME/freshness_worker.json``) is fresh, th
 local repositories to it (URL sources stay with the sensor: fetching them every second would
 hammer the remote); when the worker stops, the sensor takes over on its next tick. A repository
 with a run of its partition queued or in progress is skipped (one writer per repository).
+
+A worker killed mid-run (SIGKILL, OOM) cannot mark its run finished: the run would stay STARTED and
+hold the repository for good, against this worker and the daemon's run queue alike. Each run is
+tagged with the worker that runs it (``codex/worker``: host and pid), and a worker starting up marks
+the runs of this host's dead workers failed; the repository is then re-indexed from where the caches
+stand (embeddings and point ids are content-keyed: nothing is lost or duplicated).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -27,10 +34,12 @@ import dagster as dg
 from codex_core import published
 from codex_core.git import GitError, RepoRegistry, head_sha, is_url
 from codex_core.home import CodexHome
+from codex_core.liveness import pid_alive
 
 logger = logging.getLogger(__name__)
 
 TRIGGER_TAG = "codex/trigger"
+WORKER_TAG = "codex/worker"  # "host:pid" of the worker process that ran it
 # Runs that hold (or are about to hold) the repository's writer role. NOT_STARTED is left out:
 # a run whose launch failed stays in it forever and must not block freshness.
 _ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
@@ -124,6 +133,26 @@ class FreshnessWorker:
         )
         return bool(runs)
 
+    def reap_orphaned_runs(self) -> list[str]:
+        """Mark failed the worker runs of this host whose process is gone; their run ids."""
+        host = socket.gethostname()
+        reaped = []
+        runs = self.instance.get_runs(
+            dg.RunsFilter(job_name=self.job.name, statuses=_ACTIVE, tags={TRIGGER_TAG: "freshness-worker"})
+        )
+        for run in runs:
+            owner_host, _, pid = run.tags.get(WORKER_TAG, "").rpartition(":")
+            if owner_host != host or not pid.isdigit() or pid_alive(int(pid)):
+                continue  # another machine's, or its worker still runs it
+            self.instance.report_run_failed(
+                run, message=f"the freshness worker that ran it (pid {pid} on {host}) is gone; "
+                             "a worker re-indexes the repository from where it stopped",
+            )
+            logger.warning("%s: run %s of a dead worker (pid %s) marked failed", run.tags.get("codex/repo"),
+                           run.run_id, pid)
+            reaped.append(run.run_id)
+        return reaped
+
     def tick(self) -> list[WorkerRun]:
         """One pass: beat, then run the ingest job for every repository whose HEAD moved."""
         self.beat()
@@ -137,7 +166,10 @@ class FreshnessWorker:
             started = time.perf_counter()
             result = self.job.execute_in_process(
                 instance=self.instance, partition_key=repo, raise_on_error=False,
-                tags={TRIGGER_TAG: "freshness-worker", "codex/repo": repo, "codex/commit": sha},
+                tags={TRIGGER_TAG: "freshness-worker", "codex/repo": repo, "codex/commit": sha,
+                      WORKER_TAG: f"{socket.gethostname()}:{os.getpid()}",
+                      # This worker retries on its next tick; the daemon cannot re-execute an in-process run.
+                      "dagster/max_retries": "0"},
             )
             run = WorkerRun(repo, sha, result.run_id, result.success, time.perf_counter() - started)
             if not run.success:
@@ -150,6 +182,10 @@ class FreshnessWorker:
         return done
 
     def run_forever(self, stop: threading.Event) -> None:
+        try:
+            self.reap_orphaned_runs()
+        except Exception:  # the next start tries again; freshness itself does not depend on it
+            logger.exception("could not check for runs left by a dead freshness worker")
         try:
             self.warm()
         except Exception:  # only an optimization: the worker still works, the first commit is slower

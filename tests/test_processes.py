@@ -41,3 +41,20 @@ def test_an_interrupt_during_startup_stops_every_started_service(tmp_path, monke
         except ProcessLookupError:
             alive = False
         assert not alive
+
+
+def test_feriactl_up_serves_the_mlflow_ui_of_the_store_the_clients_write(tmp_path) -> None:
+    """sqlite under CODEX_HOME by default; the MLFLOW_TRACKING_URI database (handed over in the environment,
+    so a password stays off the command line); no MLflow process when it names a server run elsewhere."""
+    from codex_cli.processes import service_commands, service_env
+    from codex_core.settings import Settings
+
+    home = CodexHome(tmp_path)
+    default = Settings.from_env({})
+    assert "mlflow" in service_commands(home, "127.0.0.1", 1, 2, 3, settings=default)
+    assert service_env(home, default)["MLFLOW_BACKEND_STORE_URI"] == f"sqlite:///{home.mlflow_db}"
+    database = Settings.from_env({"MLFLOW_TRACKING_URI": "postgresql+psycopg2://codex:pw-5e1f@db/mlflow"})
+    assert service_env(home, database)["MLFLOW_BACKEND_STORE_URI"] == database.mlflow_uri
+    assert "pw-5e1f" not in " ".join(service_commands(home, "127.0.0.1", 1, 2, 3, settings=database)["mlflow"])
+    server = Settings.from_env({"MLFLOW_TRACKING_URI": "http://mlflow.internal:5000"})
+    assert "mlflow" not in service_commands(home, "127.0.0.1", 1, 2, 3, settings=server)
