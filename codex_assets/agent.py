@@ -25,7 +25,7 @@ from pydantic import Field
 from codex_assets.ingestion import repos_partitions
 from codex_core.git import GitError, open_or_clone
 from codex_core.home import validate_repo_name
-from codex_core.jsonlog import json_line, json_logger, json_record
+from codex_core.jsonlog import log_run_event
 from codex_core.sandbox import (
     PolicyError,
     RecipeError,
@@ -43,8 +43,6 @@ from codex_core.sandbox.store import RUN_ID_RE, now_iso
 from codex_resources import CodexHomeResource
 
 NO_TENANT = "-"  # the codex/tenant tag of a run nobody asked for on a tenant's behalf (Dagster tags are strings)
-AGENT_LOGGER, AGENT_SERVICE = "codex.agent", "codex-agent"
-_UNMASKED_LOG_FIELDS = ("run_id", "dagster_run_id", "commit", "duration_sec")  # ids and shas look like random secrets
 
 
 class AgentRunConfig(dg.Config):
@@ -53,12 +51,6 @@ class AgentRunConfig(dg.Config):
     tenant: str = Field(default="", description="tenant the run is done for (a tag and in the report)")
     run_id: str = Field(default="", description="the run id to store the run under (32 hex digits); empty = a new "
                                                 "one. The API passes the id it already answered with.")
-
-
-def log_run_event(event: str, **fields: object) -> None:
-    """One masked JSON line on the ``codex.agent`` logger (stderr unless configured)."""
-    record = json_record(AGENT_SERVICE, {"event": event, **fields}, unmasked=_UNMASKED_LOG_FIELDS)
-    json_logger(AGENT_LOGGER).info(json_line(record))
 
 
 def run_tags(recipe: str, tenant: str = "") -> dict[str, str]:

@@ -1,7 +1,8 @@
 """``feriactl agent run | fix | runs | show | verify`` (wired by ``register(subparsers)``).
 
 ``agent fix`` runs the debug agent (``codex_core.sandbox.debug``) in this process and stores its
-run (diagnosis, attempts, diff) like any agent run, signed.
+run (diagnosis, attempts, diff) like any agent run, signed. Like ``agent run`` it takes the API's
+hidden ``--run-id`` (and ``--tenant``): it marks the pending record running and stores under that id.
 
 ``agent run`` executes the ``agent_run`` Dagster job in-process on the CODEX_HOME instance (so the
 run, its tags and its report are in the Dagster UI) and prints the stored report; ``runs``,
@@ -52,17 +53,23 @@ def _create_instance_storage(home) -> None:
         dg.DagsterInstance.get().dispose()
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from codex_core.git import RepoRegistry
-    from codex_core.sandbox import RunStore, find_recipe
+def _check_run_options(args: argparse.Namespace) -> None:
+    """``--repo``, ``--tenant`` and the API's ``--run-id``, as ``agent run`` and ``agent fix`` take them."""
     from codex_core.sandbox.store import RUN_ID_RE
 
-    home = _home()
     validate_repo_name(args.repo)
     if args.tenant:
         validate_repo_name(args.tenant, what="tenant", hint="")
     if args.run_id and RUN_ID_RE.fullmatch(args.run_id) is None:
         raise CliError(f"--run-id {args.run_id!r} is not a run id: 32 hex digits (leave it out for a new one)")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from codex_core.git import RepoRegistry
+    from codex_core.sandbox import RunStore, find_recipe
+
+    home = _home()
+    _check_run_options(args)
     RepoRegistry(home.registry_path).get(args.repo)  # unknown repository: a clear error, no run
     find_recipe(args.recipe)  # unknown or bad recipe: a clear error, no run
 
@@ -218,31 +225,42 @@ def _fix_retriever(home, repo: str, blobs):
 
 def cmd_fix(args: argparse.Namespace) -> int:
     from codex_core.git import RepoRegistry, is_url, open_or_clone
+    from codex_core.jsonlog import log_run_event
     from codex_core.sandbox import RunStore, load_policy, new_run_id
     from codex_core.sandbox.debug import Blobs, fix_failing_test, fix_report
+    from codex_core.sandbox.pending import PendingRuns
     from codex_core.sandbox.store import now_iso
     from codex_core.sandbox.workdir import resolve_commit
 
     home = _home()
-    validate_repo_name(args.repo)
+    _check_run_options(args)
     source = RepoRegistry(home.registry_path).get(args.repo).source  # unknown repository: a clear error
+    run_id = args.run_id or new_run_id()
+    store = RunStore(home)
+    if store.run_dir(run_id).exists():
+        raise CliError(f"agent run {run_id} is already stored ({store.run_dir(run_id)}): leave --run-id out "
+                       "for a new run")
+    PendingRuns(home).mark_running(run_id)  # an API run: queued -> running (no-op for a CLI run)
     worktree = open_or_clone(source, home.checkout_dir(args.repo)) if is_url(source) else Path(source)
     sha = resolve_commit(worktree, args.commit or "HEAD")
     model, why = (None, "--no-llm") if args.no_llm else _fix_model(args)
     retrieve = None if args.no_retrieval else _fix_retriever(home, args.repo, Blobs(worktree.resolve(), sha))
     started = now_iso()
+    who = {"run_id": run_id, "repo": args.repo, "recipe": "fix", "tenant": args.tenant or "-"}
+    log_run_event("agent_run_start", **who, status="running", commit=sha, test=args.test)
     result = fix_failing_test(worktree, args.test, commit=sha, test_policy=load_policy("unit_tests"),
                               lint_policy=load_policy("linting"), model=model, no_model_reason=why,
                               retrieve=retrieve, codex_home=home.root)
+    log_run_event("agent_run_finish", **who, status=result.status, duration_sec=result.duration_sec, commit=sha,
+                  model=result.model or "-")
     report, files = fix_report(result, worktree, started)
-    run_id = new_run_id()
     with tempfile.TemporaryDirectory(prefix="codex-fix-") as scratch:
         for name, text in files.items():
             (Path(scratch) / name).write_text(text)
-        record = RunStore(home).save(report, run_id=run_id, repo=args.repo, requested_commit=args.commit or "",
-                                     started_at=started, artifacts_from=Path(scratch), markdown=result.to_markdown(),
-                                     extra={"fix": result.to_dict()})
-    _emit(args, record, RunStore(home).markdown(run_id).rstrip("\n") + f"\n\n(agent run {run_id})")
+        record = store.save(report, run_id=run_id, repo=args.repo, tenant=args.tenant or "",
+                            requested_commit=args.commit or "", started_at=started, artifacts_from=Path(scratch),
+                            markdown=result.to_markdown(), extra={"fix": result.to_dict()})
+    _emit(args, record, store.markdown(run_id).rstrip("\n") + f"\n\n(agent run {run_id})")
     return 0 if result.status in ("fixed", "not_failing") else 1
 
 
@@ -273,6 +291,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="rewrite: the whole corrected function (small models); json: edits or a diff")
     p.add_argument("--no-llm", action="store_true", help="stop after the diagnosis")
     p.add_argument("--no-retrieval", action="store_true", help="do not load the index to cite more suspects")
+    p.add_argument("--tenant", help="tenant the run is done for (in the report)")
+    # The API's detached launch (task "fix"): store the run under the id POST /v1/agent/run answered with.
+    p.add_argument("--run-id", help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_fix)
 

@@ -360,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repo", help="restrict to one repository")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--stream", action="store_true",
+                   help="print the answer as the model writes it, then the checked citations "
+                        "(with --json: one JSON object per event)")
     p.set_defaults(func=cmd_query)
 
     ev = sub.add_parser("eval", help="evaluate retrieval on the repo's own history; calibrate confidence")
@@ -411,6 +414,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     agent_cmds.register(sub)
 
+    from codex_cli import llm_cmds
+
+    llm_cmds.register(sub)
+
+    from codex_cli import mcp_cmds
+
+    mcp_cmds.register(sub)
+
     p = sub.add_parser("worker", help="keep local repositories fresh: re-index within seconds of a commit")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between HEAD checks (default 1)")
     p.set_defaults(func=cmd_worker)
@@ -446,14 +457,54 @@ def cmd_query(args: argparse.Namespace) -> int:
     # argv arrives surrogate-escaped when the terminal sends invalid UTF-8: make it valid text first.
     question = args.question.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     engine = QueryEngine(_home())
+    printer = _StreamPrinter(as_json=args.json) if args.stream else None
     try:
-        result = engine.query(question, repo=args.repo, top_k=args.top_k)
+        result = engine.query(question, repo=args.repo, top_k=args.top_k, on_event=printer)
     except UnknownRepo as exc:
         raise CliError(str(exc)) from exc
     finally:
         engine.close()
-    _emit(args, result.model_dump(), result.to_text())
+    if printer is not None:
+        printer.finish(result)
+    else:
+        _emit(args, result.model_dump(), result.to_text())
     return 0
+
+
+class _StreamPrinter:
+    """``feriactl query --stream``: the model's text as it arrives, then what the citation check kept.
+
+    Events and the final answer have the shapes of ``POST /v1/query`` with ``stream: true``
+    (``token`` / ``restart`` / ``final``); with ``--json`` each is one line of JSON.
+    """
+
+    def __init__(self, *, as_json: bool) -> None:
+        self.as_json = as_json
+        self.shown = ""
+
+    def __call__(self, event) -> None:
+        from codex_core.llm import AnswerDelta
+
+        if isinstance(event, AnswerDelta):
+            self.shown += event.text
+            self._write({"event": "token", "text": event.text}, event.text)
+        else:
+            self.shown = ""
+            self._write({"event": "restart", "reason": event.reason}, f"\n[{event.reason}: starting over]\n")
+
+    def _write(self, data: dict[str, Any], human: str) -> None:
+        sys.stdout.write(json.dumps(data) + "\n" if self.as_json else human)
+        sys.stdout.flush()
+
+    def finish(self, result) -> None:
+        if self.as_json:
+            print(json.dumps({"event": "final", **result.model_dump(mode="json")}), flush=True)
+        elif not self.shown:
+            print(result.to_text())  # an extractive answer or an abstention: nothing was streamed
+        else:
+            if self.shown.strip() != result.answer.strip():
+                print("\n\nThe citation check changed the answer; as checked:\n" + result.answer, end="")
+            print("\n" + result.to_text(with_answer=False))
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -6,7 +6,9 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 
-class Citation(BaseModel):
+class CodeSpan(BaseModel):
+    """A verified span of indexed code: what search returns and what an answer cites."""
+
     repo: str
     path: str
     line_start: int = Field(description="1-based, inclusive")
@@ -14,6 +16,9 @@ class Citation(BaseModel):
     symbol: str | None
     score: float
     snippet: str = Field(description="exactly these lines at the indexed commit, secrets masked")
+
+
+class Citation(CodeSpan):
     cited_in_answer: bool
 
 
@@ -38,9 +43,10 @@ class Answer(BaseModel):
     latency_ms: float
     trace_id: str
 
-    def to_text(self) -> str:
-        """The answer as ``feriactl query`` prints it."""
-        lines = [self.answer, ""]
+    def to_text(self, *, with_answer: bool = True) -> str:
+        """The answer as ``feriactl query`` prints it (``with_answer=False``: the citations and the
+        summary line only, for after a streamed answer)."""
+        lines = [self.answer, ""] if with_answer else [""]
         for c in self.citations:
             symbol = f"  {c.symbol}" if c.symbol else ""
             lines.append(f"  [{c.repo}] {c.path}:{c.line_start}-{c.line_end}{symbol}  (score {c.score:.4f})")

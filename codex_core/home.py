@@ -97,6 +97,16 @@ class CodexHome:
         return self.root / "agent"
 
     @property
+    def models_dir(self) -> Path:
+        """Model files assembled from packaged parts (``codex_core.llm.local_server``)."""
+        return self.root / "models"
+
+    @property
+    def llm_dir(self) -> Path:
+        """Local model servers started detached: pid records and logs (``codex_core.llm.local_server``)."""
+        return self.root / "llm"
+
+    @property
     def serving_state_dir(self) -> Path:
         """Files the operator writes and serving reads: canary.json, kill_switch.json, tenants."""
         return self.root / "serving"

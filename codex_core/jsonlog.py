@@ -75,3 +75,14 @@ def json_logger(name: str) -> logging.Logger:
         logger.setLevel(logging.INFO)
         logger.propagate = False
     return logger
+
+
+AGENT_LOGGER, AGENT_SERVICE = "codex.agent", "codex-agent"
+_UNMASKED_AGENT_FIELDS = ("run_id", "dagster_run_id", "commit", "duration_sec")  # ids and shas look like secrets
+
+
+def log_run_event(event: str, **fields: object) -> None:
+    """One masked JSON line of an agent run on the ``codex.agent`` logger (stderr unless configured):
+    recipe runs (the ``agent_run`` job) and debug-agent runs (``feriactl agent fix``) alike."""
+    record = json_record(AGENT_SERVICE, {"event": event, **fields}, unmasked=_UNMASKED_AGENT_FIELDS)
+    json_logger(AGENT_LOGGER).info(json_line(record))

@@ -6,13 +6,15 @@ graph, and each repository's git objects (to verify citations). Never imports Da
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from typing import Any
 
 from codex_core.answer import Answer
@@ -20,11 +22,11 @@ from codex_core.calibration import Calibrator, CalibratorStore
 from codex_core.embedding import Embedder, SentenceTransformerEmbedder
 from codex_core.fsio import ReloadingFile
 from codex_core.home import CodexHome
-from codex_core.llm import Answerer, ContextChunk
+from codex_core.llm import AnswerDelta, Answerer, AnswerRestart, ContextChunk, GenerationResult
 from codex_core.query_style import question_style
 from codex_core.querylog import QUERY_LOG_FILE, QueryLog, ServedQuery, now_iso
 from codex_core.reader import PublishedReader, open_index, reranker_from_settings
-from codex_core.retrieval import RetrievalConfig, heuristic_confidence
+from codex_core.retrieval import Candidate, RetrievalConfig, RetrievalResult, heuristic_confidence
 from codex_core.settings import Settings
 from codex_core.vector_store import VectorIndex
 from serving.freshness import DEFAULT_TTL_S, FreshnessTracker
@@ -37,6 +39,28 @@ DEFAULT_ABSTAIN_BELOW = 0.35
 
 class UnknownRepo(LookupError):
     pass
+
+
+StreamCallback = Callable[[AnswerDelta | AnswerRestart], None]
+
+
+@dataclass(frozen=True)
+class Retrieved:
+    """Retrieval alone (no generation, no trace): the verified candidates, the repositories searched
+    and the commit each was indexed at, all from one published view."""
+
+    result: RetrievalResult
+    repos: list[str]
+    commits: dict[str, str]
+
+
+def citation_fields(candidate: Candidate) -> dict[str, Any]:
+    """A verified candidate as a citation (``codex_core.answer.Citation`` without ``cited_in_answer``)."""
+    p = candidate.payload
+    return {
+        "repo": candidate.repo, "path": p["path"], "line_start": p["start_line"], "line_end": p["end_line"],
+        "symbol": p.get("symbol"), "score": round(candidate.score, 6), "snippet": p["text"],
+    }
 
 
 def _llm_env(settings: Settings) -> dict[str, str]:
@@ -124,18 +148,16 @@ class QueryEngine:
 
     # ------------------------------------------------------------ queries
 
-    def query(self, query: str, *, repo: str | None = None, top_k: int = 5, tenant: str | None = None,
-              config: RetrievalConfig | None = None, allowed_repos: Collection[str] | None = None,
-              trace_extra: dict[str, Any] | None = None) -> Answer:
-        """Answer ``query`` over ``repo`` (or every repository ``allowed_repos`` admits; None = all).
+    def retrieve(self, query: str, *, repo: str | None = None, top_k: int = 5, config: RetrievalConfig | None = None,
+                 allowed_repos: Collection[str] | None = None) -> Retrieved:
+        """The verified citations of ``query`` over ``repo`` (or every repository ``allowed_repos``
+        admits; None = all), without generating an answer: ``query`` builds on it, and so does the
+        MCP ``search_code`` tool.
 
         A ``repo`` outside ``allowed_repos`` is reported exactly like an unknown one, so a tenant
-        cannot probe for other tenants' repositories. ``trace_extra`` is stored with the trace
-        (serving puts the canary arm and the GPU governor's decision there).
+        cannot probe for other tenants' repositories.
         """
-        started = time.perf_counter()
-        # In-process callers (CLI argv is surrogate-escaped) may pass text that is not valid UTF-8.
-        query = query.encode("utf-8", "replace").decode("utf-8")
+        query = query.encode("utf-8", "replace").decode("utf-8")  # JSON may carry lone surrogates
         corpora = self.reader.refresh().corpora
         visible = sorted(r for r in corpora if allowed_repos is None or r in allowed_repos)
         if repo is not None and repo not in visible:
@@ -148,6 +170,24 @@ class QueryEngine:
         leaked = [c for c in result.candidates if c.repo not in repos]
         if leaked:  # defence in depth: the store filter already restricts to ``repos``
             result.candidates = [c for c in result.candidates if c.repo in repos]
+        return Retrieved(result, repos, {r: corpora[r].commit for r in repos})
+
+    def query(self, query: str, *, repo: str | None = None, top_k: int = 5, tenant: str | None = None,
+              config: RetrievalConfig | None = None, allowed_repos: Collection[str] | None = None,
+              trace_extra: dict[str, Any] | None = None, on_event: StreamCallback | None = None) -> Answer:
+        """Answer ``query`` over ``repo`` (or every repository ``allowed_repos`` admits; None = all;
+        an unknown or hidden ``repo`` raises :class:`UnknownRepo`, see :meth:`retrieve`).
+        ``trace_extra`` is stored with the trace (serving puts the canary arm and the GPU governor's
+        decision there). ``on_event``: the answer is streamed — it receives the model's text as it is
+        written (and ``AnswerRestart`` when an attempt is abandoned) before this returns the same
+        ``Answer``; an abstention or extractive answer sends it nothing. An exception it raises stops
+        the model's generation and propagates.
+        """
+        started = time.perf_counter()
+        # In-process callers (CLI argv is surrogate-escaped) may pass text that is not valid UTF-8.
+        query = query.encode("utf-8", "replace").decode("utf-8")
+        retrieved = self.retrieve(query, repo=repo, top_k=top_k, config=config, allowed_repos=allowed_repos)
+        result, repos = retrieved.result, retrieved.repos
         retrieval_ms = round((time.perf_counter() - started) * 1000, 2)
         top_repo = result.candidates[0].repo if result.candidates else (repos[0] if repos else None)
         confidence, threshold, confidence_kind = self.confidence(top_repo, result.features, query)
@@ -164,19 +204,12 @@ class QueryEngine:
             answer = _abstention_text(confidence, threshold, contexts)
             model, route, cited = "none", "abstain", []
         else:
-            generation = self.answerer.answer(query, contexts)
+            generation = self._generate(query, contexts, confidence, on_event)
             answer, model, route, cited = generation.answer, generation.model, generation.route, generation.cited_refs
         trace_id = uuid.uuid4().hex
-        citations = [
-            {
-                "repo": c.repo, "path": c.payload["path"], "line_start": c.payload["start_line"],
-                "line_end": c.payload["end_line"], "symbol": c.payload.get("symbol"), "score": round(c.score, 6),
-                "snippet": c.payload["text"], "cited_in_answer": c.ref in cited,
-            }
-            for c in result.candidates
-        ]
-        index_commits = {r: corpora[r].commit for r in repos}
-        freshness = {r: self.freshness.of(r, corpora[r].commit) for r in repos}
+        citations = [{**citation_fields(c), "cited_in_answer": c.ref in cited} for c in result.candidates]
+        index_commits = retrieved.commits
+        freshness = {r: self.freshness.of(r, commit) for r, commit in index_commits.items()}
         latency_ms = round((time.perf_counter() - started) * 1000, 2)
         response = Answer(**{
             "answer": answer,
@@ -214,6 +247,7 @@ class QueryEngine:
                 "cited_refs": generation.cited_refs, "prompt_tokens": generation.prompt_tokens,
                 "extractive": generation.extractive, "planned_route": generation.planned_route,
                 "difficulty": generation.difficulty, "rejected_refs": generation.rejected_refs,
+                "escalated": generation.escalated, "verification": generation.verification,
             },
             **(trace_extra or {}),
         })
@@ -224,6 +258,17 @@ class QueryEngine:
             abstained=abstained, latency_ms=latency_ms, query_style=question_style(query),
         ))
         return response
+
+    def _generate(self, query: str, contexts: list[ContextChunk], confidence: float,
+                  on_event: StreamCallback | None) -> GenerationResult:
+        if on_event is None:
+            return self.answerer.answer(query, contexts, confidence=confidence)
+        with contextlib.closing(self.answerer.answer_stream(query, contexts, confidence=confidence)) as stream:
+            for event in stream:
+                if isinstance(event, GenerationResult):
+                    return event
+                on_event(event)
+        raise RuntimeError("the answer stream ended without a result")
 
     def _remember(self, trace_id: str, trace: dict[str, Any], keep: int = 1000) -> None:
         with self._lock:

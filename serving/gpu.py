@@ -17,7 +17,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -211,6 +211,11 @@ class _CappedBackend:
     def chat(self, model: str, messages: list[dict[str, str]], *, max_tokens: int, **kwargs: Any) -> ChatReply:
         cap = self.governor.decision().max_new_tokens
         return self.inner.chat(model, messages, max_tokens=min(max_tokens, cap) if cap else max_tokens, **kwargs)
+
+    def chat_stream(self, model: str, messages: list[dict[str, str]], *, max_tokens: int,
+                    **kwargs: Any) -> Iterator[str | ChatReply]:
+        cap = self.governor.decision().max_new_tokens
+        return self.inner.chat_stream(model, messages, max_tokens=min(max_tokens, cap) if cap else max_tokens, **kwargs)
 
     def list_models(self, timeout: float) -> list[str]:
         return self.inner.list_models(timeout)

@@ -30,6 +30,15 @@ class KillSwitchState:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def refusal(self) -> str:
+        """What a refused query is told (the API's 503 and the MCP tools' error): why, since when, and how
+        an admin turns it off."""
+        return (
+            f"queries are stopped by the kill-switch: {self.reason} (since {self.set_at}"
+            f"{', by ' + self.set_by if self.set_by else ''}); an admin turns it off with "
+            "`feriactl kill-switch off` or POST /v1/admin/kill-switch {\"on\": false}"
+        )
+
 
 class KillSwitch:
     def __init__(self, state_dir: Path):

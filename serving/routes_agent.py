@@ -1,12 +1,15 @@
-"""``/v1/agent``: ask for a sandbox run of a recipe on a repository; read its state and its report.
+"""``/v1/agent``: ask for a sandbox run of a recipe, or for the debug agent, on a repository; read
+its state and its report.
 
 ``POST /v1/agent/run`` checks what a run needs before anything starts (kill-switch, tenant, a
-registered repository the caller may see, a known recipe, a commit that exists, bubblewrap), takes
-one of the concurrent-run slots and writes a pending record (``codex_core.sandbox.pending``), then
-starts ``feriactl agent run ... --run-id RID --json`` as a detached process and answers 202 with
-the run id. The run is therefore a real ``agent_run`` Dagster run on the CODEX_HOME instance (in
-the Dagster UI) and outlives this server. ``GET /v1/agent/runs/{id}`` reads the run store (the
-stored report, its signed evidence checked again with ``codex_core.sandbox.evidence``) or, until
+registered repository the caller may see, a known recipe or a test file that exists, a commit that
+exists, bubblewrap), takes one of the concurrent-run slots and writes a pending record
+(``codex_core.sandbox.pending``), then starts ``feriactl agent run ... --run-id RID --json`` (task
+``recipe``: a real ``agent_run`` Dagster run on the CODEX_HOME instance, in the Dagster UI) or
+``feriactl agent fix ... --run-id RID --json`` (task ``fix``: the debug agent with the models this
+server is configured with) as a detached process that outlives this server, and answers 202 with
+the run id. ``GET /v1/agent/runs/{id}`` reads the run store (the stored report, its signed evidence
+checked again with ``codex_core.sandbox.evidence``, and a fix run's diagnosis and diff) or, until
 the run is stored, the pending record (queued / running / lost).
 
 A tenant's key runs for that tenant only and sees its own runs; admins (and the local user of open
@@ -17,23 +20,26 @@ reported missing (404), like another tenant's trace.
 from __future__ import annotations
 
 import os
+import posixpath
+import re
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from codex_core.git import GitError, RepoRegistry, is_url, local_worktree
+from codex_core.git import GitError, RepoRegistry, is_url, local_worktree, run_git
 from codex_core.home import CodexHome
 from codex_core.sandbox import RecipeError, RunStore, SandboxUnavailable, WorkdirError, find_recipe, new_run_id
 from codex_core.sandbox.confine import find_bwrap
 from codex_core.sandbox.evidence import verify_run
 from codex_core.sandbox.pending import PendingRuns, TooManyRuns
+from codex_core.sandbox.report import StepResult
 from codex_core.sandbox.store import RUN_ID_RE
 from codex_core.sandbox.workdir import resolve_commit
 from codex_core.secrets import redact
@@ -47,22 +53,80 @@ router = APIRouter(prefix="/v1/agent", tags=["agent"])
 COMMIT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/~^-]{0,127}$"
 RETRY_AFTER_S = 30
 OUTPUT_TAIL_LINES = 40
+TASKS = {"recipe": "run a recipe (recipes/*.yaml)", "fix": "the debug agent on the failing test inputs.test"}
+FIX_RECIPE = "fix"  # the recipe name a debug agent run is stored under
+MAX_TEST_ID = 300
+# A pytest node id: a path relative to the repository root (starting with a letter, digit or "_", so
+# never an option), then optionally ``::names``, the last one optionally with its ``[parameters]``.
+TEST_ID_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]*(?:(?:::[A-Za-z_][A-Za-z0-9_]*)+(?:\[[^\x00-\x1f\x7f]*\])?)?")
+
+
+def check_test_id(test: str) -> str:
+    """``test`` when it reads as a pytest node id of a file in the repository; ValueError saying why not."""
+    path = test.split("::", 1)[0]
+    if TEST_ID_RE.fullmatch(test) is None or ".." in path.split("/"):
+        raise ValueError(f"{test[:80]!r} is not a pytest node id: a path relative to the repository root, then "
+                         "optionally ::names, e.g. tests/test_calc.py::test_add or "
+                         "tests/test_calc.py::TestAdd::test_ints[1-2]")
+    return test
 
 
 class AgentInputs(BaseModel):
     model_config = ConfigDict(extra="forbid")
     commit: str | None = Field(None, pattern=COMMIT_PATTERN, description="commit, branch or tag; default HEAD")
+    test: str | None = Field(None, min_length=1, max_length=MAX_TEST_ID,
+                             description="task fix: the failing test, a pytest node id (tests/test_calc.py::test_add)")
+
+    @field_validator("test")
+    @classmethod
+    def _node_id(cls, test: str | None) -> str | None:
+        return None if test is None else check_test_id(test)
 
 
 class AgentRunRequest(BaseModel):
-    # A misspelt key (``"comit"``) is a 422, not a run on HEAD.
+    # A misspelt key (``"comit"``) is a 422, not a run on HEAD. The cross-field rules are field
+    # validators (task is declared first), so a 422 names the field that is wrong.
     model_config = ConfigDict(extra="forbid")
-    task: str | None = Field(None, max_length=500, description="why the run is asked for (kept with the request)")
-    recipe: str = Field(..., pattern=REPO_PATTERN, description="recipe name (recipes/*.yaml), e.g. ruff, unit-tests")
-    inputs: AgentInputs = Field(default_factory=AgentInputs)
+    task: str = Field("recipe", description="what to run: recipe (a recipe) or fix (the debug agent on inputs.test)")
+    note: str | None = Field(None, max_length=500, description="why the run is asked for (kept with the request)")
+    recipe: str | None = Field(None, pattern=REPO_PATTERN, validate_default=True,
+                               description="task recipe: recipe name (recipes/*.yaml), e.g. ruff, unit-tests; "
+                                           "task fix: leave out (or \"fix\")")
+    inputs: AgentInputs = Field(default_factory=AgentInputs, validate_default=True)
     repo: str = Field(..., pattern=REPO_PATTERN, description="a registered repository (GET /v1/repos)")
     tenant: str | None = Field(None, pattern=REPO_PATTERN,
                                description="who the run is for: your own tenant unless you are an admin")
+
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, task: str) -> str:
+        if task not in TASKS:
+            known = "; ".join(f"{name!r}: {what}" for name, what in TASKS.items())
+            raise ValueError(f"unknown task {task[:80]!r}; the known tasks are {known} (a free-text reason for the "
+                             "run goes in 'note')")
+        return task
+
+    @field_validator("recipe")
+    @classmethod
+    def _recipe_for_task(cls, recipe: str | None, info: ValidationInfo) -> str | None:
+        task = info.data.get("task")
+        if task == "recipe" and recipe is None:
+            raise ValueError("task 'recipe' needs a recipe (e.g. ruff, unit-tests)")
+        if task == "fix" and recipe not in (None, FIX_RECIPE):
+            raise ValueError(f"task 'fix' runs the debug agent, not recipe {recipe!r}: leave recipe out")
+        return FIX_RECIPE if task == "fix" else recipe
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs_for_task(cls, inputs: AgentInputs, info: ValidationInfo) -> AgentInputs:
+        task = info.data.get("task")
+        if task == "fix" and inputs.test is None:
+            raise ValueError("task 'fix' needs inputs.test, the failing test's pytest node id "
+                             "(e.g. tests/test_calc.py::test_add)")
+        if task == "recipe" and inputs.test is not None:
+            raise ValueError("inputs.test is for task 'fix' (the debug agent); a recipe runs the commit as it is")
+        return inputs
 
 
 class AgentRunAccepted(BaseModel):
@@ -150,14 +214,48 @@ def stored_view(record: dict[str, Any], signature: dict[str, Any]) -> dict[str, 
     ]
     artifacts = [{k: a.get(k) for k in ("path", "status", "size", "sha256", "stored_at")}
                  for a in record.get("artifacts") or []]
-    return {**{k: record.get(k) for k in keys}, "stored": True, "steps": steps, "artifacts": artifacts,
+    view = {**{k: record.get(k) for k in keys}, "stored": True, "steps": steps, "artifacts": artifacts,
             "signature": signature}
+    if isinstance(record.get("fix"), dict):
+        view.update(task="fix", fix=fix_view(record["fix"]))
+    else:
+        view["task"] = "recipe"
+    return view
+
+
+def _verdict(step: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A step of a fix run in brief (its output tail is in ``steps``)."""
+    if not step:
+        return None
+    result = StepResult(**{f.name: step[f.name] for f in fields(StepResult) if f.name in step})
+    return {"command": result.command, "verdict": result.verdict, "exit_code": result.exit_code}
+
+
+def fix_view(fix: dict[str, Any]) -> dict[str, Any]:
+    """The debug agent's result as the API shows it: verdict, cited suspects, each attempt, the diff.
+
+    Snippets, explanations, errors and diffs were masked when stored; they are masked again here,
+    like step output, so a run stored by an older version shows no more than a new one.
+    """
+    suspects = [{"ref": s.get("ref"), "path": s.get("path"), "line_start": s.get("line_start"),
+                 "line_end": s.get("line_end"), "source": s.get("source"), "symbol": s.get("symbol"),
+                 "score": s.get("score"), "snippet": redact(s.get("snippet") or "", path=s.get("path"))}
+                for s in fix.get("suspects") or []]
+    attempts = [{"status": a.get("status"), "model": a.get("model"), "error": redact(a.get("error") or "") or None,
+                 "explanation": redact(a.get("explanation") or "") or None, "seconds": a.get("seconds"),
+                 "test": _verdict(a.get("test")), "lint": _verdict(a.get("lint")), "diff": redact(a.get("diff") or "")}
+                for a in fix.get("attempts") or []]
+    return {"status": fix.get("status"), "reason": redact(fix.get("reason") or ""), "test_id": fix.get("test_id"),
+            "commit": fix.get("commit"), "model": fix.get("model"), "duration_sec": fix.get("duration_sec"),
+            "before": _verdict(fix.get("before")), "suspects": suspects, "attempts": attempts,
+            "diff": redact(fix.get("diff") or "")}
 
 
 def pending_view(record: dict[str, Any], *, detail: bool = False) -> dict[str, Any]:
     view = {"run_id": record["run_id"], "status": record["status"], "repo": record.get("repo"),
             "recipe": record.get("recipe"), "requested_commit": record.get("commit"), "tenant": record.get("tenant"),
-            "task": record.get("task"), "requested_at": record.get("requested_at"),
+            "task": record.get("task"), "note": record.get("note"), "test": record.get("test"),
+            "requested_at": record.get("requested_at"),
             "started_at": record.get("running_at"), "dagster_run_id": record.get("dagster_run_id"), "stored": False}
     if detail and record["status"] == "lost":
         view["exit_code"] = record.get("exit_code")
@@ -201,21 +299,53 @@ def check_runnable(agent: AgentRuns, who: Caller, body: AgentRunRequest) -> None
         names = ", ".join(who.tenant.visible(registered)) or "none"
         raise HTTPException(404, f"no repository {body.repo!r} you may run on (registered for you: {names}; "
                                  "an operator registers one with `feriactl ingest PATH --name NAME`)")
-    try:
-        find_recipe(body.recipe)
-    except RecipeError as exc:
-        raise HTTPException(422, str(exc)) from None
+    if body.task == "recipe":
+        try:
+            find_recipe(body.recipe)
+        except RecipeError as exc:
+            raise HTTPException(422, str(exc)) from None
     source = registered[body.repo].source
     commit = body.inputs.commit or "HEAD"
     if not is_url(source):  # a clone is fetched by the run itself; a local repository is checked now
         try:
-            resolve_commit(local_worktree(source), commit)
+            worktree = local_worktree(source)
+            sha = resolve_commit(worktree, commit)
         except (GitError, WorkdirError) as exc:
             raise HTTPException(422, f"cannot run on {commit!r} of {body.repo!r}: {exc}") from None
+        if body.inputs.test is not None:
+            check_test_path(worktree, sha, body.inputs.test, commit, body.repo)
     try:
         find_bwrap()
     except SandboxUnavailable as exc:
         raise HTTPException(503, f"agent runs are unavailable on this server: {exc}") from None
+
+
+def check_test_path(worktree: Path, sha: str, test: str, commit: str, repo: str) -> None:
+    """The file (or directory) a node id names exists at the commit: else pytest would only say "not found"."""
+    path = posixpath.normpath(test.split("::", 1)[0])
+    if path == ".":
+        return
+    try:
+        run_git(worktree, "cat-file", "-e", f"{sha}:{path}")
+    except GitError:
+        raise HTTPException(422, f"no {path!r} at {commit!r} of {repo!r}: inputs.test names a test file of the "
+                                 "repository, relative to its root (e.g. tests/test_calc.py::test_add)") from None
+
+
+def launch_argv(agent: AgentRuns, body: AgentRunRequest, run_id: str, tenant: str) -> list[str]:
+    """The detached command: ``agent run`` for a recipe, ``agent fix`` for the debug agent.
+
+    A fix run asks the models of this server's configs/models.toml (CODEX_MODELS_CONFIG): a request
+    never names a model server, so it cannot make this server call an address of its choosing.
+    """
+    if body.task == "fix":
+        argv = [*agent.launcher, "agent", "fix", "--repo", body.repo, "--test", body.inputs.test]
+    else:
+        argv = [*agent.launcher, "agent", "run", "--repo", body.repo, "--recipe", body.recipe]
+    argv += ["--run-id", run_id, "--json"]
+    argv += ["--commit", body.inputs.commit] if body.inputs.commit else []
+    argv += ["--tenant", tenant] if tenant else []
+    return argv
 
 
 # ---------------------------------------------------------------------------------------- routes
@@ -223,7 +353,8 @@ def check_runnable(agent: AgentRuns, who: Caller, body: AgentRunRequest) -> None
 
 @router.post("/run", status_code=202, response_model=AgentRunAccepted, responses={403: {}, 404: {}, 429: {}, 503: {}})
 async def start_run(body: AgentRunRequest, request: Request, who: Who, svc: Svc, agent: Agent):
-    """Start a sandbox run (the ``agent_run`` Dagster job) in the background; poll ``GET /v1/agent/runs/{run_id}``."""
+    """Start a sandbox run (task recipe: the ``agent_run`` Dagster job; task fix: the debug agent) in the
+    background; poll ``GET /v1/agent/runs/{run_id}``."""
     request.state.log.update(tenant=who.tenant.name, queue="agent")
     kill = svc.kill_switch.state()
     if kill.on:  # the operator's "stop doing things": no new sandbox runs either (reading them still works)
@@ -236,14 +367,11 @@ async def start_run(body: AgentRunRequest, request: Request, who: Who, svc: Svc,
     tenant = run_tenant(who, body.tenant, set(svc.tenants.tenants()))
     await run_in_threadpool(check_runnable, agent, who, body)
     run_id = new_run_id()
-    argv = [*agent.launcher, "agent", "run", "--repo", body.repo, "--recipe", body.recipe, "--run-id", run_id,
-            "--json"]
-    argv += ["--commit", body.inputs.commit] if body.inputs.commit else []
-    argv += ["--tenant", tenant] if tenant else []
+    argv = launch_argv(agent, body, run_id, tenant)
     try:
         await run_in_threadpool(
             agent.pending.start, run_id, argv, repo=body.repo, recipe=body.recipe, commit=body.inputs.commit or "",
-            tenant=tenant, task=body.task or "", env=agent.launch_env(),
+            tenant=tenant, task=body.task, note=body.note or "", test=body.inputs.test or "", env=agent.launch_env(),
         )
     except TooManyRuns as exc:
         request.state.log.update(admit=False, throttle="agent_runs")
@@ -269,7 +397,8 @@ async def list_runs(who: Who, agent: Agent, limit: Annotated[int, Query(ge=1, le
 
 @router.get("/runs/{run_id}", responses={404: {}, 422: {}})
 async def get_run(run_id: str, who: Who, agent: Agent) -> dict:
-    """A stored run (status, steps with exit codes, durations, verdicts, artifacts, signature) or a pending one."""
+    """A stored run (status, steps with exit codes, durations, verdicts, artifacts, signature; a fix run's
+    diagnosis, attempts and diff) or a pending one."""
     if RUN_ID_RE.fullmatch(run_id) is None:
         raise HTTPException(422, f"{run_id[:80]!r} is not an agent run id: 32 hex digits, as POST /v1/agent/run "
                                  "answered (GET /v1/agent/runs lists them)")

@@ -21,6 +21,9 @@ class QueryRequest(BaseModel):
         None, max_length=64, description="Open (no tenants) mode only: who to account the request to"
     )
     mode: Literal["fast", "batch"] = Field("fast", description="Queue: fast (interactive) or batch")
+    stream: bool = Field(
+        False, description="Answer with server-sent events: `token`s as the model writes, then `final` (the answer)"
+    )
 
 
 class BatchItem(BaseModel):

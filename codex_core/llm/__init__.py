@@ -17,9 +17,11 @@ from codex_core.llm.config import ConfigError, LLMConfig, ModelSpec, config_from
 from codex_core.llm.extractive import extractive_answer
 from codex_core.llm.prompt import Prompt, approx_tokens, build_prompt
 from codex_core.llm.router import RouteDecision, decide
-from codex_core.llm.types import ContextChunk, GenerationResult
+from codex_core.llm.types import AnswerDelta, AnswerRestart, ContextChunk, GenerationResult
 
 __all__ = [
+    "AnswerDelta",
+    "AnswerRestart",
     "Answerer",
     "Backend",
     "BackendError",

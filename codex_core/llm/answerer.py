@@ -7,18 +7,25 @@ Walk for one request (route chosen by :mod:`codex_core.llm.router`):
 - an answer that cites no retrieved snippet (and does not say "I don't know") is retried once on
   the same model with a stricter reminder; if the retry fails the same way, the extractive answer
   is returned;
-- when no model answers, the extractive answer is returned.
+- draft -> verify -> expert: an answer that passed the citation check is verified
+  (:mod:`codex_core.llm.verify`: no bare "I don't know" on good evidence, every claim cited and
+  supported by the cited lines); one that fails escalates to the next model of the chain, and when
+  retrieval confidence is below τ (``[verify] escalate_below``) the draft model is skipped;
+- when no model answers, or the last one fails verification too, the extractive answer (the
+  evidence itself, labelled ``extractive``) is returned — never a bare "I don't know" on good
+  evidence.
 Every hop is recorded in ``GenerationResult.fallbacks``. Only model, route and latency are logged
 at INFO; prompts and answers never are.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Generator, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
@@ -31,7 +38,9 @@ from codex_core.llm.config import LLMConfig, ModelSpec, load_config
 from codex_core.llm.extractive import extractive_answer
 from codex_core.llm.prompt import Prompt, build_prompt
 from codex_core.llm.router import RouteDecision, decide
-from codex_core.llm.types import EXTRACTIVE, ContextChunk, GenerationResult
+from codex_core.llm.types import EXTRACTIVE, AnswerDelta, AnswerRestart, ContextChunk, GenerationResult
+from codex_core.llm.verify import VERDICT_SCHEMA, Verdict, model_judgement, verify_answer
+from codex_core.schema import load_schema, validate
 
 log = logging.getLogger(__name__)
 _THINK = re.compile(r"<think>.*?(?:</think>|\Z)", re.DOTALL | re.IGNORECASE)
@@ -71,68 +80,33 @@ class Answerer:
     def route(self, query: str, contexts: list[ContextChunk]) -> RouteDecision:
         return decide(query, contexts, small_below=self.config.small_below, large_from=self.config.large_from)
 
-    def answer(self, query: str, contexts: list[ContextChunk]) -> GenerationResult:
-        started = time.perf_counter()
-        decision = self.route(query, contexts)
-        fallbacks: list[dict[str, Any]] = []
-        if not contexts:
-            # Nothing to cite: no model call can produce a grounded answer.
-            return self._extractive(contexts, decision, fallbacks, [], started)
+    def answer(self, query: str, contexts: list[ContextChunk], *, confidence: float | None = None
+               ) -> GenerationResult:
+        """``confidence``: the retrieval's (calibrated) confidence, which decides whether a bare
+        abstention is acceptable and whether the draft model is worth asking."""
+        for event in self._walk(query, contexts, confidence, self._attempt_whole):
+            if isinstance(event, GenerationResult):
+                return event
+        raise AssertionError("the chain walk always ends with a result")
 
-        chain = self.config.chain(decision.route)
-        failed_backends: dict[str, str] = {}  # backend_id -> why, for this request
-        prompts: dict[tuple[int, bool], Prompt] = {}
-        rejected: list[str] = []
+    def _verify(self, spec: ModelSpec, check: CitationCheck, contexts: list[ContextChunk],
+                confidence: float | None) -> Verdict | None:
+        """The verdict on an answer that passed the citation check; None when verification is off."""
+        if self.config.verify_method == "off":
+            return None
+        verdict = verify_answer(check, contexts, confidence=confidence, escalate_below=self.config.escalate_below)
+        if self.config.verify_method != "model":
+            return verdict
+        backend, schema = self._backends[spec.backend_id], load_schema(VERDICT_SCHEMA)
 
-        def prompt_for(spec: ModelSpec, strict: bool) -> Prompt:
-            key = (spec.context_window, strict)
-            if key not in prompts:
-                prompts[key] = build_prompt(
-                    query, contexts, context_window=spec.context_window,
-                    context_fraction=self.config.context_fraction, strict=strict,
-                )
-            return prompts[key]
+        def ask(messages: list[dict[str, str]]) -> str:
+            try:
+                return backend.chat(spec.name, messages, max_tokens=200, temperature=0.0,
+                                    context_window=spec.context_window, timeout=spec.timeout).content
+            except BackendError as exc:
+                return f"(no verdict: {exc})"
 
-        for position, spec in enumerate(chain):
-            next_name = chain[position + 1].name if position + 1 < len(chain) else EXTRACTIVE
-            hop = _hop_recorder(fallbacks, spec.name, next_name)
-            breaker = self._breakers[spec.backend_id]
-            if spec.backend_id in failed_backends:
-                hop(f"skipped: {failed_backends[spec.backend_id]} (earlier in this request)")
-                continue
-            if not breaker.allow():
-                hop(
-                    f"skipped: circuit open for {spec.backend_id} after {breaker.last_error or 'failures'}; "
-                    f"next probe in {breaker.retry_in():.0f}s"
-                )
-                continue
-
-            if not prompt_for(spec, strict=False).included:
-                breaker.release_probe()
-                hop(f"context window of {spec.context_window} tokens leaves no room for any snippet")
-                continue
-            # An answer that cites nothing retrieved gets one more try on the same model with the
-            # strict prompt; a second such answer ends the walk with the extractive answer.
-            for strict in (False, True):
-                prompt = prompt_for(spec, strict=strict)
-                reply, check = self._attempt(spec, prompt, breaker, failed_backends, hop)
-                if reply is None or check is None:
-                    break  # this model failed: on to the next one
-                rejected.extend(r for r in check.rejected if r not in rejected)
-                if check.acceptable:
-                    return self._generated(spec, decision, reply, check, prompt, fallbacks, rejected, started)
-                if strict:
-                    fallbacks.append({
-                        "from": spec.name, "to": EXTRACTIVE,
-                        "reason": _uncited_reason(check) + " again after the stricter retry",
-                    })
-                    return self._extractive(contexts, decision, fallbacks, rejected, started)
-                fallbacks.append({
-                    "from": spec.name, "to": spec.name,
-                    "reason": _uncited_reason(check) + "; retrying once with a stricter reminder",
-                })
-
-        return self._extractive(contexts, decision, fallbacks, rejected, started)
+        return model_judgement(verdict, contexts, ask, lambda data: validate(data, schema))
 
     def _attempt(
         self, spec: ModelSpec, prompt: Prompt, breaker: CircuitBreaker,
@@ -146,18 +120,7 @@ class Answerer:
                 context_window=spec.context_window, timeout=spec.timeout,
             )
         except BackendError as exc:
-            if exc.transport:
-                breaker.record_failure(str(exc))
-                failed_backends[spec.backend_id] = str(exc)
-            elif exc.responded:
-                breaker.record_success()  # the server is up; this model failed
-            else:
-                breaker.release_probe()
-            log.info(
-                "llm hop model=%s backend=%s latency_ms=%.0f transport=%s",
-                spec.name, spec.backend_id, (time.perf_counter() - call_started) * 1000, exc.transport,
-            )
-            hop(str(exc))
+            _failed(spec, exc, breaker, failed_backends, hop, call_started)
             return None, None
         breaker.record_success()
         # Reasoning models may inline their scratchpad; only the final answer is checked and shown.
@@ -218,6 +181,148 @@ class Answerer:
             abstained=not contexts,
         )
 
+    # ------------------------------------------------------------------ streaming
+
+    def answer_stream(
+        self, query: str, contexts: list[ContextChunk], *, confidence: float | None = None,
+    ) -> Iterator[AnswerDelta | AnswerRestart | GenerationResult]:
+        """:meth:`answer` as a stream: the text as the model writes it (``AnswerDelta``), then exactly
+        one ``GenerationResult`` — the same walk, skips, retry, citation check and verification as
+        :meth:`answer` (it is the same walk).
+
+        The result's ``answer`` is the text to show: the check may drop or narrow refs the streamed
+        text had. When an attempt that already streamed text is abandoned (cut off, cited nothing
+        retrieved and retried, or failed verification and escalated), an ``AnswerRestart`` says the
+        text so far is void. An extractive answer streams no text. Closing the iterator closes the
+        model server's stream.
+        """
+        yield from self._walk(query, contexts, confidence, self._attempt_stream)
+
+    def _walk(
+        self, query: str, contexts: list[ContextChunk], confidence: float | None, attempt: Any,
+    ) -> Iterator[AnswerDelta | AnswerRestart | GenerationResult]:
+        """The one chain walk of :meth:`answer` and :meth:`answer_stream` (see the module docstring):
+        ``attempt`` is :meth:`_attempt_whole` or :meth:`_attempt_stream`."""
+        started = time.perf_counter()
+        decision = self.route(query, contexts)
+        fallbacks: list[dict[str, Any]] = []
+        if not contexts:
+            yield self._extractive(contexts, decision, fallbacks, [], started)
+            return
+        chain = self.config.chain(decision.route)
+        failed_backends: dict[str, str] = {}
+        prompts: dict[tuple[int, bool], Prompt] = {}
+        rejected: list[str] = []
+
+        def prompt_for(spec: ModelSpec, strict: bool) -> Prompt:
+            key = (spec.context_window, strict)
+            if key not in prompts:
+                prompts[key] = build_prompt(
+                    query, contexts, context_window=spec.context_window,
+                    context_fraction=self.config.context_fraction, strict=strict,
+                )
+            return prompts[key]
+
+        escalated = False
+        for position, spec in enumerate(chain):
+            next_name = chain[position + 1].name if position + 1 < len(chain) else EXTRACTIVE
+            hop = _hop_recorder(fallbacks, spec.name, next_name)
+            breaker = self._breakers[spec.backend_id]
+            if (position == 0 and len(chain) > 1 and confidence is not None and self.config.verify_method != "off"
+                    and confidence < self.config.escalate_below):
+                hop(f"draft skipped: retrieval confidence {confidence:.2f} < τ {self.config.escalate_below:.2f}")
+                escalated = True
+                continue
+            if spec.backend_id in failed_backends:
+                hop(f"skipped: {failed_backends[spec.backend_id]} (earlier in this request)")
+                continue
+            if not breaker.allow():
+                hop(
+                    f"skipped: circuit open for {spec.backend_id} after {breaker.last_error or 'failures'}; "
+                    f"next probe in {breaker.retry_in():.0f}s"
+                )
+                continue
+            if not prompt_for(spec, strict=False).included:
+                breaker.release_probe()
+                hop(f"context window of {spec.context_window} tokens leaves no room for any snippet")
+                continue
+            for strict in (False, True):
+                prompt = prompt_for(spec, strict=strict)
+                reply, check, shown = yield from attempt(spec, prompt, breaker, failed_backends, hop)
+                if reply is None or check is None:
+                    if shown:
+                        yield AnswerRestart(fallbacks[-1]["reason"])
+                    break
+                rejected.extend(r for r in check.rejected if r not in rejected)
+                if check.acceptable:
+                    verdict = self._verify(spec, check, contexts, confidence)
+                    if verdict is None or verdict.ok:
+                        result = self._generated(spec, decision, reply, check, prompt, fallbacks, rejected, started)
+                        result.escalated = escalated
+                        result.verification = verdict.to_dict() if verdict is not None else None
+                        yield result
+                        return
+                    hop("verification failed: " + "; ".join(verdict.reasons[:3]))
+                    escalated = True
+                    if shown:
+                        yield AnswerRestart(fallbacks[-1]["reason"])
+                    break
+                if strict:
+                    fallbacks.append({
+                        "from": spec.name, "to": EXTRACTIVE,
+                        "reason": _uncited_reason(check) + " again after the stricter retry",
+                    })
+                    yield self._extractive(contexts, decision, fallbacks, rejected, started)
+                    return
+                reason = _uncited_reason(check) + "; retrying once with a stricter reminder"
+                fallbacks.append({"from": spec.name, "to": spec.name, "reason": reason})
+                if shown:
+                    yield AnswerRestart(reason)
+        yield self._extractive(contexts, decision, fallbacks, rejected, started)
+
+    def _attempt_whole(
+        self, spec: ModelSpec, prompt: Prompt, breaker: CircuitBreaker, failed_backends: dict[str, str], hop: Any,
+    ) -> Generator[AnswerDelta, None, tuple[ChatReply | None, CitationCheck | None, bool]]:
+        """:meth:`_attempt` in the shape of :meth:`_attempt_stream`: no text until the whole reply."""
+        yield from ()
+        reply, check = self._attempt(spec, prompt, breaker, failed_backends, hop)
+        return reply, check, False
+
+    def _attempt_stream(
+        self, spec: ModelSpec, prompt: Prompt, breaker: CircuitBreaker, failed_backends: dict[str, str], hop: Any,
+    ) -> Generator[AnswerDelta, None, tuple[ChatReply | None, CitationCheck | None, bool]]:
+        """One streamed model call: yields its visible text; returns (reply, check, text was shown)."""
+        backend = self._backends[spec.backend_id]
+        call_started = time.perf_counter()
+        visible = _VisibleText()
+        reply: ChatReply | None = None
+        try:
+            stream = backend.chat_stream(
+                spec.name, prompt.messages, max_tokens=prompt.max_tokens, temperature=spec.temperature,
+                context_window=spec.context_window, timeout=spec.timeout,
+            )
+            with contextlib.closing(stream):
+                for piece in stream:
+                    if isinstance(piece, ChatReply):
+                        reply = piece
+                    elif text := visible.add(piece):
+                        yield AnswerDelta(text)
+        except BackendError as exc:
+            _failed(spec, exc, breaker, failed_backends, hop, call_started, streamed=True)
+            return None, None, visible.shown
+        breaker.record_success()
+        content = _THINK.sub("", reply.content).strip() if reply is not None else ""
+        if reply is None or not content:
+            reason = reply.finish_reason if reply is not None else "no final reply"
+            hop(f"{spec.name} returned an empty answer (finish_reason={reason})")
+            return None, None, visible.shown
+        reply = replace(reply, content=content)
+        log.debug(
+            "llm reply model=%s latency_ms=%.0f prompt_tokens=%s completion_tokens=%s streamed=True",
+            spec.name, (time.perf_counter() - call_started) * 1000, reply.prompt_tokens, reply.completion_tokens,
+        )
+        return reply, check_citations(reply.content, prompt.included), visible.shown
+
     # ------------------------------------------------------------------ health
 
     def health(self) -> dict[str, Any]:
@@ -270,12 +375,60 @@ class Answerer:
         return {"reachable": any(b["reachable"] for b in backends.values()), "models": answering, "backends": backends}
 
 
+class _VisibleText:
+    """Streamed text minus reasoning blocks (``<think>...</think>``), handed out as increments.
+
+    What may be the start of a ``<think>`` tag is held back until it is known not to be one, so no
+    scratchpad text ever reaches the client; leading blanks are dropped as :meth:`Answerer.answer`
+    strips them.
+    """
+
+    _TAG = "<think>"
+
+    def __init__(self) -> None:
+        self.raw = ""
+        self.sent = ""
+
+    @property
+    def shown(self) -> bool:
+        return bool(self.sent)
+
+    def add(self, piece: str) -> str:
+        self.raw += piece
+        visible = _THINK.sub("", self.raw)
+        cut = visible.rfind("<")
+        if cut != -1 and self._TAG.startswith(visible[cut:].lower()):
+            visible = visible[:cut]
+        visible = visible.lstrip()
+        if len(visible) <= len(self.sent) or not visible.startswith(self.sent):
+            return ""
+        new, self.sent = visible[len(self.sent):], visible
+        return new
+
+
 def _serves(spec: ModelSpec, served: list[str]) -> bool:
     if spec.backend == "openai":
         # llama-server lists the file it loaded and answers to any model name; vLLM lists its names.
         return True
     names = set(served)
     return spec.name in names or (":" not in spec.name and f"{spec.name}:latest" in names)
+
+
+def _failed(spec: ModelSpec, exc: BackendError, breaker: CircuitBreaker, failed_backends: dict[str, str], hop: Any,
+            call_started: float, *, streamed: bool = False) -> None:
+    """A model call that raised: the breaker learns whether the server is down, and the hop says why."""
+    if exc.transport:
+        breaker.record_failure(str(exc))
+        failed_backends[spec.backend_id] = str(exc)
+    elif exc.responded:
+        breaker.record_success()  # the server is up; this model failed
+    else:
+        breaker.release_probe()
+    log.info(
+        "llm hop model=%s backend=%s latency_ms=%.0f transport=%s streamed=%s",
+        spec.name, spec.backend_id, (time.perf_counter() - call_started) * 1000, exc.transport, streamed,
+    )
+    hop(str(exc))
 
 
 def _uncited_reason(check: CitationCheck) -> str:

@@ -26,6 +26,9 @@ BACKEND_KINDS = ("ollama", "openai")
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "models.toml"
 
 
+VERIFY_METHODS = ("lexical", "model", "off")
+
+
 class ConfigError(ValueError):
     """models.toml is missing, malformed or inconsistent."""
 
@@ -72,6 +75,8 @@ class LLMConfig:
     health_timeout: float = 0.8  # budget for the whole health() call
     context_fraction: float = 0.6  # prompt share of the context window; the rest is for the answer
     extractive_snippets: int = 3
+    verify_method: str = "lexical"  # lexical | model | off: how a draft is verified before it is returned
+    escalate_below: float = 0.5  # τ: retrieval confidence under which the draft model is skipped
     source: str = "<built in code>"
     env_api_keys: dict[str, str] = field(default_factory=dict, repr=False)
 
@@ -90,6 +95,12 @@ class LLMConfig:
                 f"router thresholds in {self.source} must satisfy 0 <= small_below <= large_from <= 1, "
                 f"got small_below={self.small_below}, large_from={self.large_from}"
             )
+        if self.verify_method not in VERIFY_METHODS:
+            raise ConfigError(f"[verify] method in {self.source} must be one of {VERIFY_METHODS}, "
+                              f"got {self.verify_method!r}")
+        if not 0.0 <= self.escalate_below <= 1.0:
+            raise ConfigError(f"[verify] escalate_below in {self.source} must be within [0, 1], "
+                              f"got {self.escalate_below}")
         if not 0.1 <= self.context_fraction <= 0.6:
             raise ConfigError(
                 f"context_fraction in {self.source} must be within [0.1, 0.6] so that at least 40% of "
@@ -128,7 +139,8 @@ _MODEL_KEYS = ("name", "backend", "base_url", "context_window", "timeout", "temp
 def config_from_dict(
     data: Mapping[str, Any], *, env: Mapping[str, str] = os.environ, source: str = "<dict>"
 ) -> LLMConfig:
-    check_keys(data, ("ollama", "models", "routes", "router", "resilience", "prompt"), source, ConfigError)
+    check_keys(data, ("ollama", "models", "routes", "router", "resilience", "prompt", "verify"), source, ConfigError)
+    check_keys(data.get("verify") or {}, ("method", "escalate_below"), f"{source} [verify]", ConfigError)
     check_keys(data.get("ollama") or {}, ("base_url",), f"{source} [ollama]", ConfigError)
     check_keys(data.get("router") or {}, ("small_below", "large_from"), f"{source} [router]", ConfigError)
     check_keys(data.get("resilience") or {}, ("connect_timeout", "failure_threshold", "cooldown_seconds",
@@ -188,6 +200,8 @@ def config_from_dict(
         health_timeout=float(resilience.get("health_timeout", 0.8)),
         context_fraction=float(prompt.get("context_fraction", 0.6)),
         extractive_snippets=int(prompt.get("extractive_snippets", 3)),
+        verify_method=str((data.get("verify") or {}).get("method", "lexical")),
+        escalate_below=float((data.get("verify") or {}).get("escalate_below", 0.5)),
         source=source,
         env_api_keys=api_keys,
     )

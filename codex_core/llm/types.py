@@ -27,6 +27,20 @@ class ContextChunk:
         return f"{self.path}:{self.start_line}-{self.end_line}"
 
 
+@dataclass(frozen=True)
+class AnswerDelta:
+    """A piece of a model's answer as it is generated (``Answerer.answer_stream``), before the citation check."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class AnswerRestart:
+    """The text streamed so far is void: the answer starts over (a stricter retry, or the next model)."""
+
+    reason: str
+
+
 @dataclass
 class GenerationResult:
     answer: str
@@ -41,6 +55,8 @@ class GenerationResult:
     difficulty: float = 0.0  # the router's score in [0, 1]
     rejected_refs: list[str] = field(default_factory=list)  # refs the model wrote that were not retrieved
     abstained: bool = False  # the model said the snippets do not contain the answer
+    escalated: bool = False  # a later model of the chain answered after the draft failed verification
+    verification: dict[str, Any] | None = None  # the verdict on the returned answer (verify.Verdict.to_dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -55,4 +71,6 @@ class GenerationResult:
             "difficulty": self.difficulty,
             "rejected_refs": list(self.rejected_refs),
             "abstained": self.abstained,
+            "escalated": self.escalated,
+            "verification": self.verification,
         }

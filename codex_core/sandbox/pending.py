@@ -3,8 +3,9 @@
 A request for a run (``POST /v1/agent/run``) reserves a slot, writes a pending record (atomically,
 under ``.pending/.lock``, so two requests never both take the last slot) and then starts the run as
 a detached process (its own session: it outlives the server that started it) whose stdout and
-stderr go to ``<run_id>.log``. The ``agent_run`` op marks the record ``running`` when it starts;
-the run store (``RunStore``) holds the result when it is done. What a run id is, in order:
+stderr go to ``<run_id>.log``. The ``agent_run`` op (or ``feriactl agent fix``) marks the record
+``running`` when it starts; the run store (``RunStore``) holds the result when it is done. What a
+run id is, in order:
 
 - stored (``RunStore``): its report's status — this module does not decide that;
 - pending, its process alive: ``running`` once the op marked it, ``queued`` before;
@@ -107,8 +108,11 @@ class PendingRuns:
     # ------------------------------------------------------------------ starting
 
     def start(self, run_id: str, argv: Sequence[str], *, repo: str, recipe: str, commit: str = "",
-              tenant: str = "", task: str = "", env: Mapping[str, str] | None = None) -> dict[str, Any]:
+              tenant: str = "", task: str = "", note: str = "", test: str = "",
+              env: Mapping[str, str] | None = None) -> dict[str, Any]:
         """Reserve a slot, write the record, start ``argv`` detached; the record (with ``pid``).
+
+        ``task`` is what runs (``recipe``, or ``fix``: the debug agent on ``test``), ``note`` why.
 
         Raises TooManyRuns when ``limit`` runs are queued or running, FileExistsError when the id is
         taken, OSError when the process cannot start (the record is removed again).
@@ -123,7 +127,8 @@ class PendingRuns:
                 raise FileExistsError(f"agent run {run_id} already exists")
             record: dict[str, Any] = {
                 "run_id": run_id, "repo": repo, "recipe": recipe, "commit": commit or None, "tenant": tenant or None,
-                "task": task or None, "requested_at": now_iso(), "pid": None, "pid_start": None,
+                "task": task or None, "note": note or None, "test": test or None, "requested_at": now_iso(),
+                "pid": None, "pid_start": None,
                 "running_at": None, "dagster_run_id": None, "log": log.name,
             }
             write_json_atomic(path, record)

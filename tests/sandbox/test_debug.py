@@ -185,6 +185,8 @@ def test_feriactl_agent_fix_without_a_model_stores_a_signed_diagnosis(buggy, tmp
     assert record["recipe"] == "fix" and record["status"] == "diagnosed"
     assert record["fix"]["suspects"][0]["ref"] == "calc.py:4-6"
     assert "http://127.0.0.1:9" in record["fix"]["reason"]
+    finish = [json.loads(line) for line in done.stderr.splitlines() if '"agent_run_finish"' in line]
+    assert finish and finish[0]["run_id"] == record["run_id"] and finish[0]["status"] == "diagnosed"
     verified = subprocess.run([FERIACTL, "agent", "verify", record["run_id"]], capture_output=True, text=True,
                               env=env, timeout=60)
     assert verified.returncode == 0, verified.stdout + verified.stderr

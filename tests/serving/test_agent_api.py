@@ -31,8 +31,9 @@ from serving.killswitch import KillSwitch
 from serving.logs import AccessLog
 from serving.quotas import quota_config_from_dict
 from tests.conftest import commit_all, git
+from tests.sandbox.test_debug import CALC, TEST_ID, TESTS
 from tests.serving.conftest import PERMISSIVE_QUOTAS, CapturedLog
-from tests.support.llm import offline_answerer
+from tests.support.llm import closed_port, offline_answerer
 
 HAS_BWRAP = any((Path(d) / "bwrap").exists() for d in os.environ.get("PATH", "").split(os.pathsep) if d)
 needs_bwrap = pytest.mark.skipif(not HAS_BWRAP, reason="bubblewrap is required: apt-get install bubblewrap")
@@ -55,6 +56,17 @@ def make_home(root: Path) -> Path:
         commit_all(repo, f"{name} project")
         registry.add(name, str(repo))
     return home
+
+
+def add_buggy_repo(home: Path, root: Path) -> None:
+    """Register `calc`: add() subtracts, and test_calc.py::test_add fails (tests/sandbox/test_debug.py's fixture)."""
+    repo = root / "calc"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "calc.py").write_text(CALC)
+    (repo / "test_calc.py").write_text(TESTS)
+    commit_all(repo, "add() with a planted bug")
+    RepoRegistry(CodexHome(home).registry_path).add("calc", str(repo))
 
 
 def wait_until_done(client: TestClient, run_id: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
@@ -122,7 +134,7 @@ def api_runs(agent_home: Path, embedder, tmp_path_factory: pytest.TempPathFactor
         env.delenv("CODEX_SNAPSHOT_PREVIOUS_KEYS", raising=False)
         accepted = {}
         for repo in ("clean", "dirty"):
-            response = client.post("/v1/agent/run", json={"repo": repo, "recipe": "ruff", "task": "lint it"})
+            response = client.post("/v1/agent/run", json={"repo": repo, "recipe": "ruff", "note": "lint it"})
             assert response.status_code == 202, response.text
             accepted[repo] = response.json()
         first = client.get(f"/v1/agent/runs/{accepted['clean']['run_id']}").json()
@@ -136,10 +148,12 @@ def test_post_starts_a_dagster_run_and_get_shows_its_steps(api_runs: dict[str, A
     assert accepted["clean"]["status"] == "queued" and len(accepted["clean"]["run_id"]) == 32
     first = api_runs["first"]
     assert first["status"] in ("queued", "running") and first["stored"] is False
-    assert first["repo"] == "clean" and first["recipe"] == "ruff" and first["task"] == "lint it"
+    assert first["repo"] == "clean" and first["recipe"] == "ruff" and first["note"] == "lint it"
+    assert first["task"] == "recipe"
 
     clean, dirty = done["clean"], done["dirty"]
     assert clean["stored"] and clean["status"] == "ok" and clean["run_id"] == accepted["clean"]["run_id"]
+    assert clean["task"] == "recipe" and "fix" not in clean
     [step] = clean["steps"]
     assert step["command"] == "ruff check --no-cache --output-format concise ." and step["exit_code"] == 0
     assert step["verdict"] == "ok" and step["duration_sec"] > 0
@@ -368,3 +382,111 @@ def test_metrics_count_stored_runs_and_sandbox_violations(fresh_home: Path, make
 
         blocked_run(fresh_home, tmp_path)
         assert sample(client.get("/metrics").text, "sandbox_violations_total", kind="policy") == 2
+
+
+# --- the debug agent as a task ------------------------------------------------------------------------
+
+
+def test_fix_requests_that_cannot_run_are_refused(fresh_home: Path, make_app, tmp_path: Path) -> None:
+    add_buggy_repo(fresh_home, tmp_path / "agent")
+    app, _ = make_app(home=fresh_home)
+
+    def fix(test: Any = TEST_ID, **more: Any):
+        return client.post("/v1/agent/run", json={"task": "fix", "repo": "calc", "inputs": {"test": test}, **more})
+
+    with TestClient(app) as client:
+        unknown = client.post("/v1/agent/run", json={"task": "lint before merge", "repo": "clean", "recipe": "ruff"})
+        assert unknown.status_code == 422
+        [problem] = unknown.json()["detail"]
+        assert problem["loc"] == ["body", "task"]
+        assert "unknown task 'lint before merge'" in problem["msg"] and "'recipe'" in problem["msg"]
+        assert "'fix'" in problem["msg"] and "'note'" in problem["msg"]
+
+        no_test = client.post("/v1/agent/run", json={"task": "fix", "repo": "calc"})
+        assert no_test.status_code == 422 and no_test.json()["detail"][0]["loc"] == ["body", "inputs"]
+        assert "needs inputs.test" in no_test.json()["detail"][0]["msg"]
+        for bad in ("", "-x", "--collect-only", "../outside.py::test_x", "/etc/passwd", "tests/../../x.py",
+                    "test_calc.py::test add", "test_calc.py::test_add\n--pdb", "t" * 301, 3):
+            refused = fix(bad)
+            assert refused.status_code == 422, (bad, refused.text)
+            assert refused.json()["detail"][0]["loc"][:3] == ["body", "inputs", "test"], bad
+        assert "is not a pytest node id" in fix("-x").json()["detail"][0]["msg"]
+
+        other_recipe = fix(recipe="ruff")
+        assert other_recipe.status_code == 422 and "leave recipe out" in other_recipe.json()["detail"][0]["msg"]
+        test_for_a_recipe = client.post("/v1/agent/run", json={"repo": "calc", "recipe": "ruff",
+                                                               "inputs": {"test": TEST_ID}})
+        assert test_for_a_recipe.status_code == 422 and "for task 'fix'" in test_for_a_recipe.json()["detail"][0]["msg"]
+        # No model server can be named by a request: the server's configs/models.toml decides (no SSRF).
+        assert fix(llm_url="http://169.254.169.254/").status_code == 422
+        assert client.post("/v1/agent/run", json={"task": "fix", "repo": "calc", "inputs": {
+            "test": TEST_ID, "llm_url": "http://10.0.0.1:8080"}}).status_code == 422
+
+        missing_file = fix("tests/test_nothing.py::test_x")
+        assert missing_file.status_code == 422
+        assert "no 'tests/test_nothing.py' at 'HEAD' of 'calc'" in missing_file.json()["detail"]
+        wrong_commit = client.post("/v1/agent/run", json={"task": "fix", "repo": "calc",
+                                                          "inputs": {"test": TEST_ID, "commit": "0123456789abcdef"}})
+        assert wrong_commit.status_code == 422 and "cannot run on '0123456789abcdef'" in wrong_commit.json()["detail"]
+        assert client.post("/v1/agent/run", json={"task": "fix", "repo": "ghost", "inputs": {"test": TEST_ID}}
+                           ).status_code == 404
+    pending = RunStore(CodexHome(fresh_home)).root / ".pending"
+    assert not pending.exists() or not list(pending.glob("*.json"))  # nothing was started
+
+
+@needs_bwrap
+def test_a_fix_task_runs_the_debug_agent_and_shows_its_cited_diagnosis(
+        fresh_home: Path, make_app, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No model answers (the server's models.toml points at a closed port): the run stops at the diagnosis."""
+    add_buggy_repo(fresh_home, tmp_path / "agent")
+    port = closed_port()
+    models = tmp_path / "models.toml"
+    models.write_text(f'[routes.small]\nchain = ["fixer"]\n\n[[models]]\nname = "fixer"\nbackend = "openai"\n'
+                      f'base_url = "http://127.0.0.1:{port}"\n')
+    monkeypatch.setenv("CODEX_MODELS_CONFIG", str(models))  # the detached run inherits the server's environment
+    monkeypatch.setenv("CODEX_SNAPSHOT_KEY", SIGNING_KEY)
+    monkeypatch.delenv("CODEX_SNAPSHOT_PREVIOUS_KEYS", raising=False)
+    tenants = TenantStore(tmp_path / "state" / "tenants.json")
+    alice = tenants.add("alice", "user", ["calc"])
+    bob = tenants.add("bob", "user", ["calc"])
+    ops = tenants.add("ops", "admin")
+
+    app, _ = make_app(home=fresh_home, env={"CODEX_SNAPSHOT_KEY": SIGNING_KEY})
+    with TestClient(app) as client:
+        accepted = client.post("/v1/agent/run", headers=bearer(alice), json={
+            "task": "fix", "repo": "calc", "inputs": {"test": TEST_ID}, "note": "why does add() fail?"})
+        assert accepted.status_code == 202, accepted.text
+        run_id = accepted.json()["run_id"]
+        first = client.get(f"/v1/agent/runs/{run_id}", headers=bearer(alice)).json()
+        assert first["stored"] is False and first["status"] in ("queued", "running")
+        assert (first["task"], first["recipe"], first["test"]) == ("fix", "fix", TEST_ID)
+        assert first["note"] == "why does add() fail?" and first["tenant"] == "alice"
+
+        done = wait_until_done(client, run_id, bearer(alice))
+        assert done["stored"], done
+        assert done["status"] == "diagnosed" and done["task"] == "fix" and done["recipe"] == "fix"
+        assert done["tenant"] == "alice" and len(done["commit"]) == 40
+        fix = done["fix"]
+        assert fix["status"] == "diagnosed" and fix["test_id"] == TEST_ID and fix["commit"] == done["commit"]
+        assert "no LLM reachable" in fix["reason"] and "fixer" in fix["reason"]
+        first_suspect = fix["suspects"][0]
+        assert first_suspect["ref"] == "calc.py:4-6" and first_suspect["source"] == "definition"
+        assert (first_suspect["path"], first_suspect["line_start"], first_suspect["line_end"]) == ("calc.py", 4, 6)
+        assert first_suspect["snippet"].endswith("    return a - b\n")
+        assert fix["attempts"] == [] and fix["diff"] == ""
+        assert fix["before"]["verdict"] == "failed" and fix["before"]["command"].startswith("pytest ")
+        [before] = done["steps"]
+        assert before["verdict"] == "failed" and "assert -1 == 5" in before["stdout_tail"]
+        assert {a["path"] for a in done["artifacts"]} == {"fix.json"}
+        assert done["signature"]["status"] == "valid" and done["signature"]["ok"] is True
+
+        # The process marked its pending record running before it started the sandbox.
+        marked = json.loads(PendingRuns(CodexHome(fresh_home)).record_path(run_id).read_text())
+        assert marked["running_at"] and marked["test"] == TEST_ID
+
+        # Another tenant does not see it, even on a repository it may use; an admin does.
+        assert client.get(f"/v1/agent/runs/{run_id}", headers=bearer(bob)).status_code == 404
+        assert run_id not in {r["run_id"] for r in client.get("/v1/agent/runs", headers=bearer(bob)).json()["runs"]}
+        listed = client.get("/v1/agent/runs", headers=bearer(ops)).json()["runs"]
+        assert [(r["recipe"], r["status"]) for r in listed if r["run_id"] == run_id] == [("fix", "diagnosed")]
+        assert sample(client.get("/metrics").text, "agent_runs_total", recipe="fix", status="diagnosed") == 1
