@@ -24,7 +24,8 @@ from codex_core.llm.citations import CitationCheck, parse_refs
 from codex_core.llm.types import ContextChunk
 
 VERDICT_SCHEMA = Path(__file__).with_name("verdict.schema.json")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z`\[(*-])|\n+")
+# A citation right after a full stop closes the sentence before it: no split before "[".
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z`(*-])|\n+")
 _BACKTICKED = re.compile(r"`([^`\n]{1,80})`")
 _IDENTIFIER = re.compile(r"\b([A-Za-z_][A-Za-z0-9]*(?:_[A-Za-z0-9]+)+|[a-z]+[A-Z][A-Za-z0-9]*|[A-Za-z_]\w*\(\))")
 _PATHLIKE = re.compile(r"\b[\w./-]+\.(?:py|js|ts|go|rs|java|md|toml|yaml|json)\b")
@@ -61,8 +62,10 @@ def code_terms(sentence: str) -> list[str]:
     bare = _CITATION.sub(" ", sentence)
     terms = [t.strip("()") for t in _BACKTICKED.findall(bare)]
     unticked = _BACKTICKED.sub(" ", bare)
-    terms += [t.removesuffix("()") for t in _IDENTIFIER.findall(unticked)]
-    terms += _PATHLIKE.findall(unticked)
+    paths = _PATHLIKE.findall(unticked)
+    # Identifiers from the words, not from inside file names (response_writer.go is a path).
+    terms += [t.removesuffix("()") for t in _IDENTIFIER.findall(_PATHLIKE.sub(" ", unticked))]
+    terms += paths
     return [t for t in dict.fromkeys(terms) if t and len(t) >= 3]
 
 
@@ -83,6 +86,9 @@ def verify_answer(check: CitationCheck, contexts: list[ContextChunk], *, confide
                                    f"{confidence:.2f} >= {escalate_below:.2f})"])
         return Verdict(True, ["abstained: the evidence is weak, or its strength unknown"])
     by_ref = {c.ref: c for c in contexts}
+    echoed = _echoed_lines(check.text, contexts)
+    if echoed:
+        return Verdict(False, [f"pastes the snippets back instead of answering ({echoed})"])
     sentences: list[SentenceCheck] = []
     reasons: list[str] = []
     previous_refs: list[str] = []
@@ -96,7 +102,9 @@ def verify_answer(check: CitationCheck, contexts: list[ContextChunk], *, confide
             sentences.append(SentenceCheck(sentence, refs, terms, False, "makes a claim about the code but cites "
                                                                          "no retrieved span"))
         else:
-            lines = "\n".join(by_ref[r].text for r in own)
+            # The cited chunk's symbol and path count as its lines: the prompt shows them in its header,
+            # and a piece of a long function does not repeat the function's name.
+            lines = "\n".join(f"{by_ref[r].symbol or ''}\n{by_ref[r].path}\n{by_ref[r].text}" for r in own)
             paths = {by_ref[r].path for r in own}
             missing = [t for t in terms if not _supported(t, lines, paths)]
             sentences.append(SentenceCheck(sentence, refs, terms, not missing,
@@ -108,6 +116,17 @@ def verify_answer(check: CitationCheck, contexts: list[ContextChunk], *, confide
         if not item.supported:
             reasons.append(f"sentence {number} {item.why}: {item.text[:120]!r}")
     return Verdict(not reasons, reasons, sentences)
+
+
+def _echoed_lines(text: str, contexts: list[ContextChunk]) -> str:
+    """"" unless the answer is mostly the snippets' own lines pasted back (≥ 3 lines, more than half
+    of the answer's): every line is in the cited code, so the claim check cannot catch it."""
+    code = {line.strip() for c in contexts for line in c.text.splitlines() if len(line.strip()) >= 8}
+    lines = [line.strip() for line in _CITATION.sub("", text).splitlines() if line.strip()]
+    pasted = [line for line in lines if line in code]
+    if len(pasted) >= 3 and len(pasted) * 2 > len(lines):
+        return f"{len(pasted)} of its {len(lines)} lines are lines of the snippets"
+    return ""
 
 
 def judge_prompt(verdict: Verdict, contexts: list[ContextChunk]) -> list[dict[str, str]]:

@@ -113,3 +113,19 @@ def test_the_model_judge_answers_by_schema_with_one_retry(server: RecordedServer
     assert "sentence 2: the model judged the cited lines do not support it" in result.fallbacks[0]["reason"]
     retry = server.chats(SMALL)[2]["messages"][-1]["content"]
     assert retry.startswith("That reply was rejected: the reply holds no JSON object")
+
+
+def test_the_check_reads_names_the_way_the_prompt_shows_them() -> None:
+    # A file name is a path, not an identifier; a citation after the full stop closes that sentence;
+    # the cited chunk's symbol counts as its lines (its header shows it).
+    assert code_terms("It lives in app/config_parser.py and uses KEY_VALUE.") == ["KEY_VALUE", "app/config_parser.py"]
+    closed = verdict("`ConfigParser.parse_line` stores the pair. [app/config_parser.py:15-21]")
+    assert closed.ok, closed.reasons
+    by_symbol = verdict("This is `ConfigParser.parse` [app/config_parser.py:23-26].")
+    assert by_symbol.ok, by_symbol.reasons
+
+
+def test_pasting_the_snippets_back_is_not_an_answer() -> None:
+    pasted = "\n".join(line for line in PARSE_LINE.text.splitlines() if line.strip()) + " [app/config_parser.py:15-21]"
+    result = verdict(pasted)
+    assert not result.ok and "pastes the snippets back instead of answering" in result.reasons[0]
