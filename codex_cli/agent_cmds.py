@@ -194,25 +194,20 @@ def _fix_model(args: argparse.Namespace):
 
 
 def _fix_retriever(home, repo: str, blobs):
-    """Citations of the repository's published index for a failure, or None when it is not indexed."""
+    """Citations of the repository's published index for a failure (the query engine's own retrieval,
+    champion config, embedder from the settings), or None when the repository is not indexed."""
     from codex_core import published
     from codex_core.sandbox.debug import Suspect
 
     if published.published_commit(home, repo) is None:
         return None
-    from codex_core.embedding import SentenceTransformerEmbedder
-    from codex_core.reader import PublishedReader, open_index
-    from codex_core.settings import Settings
+    from serving.engine import QueryEngine
 
-    settings = Settings.from_env()
-    embedder = SentenceTransformerEmbedder(settings.embedding_model_path, model_id=settings.embedding_model_id,
-                                           device=settings.embedding_device)
-    reader = PublishedReader(home, open_index(home, settings), embedder)
+    engine = QueryEngine(home)
 
     def retrieve(query: str) -> list[Suspect]:
-        reader.refresh(force=True)
         found = []
-        for cand in reader.retriever.retrieve(query, repos=[repo], top_k=5).candidates:
+        for cand in engine.retrieve(query, repo=repo, top_k=5).result.candidates:
             p = cand.payload
             snippet = blobs.span(p["path"], p["start_line"], p["end_line"])
             if snippet is not None:  # the file is at the run's commit, too

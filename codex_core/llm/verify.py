@@ -8,7 +8,7 @@ backticked term or a path — cites a retrieved span (its own citation, or the o
 it continues), and (3) the cited lines support it: each code term the sentence names occurs in the
 lines it cites. (3) is the cheap structural entailment check; ``method = "model"`` adds a judgement
 by the model on the quoted lines, whose verdict must match ``verdict.schema.json`` (one retry on a
-schema error) — off by default: on 2 CPU cores it doubles the cost of an answer.
+schema error) — off by default: it adds a model call (two on a schema error) to every answer (not measured).
 """
 
 from __future__ import annotations

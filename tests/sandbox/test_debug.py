@@ -207,3 +207,12 @@ def test_a_real_small_model_fixes_the_planted_bug(buggy) -> None:
     applied = subprocess.run(["git", "apply", "--check", "-"], input=result.diff, text=True, cwd=repo,
                              capture_output=True)
     assert applied.returncode == 0, applied.stderr  # the user can apply the diff as it is
+
+
+def test_the_patch_style_follows_the_model_size_in_its_name() -> None:
+    """Small models get the rewrite prompt (Qwen 0.5B failed the JSON one 10 times in 10)."""
+    from codex_cli.agent_cmds import _style_for
+
+    assert [_style_for(n, "auto") for n in ("qwen2.5-coder:1.5b", "smollm2-135m", "local", "qwen2.5-coder:7b")] == [
+        "rewrite", "rewrite", "rewrite", "json"]
+    assert _style_for("qwen2.5-coder:0.5b", "json") == "json"  # an explicit choice wins

@@ -46,6 +46,8 @@ from tests.support.postgres import PASSWORD, PostgresServer
 QUEUED, SUCCESS = dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.SUCCESS
 RUN_TIMEOUT = 150
 
+DATABASE = "dagster_scale"  # the deployment's Dagster storage on the session's server
+
 
 def small_repo(root: Path, name: str) -> Path:
     """Two Python modules whose text names the repository: chunks (and point ids) differ between repos."""
@@ -139,22 +141,10 @@ def step_started(deployment: Deployment, run_id: str, step: str) -> bool:
     return any(e.step_key == step for e in deployment.events(run_id, dg.DagsterEventType.STEP_START))
 
 
-def deployment_query(deployment: Deployment, sql: str) -> list[tuple]:
-    import psycopg2
-
-    conn = psycopg2.connect(deployment.pg_url.replace("postgresql+psycopg2://", "postgresql://"))
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-            return cur.fetchall()
-    finally:
-        conn.close()
-
-
 @pytest.fixture(scope="module")
 def deployment(postgres: PostgresServer, tmp_path_factory) -> Iterator[Deployment]:
     root = tmp_path_factory.mktemp("pg-dagster")
-    url = postgres.create_database("dagster_scale")
+    url = postgres.create_database(DATABASE)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CODEX_DAGSTER_PG_URL", url)  # the test process reads the instance too
         running = Deployment(root, url)
@@ -182,7 +172,8 @@ def test_the_instance_config_follows_the_settings_and_never_holds_the_url() -> N
         assert "max_concurrent_runs: 2" in text and "key: codex/repo" in text and "limit: 1" in text
 
 
-def test_two_repositories_ingest_at_once_and_a_second_run_of_one_waits(deployment: Deployment) -> None:
+def test_two_repositories_ingest_at_once_and_a_second_run_of_one_waits(deployment: Deployment,
+                                                                        postgres: PostgresServer) -> None:
     sources = {name: register(deployment, name) for name in ("alpha", "beta")}
     alpha_1 = deployment.submit_ingest("alpha")
     beta_1 = deployment.submit_ingest("beta")
@@ -212,7 +203,7 @@ def test_two_repositories_ingest_at_once_and_a_second_run_of_one_waits(deploymen
         assert_converged(deployment, name, source)
     # The storage is PostgreSQL: the runs are rows of its database, and no sqlite run storage exists.
     assert type(deployment.instance.run_storage).__name__ == "PostgresRunStorage"
-    rows = {row[0] for row in deployment_query(deployment, "SELECT run_id FROM runs")}
+    rows = {row[0] for row in postgres.query(DATABASE, "SELECT run_id FROM runs")}
     assert set(runs) <= rows
     assert not list(deployment.home.dagster_home.rglob("*.db"))
 
