@@ -123,8 +123,9 @@ def plan_delta(
     if masker_version is not None and previous.get("masker_version", 1) != masker_version:
         return DeltaPlan(None, list(digests), [], f"the secret masker changed (v{previous.get('masker_version', 1)} "
                          f"-> v{masker_version}): nothing of the old version is carried over")
-    if published_index != "exact":
-        # An HNSW graph is rebuilt by a full stage (past HNSW_MIN_POINTS; see vector_store).
+    if published_index not in ("exact", "server"):
+        # An embedded HNSW graph is rebuilt by a full stage (past HNSW_MIN_POINTS; see vector_store);
+        # a Qdrant server ("server") indexes a delta's collection itself.
         return DeltaPlan(None, list(digests), [], "the published version is an HNSW index")
     old: dict[str, str] = previous.get("digests") or {}
     upserts = [pid for pid, d in digests.items() if old.get(pid) != d]

@@ -25,6 +25,7 @@ from codex_core.fsio import fsync_dir, fsync_file
 from codex_core.git import RepoRegistry
 from codex_core.home import CodexHome, validate_repo_name
 from codex_core.models import content_hash
+from codex_core.settings import Settings
 from codex_core.snapshot import format as snapshot_format
 from codex_core.snapshot.archive import Entry, add_entry, hash_file
 from codex_core.snapshot.format import (
@@ -42,6 +43,7 @@ from codex_core.snapshot.format import (
     SnapshotInfo,
     canonical_json,
     codex_version,
+    refuse_server_index,
     snapshot_id,
 )
 from codex_core.snapshot.signing import as_keys, sign_manifest
@@ -166,14 +168,17 @@ def create_snapshot(
     compression: str = "none",
     model_id: str = DEFAULT_MODEL_ID,
     now: datetime | None = None,
+    settings: Settings | None = None,
 ) -> SnapshotInfo:
     """Write one signed archive of ``repo``'s published state into ``out_dir``.
 
     ``key`` signs it (HMAC-SHA256); ``key=None`` is refused unless ``allow_unsigned``. ``now`` fixes the
     creation time (backfills, tests). Refuses a damaged live index or a catalog whose commit is not the
-    published one, so every archive is internally consistent.
+    published one, so every archive is internally consistent, and refuses outright when ``settings``
+    (read from the environment when not given) name a Qdrant server: that index is not in CODEX_HOME.
     """
     started = time.perf_counter()
+    refuse_server_index(settings or Settings.from_env(), "create")
     validate_repo_name(repo)
     keys = as_keys(key)
     if not keys and not allow_unsigned:

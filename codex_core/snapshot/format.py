@@ -15,6 +15,7 @@ from typing import Any
 
 from codex_core import catalog
 from codex_core.secrets import MASKER_VERSION
+from codex_core.settings import Settings
 from codex_core.vector_store import SHARD_DIR, VERSION_FILE, VERSION_PATTERN
 
 FORMAT = "precision-codex-snapshot"
@@ -57,6 +58,22 @@ ARCHIVE_SUFFIXES = (".tar.gz", ".tar")
 
 class SnapshotError(ValueError):
     """A snapshot could not be created, found or restored; the message says what to do."""
+
+
+def refuse_server_index(settings: Settings, action: str) -> None:
+    """Snapshots hold the embedded index only. With ``QDRANT_URL`` the published vectors live on
+    that server: a snapshot of CODEX_HOME would miss them (or hold a stale embedded index from
+    before the switch), and a restore would publish into an index serving never reads."""
+    if settings.qdrant_url:
+        raise SnapshotError(
+            f"cannot {action} a snapshot while QDRANT_URL is set: the index lives on that Qdrant server, and "
+            "feriactl snapshots hold only the embedded index under CODEX_HOME. Back up and restore the server "
+            "with Qdrant's own snapshot API: POST /collections/<collection>/snapshots, then "
+            "PUT /collections/<collection>/snapshots/recover (once per node in a cluster; qdrant-client "
+            "create_snapshot / recover_snapshot). A repository's published collection is the one its alias "
+            "codex__<repo> names; aliases are not in collection snapshots, so point the alias again after a "
+            "recover. Unset QDRANT_URL only for a home that really uses the embedded index."
+        )
 
 
 class SnapshotRejected(SnapshotError):

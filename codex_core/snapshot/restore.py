@@ -20,6 +20,7 @@ from codex_core.fsio import fsync_dir, move_into_place, write_json_atomic
 from codex_core.git import GitError, RepoRegistry, is_url, run_git
 from codex_core.home import CodexHome
 from codex_core.published import write_published
+from codex_core.settings import Settings
 from codex_core.snapshot import format as snapshot_format
 from codex_core.snapshot.archive import Extractor
 from codex_core.snapshot.format import (
@@ -29,6 +30,7 @@ from codex_core.snapshot.format import (
     RestoreReport,
     SnapshotError,
     SnapshotRejected,
+    refuse_server_index,
 )
 from codex_core.snapshot.verify import read_manifest, verify_snapshot, walk_verified
 from codex_core.vector_store import VERSION_FILE, VERSIONS_DIR, EmbeddedVectorIndex
@@ -144,15 +146,23 @@ def _registry_and_sources(home: CodexHome, manifest: Mapping[str, Any], report: 
 
 
 def restore_snapshot(
-    home: CodexHome, path: Path, key: bytes | str | Sequence[bytes | str] | None, *, allow_unsigned: bool = False
+    home: CodexHome,
+    path: Path,
+    key: bytes | str | Sequence[bytes | str] | None,
+    *,
+    allow_unsigned: bool = False,
+    settings: Settings | None = None,
 ) -> RestoreReport:
     """Verify ``path`` completely, then install it into ``home`` and publish its index version.
 
     Nothing under ``home`` changes before the whole archive verified. The previously published
     version stays on disk, so ``EmbeddedVectorIndex.publish`` of it is a rollback of the restore.
     A snapshot masked by another masker version is refused: it may hold credentials the current
-    rules mask, and its spans would not verify against files masked today.
+    rules mask, and its spans would not verify against files masked today. Refused before anything
+    is read when ``settings`` (from the environment when not given) name a Qdrant server: serving
+    reads that server, never the embedded index a restore would publish.
     """
+    refuse_server_index(settings or Settings.from_env(), "restore")
     started = time.perf_counter()
     path = Path(path)
     verified = verify_snapshot(path, key, allow_unsigned=allow_unsigned)

@@ -16,10 +16,11 @@ Writer side (one writer per repo at a time; the pipeline guarantees it, nothing 
 ``staged_stats(repo, version) -> StagedVersion``
     Points counted by the engine after the build, points received, dim, commit, index kind.
 ``stage_delta(repo, dim, base_version, upserts, deletes, commit=...) -> version``
-    (``supports_delta`` only: the embedded index.) Builds a NEW version as a copy of
-    ``base_version`` with ``upserts`` written over it and ``deletes`` removed; the base is read,
-    never modified. A one-file commit then costs a directory copy plus that file's points, not a
-    rebuild of the whole repo.
+    (``supports_delta``: both indexes.) Builds a NEW version as a copy of ``base_version`` with
+    ``upserts`` written over it and ``deletes`` removed; the base is read, never modified. Embedded,
+    a one-file commit then costs a directory copy plus that file's points, not a rebuild of the
+    whole repo; on a server the base's points are copied through the client. The version records
+    its base and the changed/deleted ids, so a reader holding the base reads only those.
 ``iter_payloads(repo, version, ids=None, with_payload=True)``
     Every point's ``(id, payload)`` (or only ``ids``) — for the blocking checks before ``publish``.
 ``publish(repo, version, commit=...) -> PublishedVersion``

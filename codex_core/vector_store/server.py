@@ -41,10 +41,13 @@ class QdrantServerIndex(VectorIndex):
 
     Collections are named ``<prefix>__<repo>__<version>``; the alias ``<prefix>__<repo>`` points at
     the published one and is swapped with a single ``update_collection_aliases`` call. Version
-    facts (repo, commit, points, dim, published_at) live in each collection's metadata, so readers
-    get them from the collection the alias names. Needs a server recent enough for collection
-    metadata and keyword ``prefix`` indexes (the API qdrant-client 1.20 speaks).
+    facts (repo, commit, points, dim, published_at; for a delta its base and changed/deleted ids)
+    live in each collection's metadata, so readers get them from the collection the alias names.
+    Needs a server recent enough for collection metadata and keyword ``prefix`` indexes (the API
+    qdrant-client 1.20 speaks).
     """
+
+    supports_delta = True
 
     def __init__(
         self,
@@ -78,9 +81,48 @@ class QdrantServerIndex(VectorIndex):
         return dict(info.config.metadata or {})
 
     def stage(self, repo: str, dim: int, points: Iterable[IndexPoint], *, commit: str, batch_size: int = 512) -> str:
+        self._check_stage_args(repo, dim, batch_size, commit)
+        return self._build(repo, dim, points, (), commit=commit, batch_size=batch_size, base=None)
+
+    def stage_delta(
+        self,
+        repo: str,
+        dim: int,
+        base_version: str,
+        upserts: Iterable[IndexPoint],
+        deletes: Sequence[str],
+        *,
+        commit: str,
+        batch_size: int = 512,
+    ) -> str:
+        """A new collection holding ``base_version``'s points (read through the client: qdrant-client
+        1.20 has no server-side collection copy) minus ``deletes``, with ``upserts`` written over them.
+        The base collection is only read. Saves what a full stage costs around the copy: reading
+        every vector from the embedding cache, the span check of unchanged points, and every
+        reader's full reload (a reader holding the base reads only the changed ids)."""
+        self._check_stage_args(repo, dim, batch_size, commit)
+        base = self.staged_stats(repo, base_version)
+        if base.dim != dim:
+            raise ValueError(f"base version {base_version} has dim {base.dim}, not {dim}: stage a full version")
+        return self._build(repo, dim, upserts, deletes, commit=commit, batch_size=batch_size, base=base)
+
+    def _build(
+        self,
+        repo: str,
+        dim: int,
+        points: Iterable[IndexPoint],
+        deletes: Sequence[str],
+        *,
+        commit: str,
+        batch_size: int,
+        base: StagedVersion | None,
+    ) -> str:
+        """A new sealed version: ``points`` upserted into an empty collection, or into a copy of
+        ``base`` (then ``deletes`` removed, as in the embedded index). On any error the new
+        collection is deleted and the error re-raised."""
         from qdrant_client import models
 
-        self._check_stage_args(repo, dim, batch_size, commit)
+        doomed = [checked_point_id(d) for d in deletes]  # a bad id fails before anything is created
         version = new_version_id()
         name = self._collection(repo, version)
         meta = {
@@ -102,25 +144,56 @@ class QdrantServerIndex(VectorIndex):
             self.client.create_payload_index(
                 name, "path", field_schema=models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, prefix=True)
             )
+            if base is not None:
+                self._copy_points(self._collection(repo, base.version), name, set(doomed), batch_size)
             received = 0
+            written: list[str] = []
             batch: list[models.PointStruct] = []
             for pid, vec, payload in checked_points(points, dim):
                 batch.append(models.PointStruct(id=pid, vector=vec.tolist(), payload=payload))
                 received += 1
+                if base is not None:
+                    written.append(pid)
                 if len(batch) >= batch_size:
                     self.client.upsert(name, points=batch, wait=True)
                     batch = []
             if batch:
                 self.client.upsert(name, points=batch, wait=True)
+            for i in range(0, len(doomed), batch_size):
+                # Also removes an id that was both upserted and deleted: the embedded order.
+                self.client.delete(name, points_selector=doomed[i : i + batch_size], wait=True)
             counted = self.client.count(name, exact=True).count
-            self.client.update_collection(
-                name, metadata={"codex_points": counted, "codex_received": received, "codex_sealed": True}
-            )
+            sealed: dict[str, Any] = {"codex_points": counted, "codex_received": received, "codex_sealed": True}
+            if base is not None:
+                sealed |= {
+                    "codex_base_version": base.version,
+                    "codex_changed_ids": sorted(set(written)),
+                    "codex_deleted_ids": sorted(set(doomed)),
+                }
+            self.client.update_collection(name, metadata=sealed)
             return version
         except BaseException:
             with contextlib.suppress(Exception):
                 self.client.delete_collection(name)
             raise
+
+    def _copy_points(self, source: str, target: str, skip: set[str], batch_size: int) -> None:
+        from qdrant_client import models
+
+        offset = None
+        while True:
+            records, offset = self.client.scroll(
+                source, offset=offset, limit=batch_size, with_payload=True, with_vectors=True
+            )
+            batch = [
+                models.PointStruct(id=str(r.id), vector=r.vector, payload=r.payload or {})
+                for r in records
+                if str(r.id) not in skip
+            ]
+            if batch:
+                self.client.upsert(target, points=batch, wait=True)
+            if offset is None:
+                return
 
     def _staged_from_meta(self, meta: dict[str, Any]) -> StagedVersion:
         return StagedVersion(
@@ -132,6 +205,9 @@ class QdrantServerIndex(VectorIndex):
             dim=int(meta["codex_dim"]),
             index="server",
             created_at=meta["codex_created_at"],
+            base_version=meta.get("codex_base_version"),
+            changed_ids=list(meta.get("codex_changed_ids") or []),
+            deleted_ids=list(meta.get("codex_deleted_ids") or []),
         )
 
     def staged_stats(self, repo: str, version: str) -> StagedVersion:
@@ -301,6 +377,12 @@ class QdrantServerIndex(VectorIndex):
             vec = [float(x) for x in record.vector] if with_vectors and isinstance(record.vector, list) else None
             out.append(StoredPoint(pid, dict(record.payload or {}), vec))
         return out
+
+    def refresh(self, repos: Sequence[str] | None = None) -> dict[str, str]:
+        """Nothing to open (the server resolves the alias on every request): repo -> current version
+        of ``repos`` (all published), unpublished ones left out, as the embedded index answers."""
+        names = [validate_repo(r) for r in repos] if repos is not None else self.repos()
+        return {name: current.version for name in names if (current := self.current(name)) is not None}
 
     def close(self) -> None:
         if self.owns_client:

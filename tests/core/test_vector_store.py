@@ -2,10 +2,17 @@
 
 ``EmbeddedVectorIndex`` runs the real qdrant-edge engine on ``tmp_path``.
 
-``QdrantServerIndex`` cannot talk to a Qdrant server here (none can run in this environment), so it
-is driven through ``QdrantClient(location=":memory:")``: the same qdrant-client API (collections,
-metadata, aliases, filters) in local mode. Server-only behaviour — real HNSW, payload indexes, the
-server's atomic alias swap — is not exercised by these tests.
+``QdrantServerIndex`` (the ``server`` parameter) runs against a Qdrant server only when
+``QDRANT_URL`` is set (``QDRANT_API_KEY`` too if the server wants one); each test then uses its own
+collection prefix and deletes its collections afterwards (tests/support/qdrant.py). Without it
+(the default, and always on the machines this was written on: no Qdrant server binary can be
+installed there) it is driven through ``QdrantClient(location=":memory:")``: the same
+qdrant-client API (collections, metadata, aliases, filters, scroll) in process. Server-only
+behaviour — real HNSW, payload indexes, the server's own alias swap — is then not exercised.
+
+The server contract tests alone, against a real server::
+
+    QDRANT_URL=http://localhost:6333 .venv/bin/pytest tests/core/test_vector_store.py -k server
 """
 
 from __future__ import annotations
@@ -19,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from qdrant_client import QdrantClient
 
 from codex_core.models import content_hash, point_id
 from codex_core.vector_store import (
@@ -30,6 +36,7 @@ from codex_core.vector_store import (
     VectorIndex,
     file_manifest,
 )
+from tests.support.qdrant import QdrantUnderTest
 
 DIM = 32
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -72,15 +79,23 @@ def unit(m: np.ndarray) -> np.ndarray:
     return m / np.linalg.norm(m, axis=-1, keepdims=True)
 
 
+@pytest.fixture
+def qdrant() -> Iterator[QdrantUnderTest]:
+    """The server under test: ``QDRANT_URL`` when set, else the in-memory client (module docstring)."""
+    server = QdrantUnderTest()
+    yield server
+    server.close()
+
+
 @pytest.fixture(params=["embedded", "server"])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], VectorIndex]]:
     """Factory of store handles sharing one backend: a writer and a reader are separate handles."""
     handles: list[VectorIndex] = []
-    client = QdrantClient(location=":memory:") if request.param == "server" else None
+    server = QdrantUnderTest() if request.param == "server" else None
 
     def factory() -> VectorIndex:
-        if client is not None:
-            store: VectorIndex = QdrantServerIndex(client)
+        if server is not None:
+            store: VectorIndex = server.index()
         else:
             store = EmbeddedVectorIndex(tmp_path / "index", reader_dir=tmp_path / "readers")
         handles.append(store)
@@ -89,8 +104,8 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
     yield factory
     for handle in handles:
         handle.close()
-    if client is not None:
-        client.close()
+    if server is not None:
+        server.close()
 
 
 def test_staged_version_is_invisible_until_published(make_store: Callable[[], VectorIndex]) -> None:
@@ -306,6 +321,95 @@ def test_duplicate_ids_are_counted_once(make_store: Callable[[], VectorIndex]) -
     assert (stats.points, stats.received) == (10, 13)
 
 
+def test_publishing_an_older_version_is_a_rollback(make_store: Callable[[], VectorIndex]) -> None:
+    writer, reader = make_store(), make_store()
+    old_points, old_vectors = make_points("alpha", 30, seed=14)
+    new_points, new_vectors = make_points("alpha", 30, seed=15)
+    v1 = writer.stage("alpha", DIM, old_points, commit="c1")
+    v2 = writer.stage("alpha", DIM, new_points, commit="c2")
+    writer.publish("alpha", v1, commit="c1")
+    writer.publish("alpha", v2, commit="c2")
+    assert reader.search(new_vectors[4], top_k=1)[0].id == new_points[4].id
+    assert reader.refresh(["alpha"]) == {"alpha": v2}
+
+    back = writer.publish("alpha", v1, commit="c1")  # the swap back: readers follow on their next call
+
+    assert (back.version, back.commit) == (v1, "c1")
+    assert reader.current("alpha").version == v1
+    assert reader.search(old_vectors[4], top_k=1)[0].id == old_points[4].id
+    assert {h.id for h in reader.search(new_vectors[4], top_k=30)}.isdisjoint(p.id for p in new_points)
+    assert reader.refresh() == {"alpha": v1}
+    assert reader.refresh(["beta"]) == {}  # nothing published for it: nothing to open
+    with pytest.raises(UnknownRepoError, match="beta"):
+        reader.get("beta", [old_points[0].id])
+
+
+def test_delta_version_equals_a_full_build(make_store: Callable[[], VectorIndex]) -> None:
+    writer, reader = make_store(), make_store()
+    assert writer.supports_delta
+    points, vectors = make_points("alpha", 200, seed=21, paths=("a/x.py", "b/y.py"))
+    base = writer.publish("alpha", writer.stage("alpha", DIM, points, commit="c1"), commit="c1").version
+    assert reader.search(vectors[0], top_k=1)[0].id == points[0].id  # the reader holds the base
+    base_payloads = dict(writer.iter_payloads("alpha", base))
+
+    new_points, new_vectors = make_points("alpha", 5, seed=22, paths=("c/z.py",))
+    moved = IndexPoint(points[3].id, vectors[7], {**points[3].payload, "start_line": 40, "end_line": 41})
+    doomed = [p.id for p in points[:3]]
+    delta = writer.stage_delta("alpha", DIM, base, [*new_points, moved], doomed, commit="c2", batch_size=64)
+
+    stats = writer.staged_stats("alpha", delta)
+    assert (stats.base_version, stats.received, stats.points, stats.commit) == (base, 6, 202, "c2")
+    assert stats.changed_ids == sorted(p.id for p in [*new_points, moved])
+    assert stats.deleted_ids == sorted(doomed)
+    full = writer.stage("alpha", DIM, [moved, *points[4:], *new_points], commit="c2")
+    assert dict(writer.iter_payloads("alpha", delta)) == dict(writer.iter_payloads("alpha", full))
+    assert writer.staged_stats("alpha", full).base_version is None
+    assert dict(writer.iter_payloads("alpha", base)) == base_payloads  # the base was only read
+    assert reader.search(new_vectors[2], top_k=1)[0].payload["commit"] == "commit-21"  # not published yet
+
+    writer.publish("alpha", delta, commit="c2")
+    assert reader.search(new_vectors[2], top_k=1)[0].id == new_points[2].id
+    assert reader.get("alpha", [moved.id])[0].payload["start_line"] == 40
+    np.testing.assert_allclose(reader.get("alpha", [moved.id], with_vectors=True)[0].vector, unit(vectors[7]),
+                               atol=1e-6)
+    unchanged = reader.get("alpha", [points[150].id], with_vectors=True)[0]  # carried over from the base
+    assert unchanged.payload == points[150].payload
+    np.testing.assert_allclose(unchanged.vector, unit(vectors[150]), atol=1e-6)
+    assert {h.id for h in reader.search(vectors[0], top_k=202)}.isdisjoint(doomed)
+    only = dict(reader.iter_payloads("alpha", delta, ids=[moved.id, doomed[0]], with_payload=False))
+    assert only == {moved.id: {}}  # deleted ids are simply absent
+
+
+def test_failed_delta_leaves_the_published_version(make_store: Callable[[], VectorIndex]) -> None:
+    store = make_store()
+    points, vectors = make_points("alpha", 20, seed=23)
+    base = store.publish("alpha", store.stage("alpha", DIM, points, commit="c1"), commit="c1")
+    replacement, _ = make_points("alpha", 300, seed=25)
+
+    def dies_midway() -> Iterator[IndexPoint]:
+        yield from replacement[:200]
+        raise RuntimeError("embedder crashed")
+
+    with pytest.raises(RuntimeError, match="embedder crashed"):
+        store.stage_delta("alpha", DIM, base.version, dies_midway(), [], commit="c2", batch_size=64)
+    bad = IndexPoint(points[0].id, [float("nan")] * DIM, points[0].payload)
+    with pytest.raises(ValueError, match="NaN"):
+        store.stage_delta("alpha", DIM, base.version, [bad], [], commit="c2")
+    with pytest.raises(ValueError, match="not a uuid"):
+        store.stage_delta("alpha", DIM, base.version, [], ["chunk-1"], commit="c2")
+    with pytest.raises(ValueError, match="dim"):
+        store.stage_delta("alpha", DIM + 1, base.version, [], [], commit="c2")
+    with pytest.raises(LookupError):
+        store.stage_delta("alpha", DIM, "20000101T000000000000Z-abcdef", [], [], commit="c2")
+    with pytest.raises(ValueError, match="invalid version id"):
+        store.stage_delta("alpha", DIM, "../x", [], [], commit="c2")
+
+    assert [v.version for v in store.versions("alpha")] == [base.version]
+    assert store.prune("alpha") == []  # nothing half-built was left behind
+    assert store.current("alpha") == base
+    assert len(store.search(vectors[0], top_k=100)) == 20
+
+
 # ---------------------------------------------------------------- embedded-only behaviour
 
 
@@ -463,46 +567,72 @@ def test_reader_rereads_the_pointer_when_its_target_is_pruned_mid_switch(
     reader.close()
 
 
-def test_delta_version_equals_a_full_build_and_leaves_the_base_untouched(tmp_path: Path) -> None:
+def test_delta_copies_the_base_directory_without_loading_it(tmp_path: Path) -> None:
     store = EmbeddedVectorIndex(tmp_path / "index", reader_dir=tmp_path / "readers")
     points, vectors = make_points("alpha", 200, seed=21, paths=("a/x.py", "b/y.py"))
     base = store.publish("alpha", store.stage("alpha", DIM, points, commit="c1"), commit="c1").version
     base_dir = tmp_path / "index" / "alpha" / "versions" / base
     before = tree_state(base_dir)
 
-    new_points, new_vectors = make_points("alpha", 5, seed=22, paths=("c/z.py",))
-    moved = IndexPoint(points[3].id, vectors[7], {**points[3].payload, "start_line": 40, "end_line": 41})
-    doomed = [p.id for p in points[:3]]
-    delta = store.stage_delta("alpha", DIM, base, [*new_points, moved], doomed, commit="c2")
-    stats = store.staged_stats("alpha", delta)
-    assert (stats.base_version, stats.received, len(stats.deleted_ids), stats.points) == (base, 6, 3, 202)
-    wanted = [moved, *points[4:], *new_points]
-    full = store.stage("alpha", DIM, wanted, commit="c2")
-    assert dict(store.iter_payloads("alpha", delta)) == dict(store.iter_payloads("alpha", full))
-    assert tree_state(base_dir) == before  # the base was copied, never loaded in place
-    assert store.check_files("alpha", delta) == []
-
+    new_points, _ = make_points("alpha", 5, seed=22, paths=("c/z.py",))
+    delta = store.stage_delta("alpha", DIM, base, new_points, [points[0].id], commit="c2")
     store.publish("alpha", delta, commit="c2")
-    assert store.search(new_vectors[2], top_k=1)[0].id == new_points[2].id
-    assert store.get("alpha", [moved.id])[0].payload["start_line"] == 40
-    assert {h.id for h in store.search(vectors[0], top_k=200)}.isdisjoint(doomed)
-    only = dict(store.iter_payloads("alpha", delta, ids=[moved.id, doomed[0]], with_payload=False))
-    assert only == {moved.id: {}}  # deleted ids are simply absent
+    assert store.search(vectors[1], top_k=1)[0].id == points[1].id
+
+    assert tree_state(base_dir) == before  # same bytes and mtimes: copied, never loaded in place
+    assert store.check_files("alpha", delta) == []
     store.close()
 
 
-def test_failed_delta_leaves_nothing_and_hnsw_bases_are_refused(tmp_path: Path) -> None:
+def test_hnsw_bases_are_refused(tmp_path: Path) -> None:
     store = EmbeddedVectorIndex(tmp_path / "index", reader_dir=tmp_path / "readers", hnsw_min_points=400)
-    points, _ = make_points("alpha", 20, seed=23)
-    base = store.publish("alpha", store.stage("alpha", DIM, points, commit="c1"), commit="c1").version
-    bad = IndexPoint(points[0].id, [float("nan")] * DIM, points[0].payload)
-    with pytest.raises(ValueError, match="NaN"):
-        store.stage_delta("alpha", DIM, base, [bad], [], commit="c2")
-    assert [v.version for v in store.versions("alpha")] == [base]
-    with pytest.raises(ValueError, match="dim"):
-        store.stage_delta("alpha", DIM + 1, base, [], [], commit="c2")
     big, _ = make_points("beta", 450, seed=24)
     hnsw = store.stage("beta", DIM, big, commit="c1")
     with pytest.raises(ValueError, match="HNSW"):
         store.stage_delta("beta", DIM, hnsw, [], [], commit="c2")
     store.close()
+
+
+# ---------------------------------------------------------------- server-only behaviour
+
+
+def test_server_ignores_and_prunes_a_killed_stage(qdrant: QdrantUnderTest) -> None:
+    """What a stage killed before sealing leaves on a server: a collection whose metadata says
+    ``codex_sealed: false``. It is no version, cannot be published, and prune removes it."""
+    from qdrant_client import models
+
+    store = qdrant.index()
+    points, vectors = make_points("alpha", 10)
+    good = store.publish("alpha", store.stage("alpha", DIM, points, commit="c1"), commit="c1").version
+    killed = "20000101T000000000000Z-0a0b0c"
+    qdrant.client().create_collection(
+        f"{qdrant.prefix}__alpha__{killed}",
+        vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE),
+        metadata={"codex_repo": "alpha", "codex_version": killed, "codex_commit": "c2", "codex_dim": DIM,
+                  "codex_created_at": "2000-01-01T00:00:00+00:00", "codex_sealed": False},
+    )
+
+    assert [v.version for v in store.versions("alpha")] == [good]
+    with pytest.raises(LookupError, match="did not finish"):
+        store.publish("alpha", killed, commit="c2")
+    with pytest.raises(LookupError, match="did not finish"):
+        store.stage_delta("alpha", DIM, killed, [], [], commit="c2")
+    assert store.prune("alpha") == [killed]
+    assert qdrant.collections() == [f"{qdrant.prefix}__alpha__{good}"]
+    assert store.search(vectors[2], top_k=1)[0].id == points[2].id
+
+
+def test_server_collections_and_alias_are_named_by_prefix(qdrant: QdrantUnderTest) -> None:
+    """Two deployments (prefixes) share a server without seeing each other's repositories."""
+    ours, theirs = qdrant.index(), QdrantServerIndex(qdrant.client(), prefix=f"{qdrant.prefix}-other")
+    points, vectors = make_points("alpha", 10)
+    version = ours.publish("alpha", ours.stage("alpha", DIM, points, commit="c1"), commit="c1").version
+
+    assert theirs.repos() == [] and theirs.current("alpha") is None
+    with pytest.raises(UnknownRepoError):
+        theirs.search(vectors[0], repos=["alpha"])
+    assert qdrant.collections() == [f"{qdrant.prefix}__alpha__{version}"]
+    aliases = {a.alias_name: a.collection_name for a in qdrant.client().get_aliases().aliases}
+    assert aliases[f"{qdrant.prefix}__alpha"] == f"{qdrant.prefix}__alpha__{version}"
+    with pytest.raises(ValueError, match="prefix"):
+        QdrantServerIndex(qdrant.client(), prefix="a_b")
