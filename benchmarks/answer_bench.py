@@ -10,7 +10,12 @@ this shared 2-core machine hits all alike:
 
 - ``extractive``: no model; the answer is the labelled evidence (``codex_core.llm.extractive``);
 - ``small``: one local model (Qwen2.5-Coder-0.5B-Instruct Q4_K_M on a llama-server, a 2048-token
-  context window), verification off;
+  context window), verification off; as a 0.5B model it gets the compact prompt (``[prompt]
+  compact_up_to_b``: plain rules, at most 3 snippets of 40 lines, prose asked for and citations
+  attributed by the verifier);
+- ``small-standard``: the same model with the full prompt large models get (``prompt = "standard"``);
+- ``small-sc3``: ``small`` with self-consistency (``[consistency] samples = 3``: the answer most of
+  three samples agree with; below agreement 0.5 the labelled extractive answer);
 - ``escalating``: draft -> verify -> expert (``[verify] method = "lexical"``, τ = 0.5). The draft is
   the same model with a 1536-token window (fewer snippets: cheaper); a draft that fails verification
   escalates to the "expert", which is exactly the ``small`` configuration's model call — no larger
@@ -58,7 +63,7 @@ from score import score_answer, summarize, targets  # noqa: E402
 
 QUESTIONS = ANSWER_DIR / "questions.jsonl"
 REPOS_JSON = HERE / "localization" / "repos.json"
-CONFIGS = ("extractive", "small", "escalating")
+CONFIGS = ("extractive", "small", "small-standard", "small-sc3", "escalating")
 KINDS = ("where", "how", "why")
 
 
@@ -101,6 +106,14 @@ def llm_configs(llm_url: str, timeout: float) -> dict[str, dict[str, Any]]:
     return {
         "extractive": {"models": [], "routes": {}, "verify": {"method": "off"}},
         "small": {"models": [qwen], "routes": every_route(qwen["name"]), "verify": {"method": "off"}},
+        # The same model and window with the full prompt a large model gets (the prompt before #16's
+        # size-adapted prompts): what the compact prompt changes, measured in the same run.
+        "small-standard": {"models": [{**qwen, "prompt": "standard"}], "routes": every_route(qwen["name"]),
+                           "verify": {"method": "off"}},
+        # Self-consistency: 3 samples (the 2nd and 3rd at temperature 0.7), the answer most agree with;
+        # agreement below 0.5 falls to the extractive answer (no other model in the chain).
+        "small-sc3": {"models": [qwen], "routes": every_route(qwen["name"]), "verify": {"method": "off"},
+                      "consistency": {"samples": 3, "temperature": 0.7, "min_agreement": 0.5}},
         "escalating": {"models": [draft, qwen], "routes": every_route(draft["name"], qwen["name"]),
                        "verify": {"method": "lexical", "escalate_below": 0.5}},
     }
@@ -217,6 +230,7 @@ def done_keys(raw: Path) -> set[tuple[str, str]]:
 
 def run(args: argparse.Namespace, questions: list[dict[str, Any]], raw: Path) -> None:
     from codex_core.home import CodexHome
+    from codex_core.settings import Settings
     from serving.engine import QueryEngine
 
     done = done_keys(raw) if args.resume else set()
@@ -225,7 +239,9 @@ def run(args: argparse.Namespace, questions: list[dict[str, Any]], raw: Path) ->
     answerers = build_answerers(args.configs, args.llm_url, args.timeout)
     with tempfile.TemporaryDirectory(prefix="answer-bench-") as scratch:
         home = copy_home(args.home, Path(scratch))
-        engine = QueryEngine(CodexHome(home), answerer=answerers[args.configs[0]][0])
+        # The semantic cache off: every configuration answers the same questions, and each must ask its model.
+        settings = Settings.from_env({**os.environ, "CODEX_SEMANTIC_CACHE": "off"})
+        engine = QueryEngine(CodexHome(home), answerer=answerers[args.configs[0]][0], settings=settings)
         # Warm-up (not recorded): the embedder, the index, each model's first request.
         warm = questions[0]
         for config in args.configs:

@@ -27,6 +27,18 @@ class Freshness(BaseModel):
     commits_behind: int | None
 
 
+class AnswerUsage(BaseModel):
+    """What answering took: the model calls of the whole walk (failed drafts, retries, escalations,
+    verdicts) and an energy figure labelled with how it was obtained (docs/operations.md)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    calls: int = Field(description="model calls made for this answer (0: extractive or abstained)")
+    tokens_estimated: bool = Field(description="some token count is an estimate: the server reported none")
+    energy_j: float
+    energy_method: str = Field(description="nvml (GPU energy, measured) or estimate:cpu-time (CPU seconds × watts)")
+
+
 class Answer(BaseModel):
     answer: str
     citations: list[Citation]
@@ -42,6 +54,7 @@ class Answer(BaseModel):
     arm: str = Field("champion", description="Canary arm that served the answer")
     latency_ms: float
     trace_id: str
+    usage: AnswerUsage | None = Field(None, description="tokens, model calls and energy of this answer")
 
     def to_text(self, *, with_answer: bool = True) -> str:
         """The answer as ``feriactl query`` prints it (``with_answer=False``: the citations and the

@@ -58,6 +58,12 @@ class Settings(BaseSettings):
                     "event-log and schedule storage (default: sqlite under CODEX_HOME/dagster); read from the "
                     "environment by every Dagster process, never written to disk",
     )
+    serving_state_url: SecretStr | None = Field(
+        None, alias="CODEX_SERVING_STATE_URL",
+        description="database that serving replicas share for quotas, in-flight leases and the kill-switch "
+                    "(`postgresql+psycopg2://…` or `sqlite:////abs/path.sqlite`; default: the database of "
+                    "CODEX_DAGSTER_PG_URL when set, else sqlite at CODEX_HOME/serving/shared_state.sqlite)",
+    )
     mlflow_tracking_uri: SecretStr | None = Field(
         None, alias="MLFLOW_TRACKING_URI",
         description="an MLflow tracking server `http://…`, or a database `postgresql+psycopg2://…` that `feriactl up` "
@@ -84,12 +90,32 @@ class Settings(BaseSettings):
         None, alias="CODEX_RERANKER_PATH",
         description="a local sentence-transformers CrossEncoder directory: reranks the top 30 (off when unset)",
     )
+    semantic_cache: float | Literal["off"] = Field(
+        0.97, alias="CODEX_SEMANTIC_CACHE",
+        description="semantic answer cache: a verified model answer is re-served to a question whose embedding is at "
+                    "least this cosine-similar to a recent one (same tenant, repositories, commits, top_k and config); "
+                    "`off` turns it off. 0.97 was chosen on tune pairs: no held-out false hit, re-typed questions "
+                    "hit, reworded ones do not (docs/benchmarks.md)",
+    )
+    semantic_cache_size: int = Field(
+        1024, alias="CODEX_SEMANTIC_CACHE_SIZE", ge=1,
+        description="answers the semantic cache keeps per serving process (least recently used dropped first)",
+    )
+    semantic_cache_max_age_s: float = Field(
+        3600.0, alias="CODEX_SEMANTIC_CACHE_MAX_AGE_S", gt=0,
+        description="the oldest cached answer the semantic cache still serves, in seconds",
+    )
     auth: Literal["", "open", "required"] = Field(
         "", alias="CODEX_AUTH",
         description="`required`: every query needs an API key (automatic once a tenant exists); `open`: local use",
     )
     quotas_config: Path | None = Field(
         None, alias="CODEX_QUOTAS_CONFIG", description="tenant quotas file (default `configs/tenants.quotas.yaml`)",
+    )
+    cpu_watts_per_core: float = Field(
+        3.5, alias="CODEX_CPU_WATTS_PER_CORE", gt=0,
+        description="watts of one busy CPU core: a request's energy without a readable GPU is estimated as its CPU "
+                    "seconds × this (default: Cloud Carbon Footprint's AWS vCPU at 100% load; docs/operations.md)",
     )
     api_key: SecretStr | None = Field(
         None, alias="CODEX_API_KEY", description="the API key `feriactl simulate` sends (when auth is required)",
@@ -108,6 +134,35 @@ class Settings(BaseSettings):
         if value is not None:
             check_postgres_url(value.get_secret_value(), postgres_only=info.field_name == "dagster_pg_url")
         return value
+
+    @field_validator("serving_state_url")
+    @classmethod
+    def _serving_state_is_postgres_or_sqlite(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            url = value.get_secret_value()
+            check_postgres_url(url, postgres_only=False)
+            if urlsplit(url).scheme.lower() not in ("postgresql+psycopg2", "sqlite"):
+                raise ValueError(f"expected {POSTGRES_URL_FORM} or sqlite:////absolute/path.sqlite")
+        return value
+
+    @field_validator("semantic_cache", mode="before")
+    @classmethod
+    def _semantic_cache_is_a_threshold_or_off(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            if value != "off":
+                try:
+                    value = float(value)
+                except ValueError:
+                    raise ValueError("expected a cosine similarity in (0, 1], e.g. 0.97, or `off`") from None
+        if isinstance(value, int | float) and not isinstance(value, bool) and not 0.0 < value <= 1.0:
+            raise ValueError(f"expected a cosine similarity in (0, 1], e.g. 0.97, or `off`; got {value}")
+        return value
+
+    @property
+    def semantic_cache_threshold(self) -> float | None:
+        """``CODEX_SEMANTIC_CACHE`` as a threshold (None: the cache is off)."""
+        return None if self.semantic_cache == "off" else float(self.semantic_cache)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,

@@ -4,6 +4,7 @@ with fewer new tokens.
 - :class:`NvmlReader` reads every GPU through pynvml. Without the NVML library (no GPU, as on the
   CI machines) it raises :class:`GpuUnavailable` and the governor is inert: no demotion, GPU gauges
   absent from ``/metrics``, and ``/v1/health`` says ``gpu: {available: false, reason}``.
+  ``read_energy`` gives the GPUs' power and energy counters to a request's cost (:mod:`codex_core.cost`).
 - :class:`GpuGovernor` turns samples into a :class:`GovernorDecision` (sampled at most every
   ``sample_every_s``), logging every change of decision.
 - :class:`GovernedAnswerer` applies the decision to the stock :class:`~codex_core.llm.Answerer`
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from codex_core.cost import EnergyReading
 from codex_core.llm import Answerer, ContextChunk, RouteDecision
 from codex_core.llm.backends import Backend, ChatReply, make_backend
 from codex_core.llm.config import LLMConfig, load_config
@@ -107,6 +109,25 @@ class NvmlReader:
                 return samples
             except Exception as exc:
                 raise GpuUnavailable(f"NVML read failed: {type(exc).__name__}: {exc}") from exc
+
+    def read_energy(self) -> EnergyReading:
+        """Every GPU's power now, summed, and their total-energy counters (None when a GPU has none:
+        the counter exists from Volta on); raises :class:`GpuUnavailable` when NVML cannot be used."""
+        with self._lock:
+            nvml = self._init()
+            try:
+                watts, joules = 0.0, 0.0
+                counted = True
+                for i in range(nvml.nvmlDeviceGetCount()):
+                    handle = nvml.nvmlDeviceGetHandleByIndex(i)
+                    watts += nvml.nvmlDeviceGetPowerUsage(handle) / 1000  # milliwatts
+                    try:
+                        joules += nvml.nvmlDeviceGetTotalEnergyConsumption(handle) / 1000  # millijoules
+                    except nvml.NVMLError:
+                        counted = False
+                return EnergyReading(joules if counted else None, watts)
+            except Exception as exc:
+                raise GpuUnavailable(f"NVML power read failed: {type(exc).__name__}: {exc}") from exc
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,14 @@ explains each):
   were not retrieved; http_errors_total{status}: 5xx responses (503 of the kill-switch included).
 - canary_requests_total{arm,outcome}; canary_p95_seconds / canary_error_rate /
   canary_abstention_rate{arm}: the signals the automatic rollback reads.
+- semantic_cache_requests_total{result}: queries the semantic cache answered (hit), looked up without
+  a match (miss) or was not consulted for (skip); nothing while CODEX_SEMANTIC_CACHE is off.
 - gpu_utilization, gpu_memory_bytes, gpu_memory_total_bytes, gpu_temperature_celsius{gpu}:
   ABSENT (not 0) when NVML is unavailable.
+- llm_tokens_total{model,kind}: tokens of every model call (kind prompt / completion; server-reported,
+  else estimated); request_llm_tokens{kind}: histogram of them per answered query;
+  request_cpu_seconds_total and request_energy_joules_total{method} (nvml, or estimate:cpu-time):
+  what answering cost (codex_core.cost says what each covers).
 - agent_runs_total{recipe,status}: stored sandbox agent runs (status ok / failed / timeout /
   blocked / unavailable); agent_run_seconds{recipe}: histogram of their durations;
   sandbox_violations_total{kind}: sandbox guards that fired (policy, timeout, output_cap,
@@ -35,6 +41,7 @@ from codex_core.sandbox.stats import VIOLATION_KINDS, RunTotals
 from serving.gpu import GpuGovernor
 
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 30.0)
+TOKEN_BUCKETS = (0, 250, 500, 1000, 2000, 4000, 8000, 16000, 32000, 64000)
 AGENT_RUN_BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 
 # name -> (type, labels). Histograms expose name_bucket / name_sum / name_count.
@@ -52,6 +59,11 @@ METRIC_CATALOG: dict[str, tuple[str, tuple[str, ...]]] = {
     "canary_p95_seconds": ("gauge", ("arm",)),
     "canary_error_rate": ("gauge", ("arm",)),
     "canary_abstention_rate": ("gauge", ("arm",)),
+    "semantic_cache_requests_total": ("counter", ("result",)),
+    "llm_tokens_total": ("counter", ("model", "kind")),
+    "request_llm_tokens": ("histogram", ("kind",)),
+    "request_cpu_seconds_total": ("counter", ()),
+    "request_energy_joules_total": ("counter", ("method",)),
     "gpu_utilization": ("gauge", ("gpu",)),
     "gpu_memory_bytes": ("gauge", ("gpu",)),
     "gpu_memory_total_bytes": ("gauge", ("gpu",)),
@@ -155,8 +167,20 @@ class ServingMetrics:
         self.canary_abstention_rate = Gauge(
             "canary_abstention_rate", "Abstention rate per canary arm", ["arm"], registry=r
         )
+        self.llm_tokens = Counter("llm_tokens", "Tokens of every model call by model and kind (prompt, completion)",
+                                  ["model", "kind"], registry=r)
+        self.request_tokens = Histogram("request_llm_tokens", "Tokens per answered query, every model call of it",
+                                        ["kind"], buckets=TOKEN_BUCKETS, registry=r)
+        self.request_cpu = Counter("request_cpu_seconds", "CPU seconds of answered queries (codex_core.cost)",
+                                   registry=r)
+        self.request_energy = Counter("request_energy_joules", "Energy of answered queries by how it was obtained",
+                                      ["method"], registry=r)
+        self.semantic_cache = Counter("semantic_cache_requests", "Queries by semantic cache result (hit, miss, skip)",
+                                      ["result"], registry=r)
         for q in queues:
             self.admit.labels(q)
+        for result in ("hit", "miss", "skip"):
+            self.semantic_cache.labels(result)
         r.register(_GpuCollector(governor))
         r.register(_AgentRunCollector(agent_runs))
 
@@ -165,6 +189,9 @@ class ServingMetrics:
         self.router_latency.labels(route).observe(latency_s)
         if not trace:
             return
+        cache = trace.get("cache")
+        if cache:  # None while the semantic cache is off
+            self.semantic_cache.labels(cache["result"]).inc()
         retrieval_ms = (trace.get("timings_ms") or {}).get("retrieval_ms")
         if retrieval_ms is not None:
             self.rag_latency.observe(retrieval_ms / 1000)
@@ -174,6 +201,19 @@ class ServingMetrics:
         rejected = len(generation.get("rejected_refs") or [])
         if rejected:
             self.citation_rejected.inc(rejected)
+        cost = trace.get("cost")
+        if cost:
+            self._observe_cost(cost)
+
+    def _observe_cost(self, cost: dict) -> None:
+        for model, used in (cost.get("by_model") or {}).items():
+            for kind in ("prompt", "completion"):
+                if used.get(f"{kind}_tokens"):
+                    self.llm_tokens.labels(model, kind).inc(used[f"{kind}_tokens"])
+        for kind in ("prompt", "completion"):
+            self.request_tokens.labels(kind).observe(cost.get(f"{kind}_tokens", 0))
+        self.request_cpu.inc(cost.get("cpu_s", 0.0))
+        self.request_energy.labels(cost.get("energy_method", "unknown")).inc(cost.get("energy_j", 0.0))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

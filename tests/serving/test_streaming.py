@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from codex_core.llm import AnswerDelta, Answerer, config_from_dict
 from codex_core.llm.sse import read_events
+from codex_core.settings import Settings
 from serving.routes_query import StreamClosed
 from tests.core.test_llm import CAPTURED, RecordedServer, Scripted, captured_stream, openai_config
 from tests.serving.test_quotas import quotas
@@ -47,7 +48,10 @@ def test_stream_sends_tokens_then_the_same_answer_as_without_streaming(make_app,
     recorded.scripts["local-llama-server"] = [
         Scripted(CAPTURED + "chat_stream_cited.sse"), Scripted(CAPTURED + "chat_completion.json"),
     ]
-    app, _ = make_app(engine_kwargs={"answerer": llama_answerer(recorded)})
+    # The semantic cache off: the plain request must walk the chain itself (tests/serving/test_semantic_cache.py
+    # is where a repeated question is answered from the cache).
+    no_cache = Settings.from_env({"CODEX_SEMANTIC_CACHE": "off"})
+    app, _ = make_app(engine_kwargs={"answerer": llama_answerer(recorded), "settings": no_cache})
     with TestClient(app) as client:
         streamed = client.post("/v1/query", json={**QUESTION, "stream": True})
         plain = client.post("/v1/query", json=QUESTION).json()
