@@ -1,8 +1,9 @@
 """``feriactl`` commands for operating the query API: tenants, kill-switch, canary, simulate.
 
 Wired into ``codex_cli.main.build_parser()`` with ``serving_cmds.register(sub)``. Each command
-edits a file under ``CODEX_HOME/serving/`` that a running server re-reads on its next request,
-so none of them needs a restart. Heavy imports stay inside the commands.
+edits a file under ``CODEX_HOME/serving/`` (the kill-switch: the shared serving state,
+``serving/shared_state.py``) that a running server re-reads on its next request, so none of them
+needs a restart. Heavy imports stay inside the commands.
 """
 
 from __future__ import annotations
@@ -87,13 +88,21 @@ def cmd_tenants_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_kill_switch(args: argparse.Namespace) -> int:
+    from codex_core.settings import Settings
     from serving.killswitch import KillSwitch
+    from serving.shared_state import StateStoreUnavailable
 
-    switch = KillSwitch(_state_dir())
-    if args.state == "status":
-        state = switch.state()
-    else:
-        state = switch.set(args.state == "on", args.reason or "", set_by=f"cli:{os.environ.get('USER', '?')}")
+    # The shared serving state the replicas read (CODEX_SERVING_STATE_URL, else CODEX_DAGSTER_PG_URL, else
+    # sqlite under CODEX_HOME/serving): every replica sees the change on its next request.
+    state_dir = _state_dir()
+    switch = KillSwitch.for_serving(Settings.from_env(), state_dir)
+    try:
+        if args.state == "status":
+            state = switch.state()
+        else:
+            state = switch.set(args.state == "on", args.reason or "", set_by=f"cli:{os.environ.get('USER', '?')}")
+    except StateStoreUnavailable as exc:
+        raise _cli().CliError(f"{exc} (run this where the serving replicas' settings are set)") from exc
     human = (f"kill-switch ON: {state.reason} (since {state.set_at}); /v1/query answers 503"
              if state.on else "kill-switch off: queries are served")
     _cli().emit(args, state.to_dict(), human)

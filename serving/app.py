@@ -35,6 +35,7 @@ from serving.killswitch import KillSwitch
 from serving.logs import AccessLog
 from serving.metrics import ServingMetrics
 from serving.quotas import QUEUES, Admission, QuotaConfig, load_quota_config
+from serving.shared_state import SharedLimiter, SharedState, StateStoreUnavailable
 
 log = logging.getLogger("codex.serving")
 MAX_BODY_BYTES = 1024 * 1024  # a query is at most 4,000 characters; a batch of them fits easily
@@ -62,7 +63,9 @@ def create_app(
     promote_callback: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> FastAPI:
     """``engine_factory`` defaults to an engine over CODEX_HOME with a GPU-governed Answerer; tests pass
-    their own. ``state_dir`` (tenants, kill-switch, canary) defaults to ``CODEX_HOME/serving``."""
+    their own. ``state_dir`` (tenants, canary; the sqlite shared state when no database is configured)
+    defaults to ``CODEX_HOME/serving``. Quotas and the kill-switch live in the shared serving state
+    (``serving/shared_state.py``), so replicas of this app enforce them together."""
 
     settings = Settings.from_env(env)
     governor = governor or GpuGovernor()
@@ -80,7 +83,8 @@ def create_app(
         # Load the embedding model now, not on the first user's query.
         await run_in_threadpool(engine.embedder.embed, ["warm up"])
         directory = state_dir or engine.home.serving_state_dir
-        admission = Admission(quotas or load_quota_config(settings.quotas_config))
+        shared = SharedState.for_serving(settings, directory)  # connects on first use: start-up never waits for it
+        admission = Admission(quotas or load_quota_config(settings.quotas_config), limiter=SharedLimiter(shared))
         app.state.agent_runs = agent_runs = routes_agent.AgentRuns.for_home(engine.home, env)
         metrics = ServingMetrics(governor, admission.depth, QUEUES, agent_runs=RunTotals(agent_runs.store))
         canary_store = CanaryStore(directory, ConfigStore(engine.home.configs_dir),
@@ -94,15 +98,18 @@ def create_app(
         holder["services"] = app.state.services = Services(
             engine=engine,
             tenants=TenantStore(directory / "tenants.json"),
-            kill_switch=KillSwitch(directory),
+            kill_switch=KillSwitch(shared, legacy_dir=directory),
             canary_store=canary_store,
             canary=CanaryRouter(canary_store, on_signals=publish_signals),
             admission=admission,
             governor=governor,
             metrics=metrics,
+            shared_state=shared,
         )
         yield
         holder["services"].canary.flush()
+        await admission.close()  # this replica's in-flight slots are freed now, not when their leases expire
+        shared.close()
         engine.close()
 
     app = FastAPI(title="Precision Codex", version=VERSION, lifespan=lifespan)
@@ -115,6 +122,14 @@ def create_app(
         errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
                   for e in exc.errors()[:20]]
         return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(StateStoreUnavailable)
+    async def shared_state_unavailable(request: Request, exc: StateStoreUnavailable) -> JSONResponse:
+        # Fail closed: without the shared state no replica can tell how much of a quota is left, or
+        # whether the kill-switch is on. The message names the store with its password hidden.
+        log.error("%s", exc)
+        request.state.log.setdefault("error", "shared_state_unavailable")
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
 
     # ------------------------------------------------------------ access log + 5xx accounting
 

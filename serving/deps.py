@@ -19,6 +19,7 @@ from serving.gpu import GpuGovernor
 from serving.killswitch import KillSwitch
 from serving.metrics import ServingMetrics
 from serving.quotas import Admission
+from serving.shared_state import SharedState
 
 
 @dataclass(frozen=True)
@@ -47,10 +48,11 @@ class Services:
     admission: Admission
     governor: GpuGovernor
     metrics: ServingMetrics
+    shared_state: SharedState  # quotas, leases and kill-switch of every replica (serving/shared_state.py)
 
 
 def get_services(request: Request) -> Services:
-    """The services the app's lifespan built (engine, tenants, canary, quotas, metrics)."""
+    """The services the app's lifespan built (engine, tenants, canary, quotas, shared state, metrics)."""
     return request.app.state.services
 
 

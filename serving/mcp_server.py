@@ -51,6 +51,7 @@ from serving.canary import CanaryError, CanaryStore
 from serving.engine import VERSION, QueryEngine, UnknownRepo, citation_fields
 from serving.killswitch import KillSwitch
 from serving.schemas import REPO_PATTERN
+from serving.shared_state import StateStoreUnavailable
 
 log = logging.getLogger("codex.serving.mcp")
 
@@ -117,10 +118,11 @@ class Status(BaseModel):
 class CodexTools:
     """What the tools do, as plain methods over one engine (the MCP shells add the caller's access)."""
 
-    def __init__(self, engine: QueryEngine):
+    def __init__(self, engine: QueryEngine, kill_switch: KillSwitch | None = None):
         self.engine = engine
         home = engine.home
-        self.kill_switch = KillSwitch(home.serving_state_dir)
+        # The API's kill-switch (shared serving state); default: the sqlite one under CODEX_HOME/serving.
+        self.kill_switch = kill_switch or KillSwitch(home.serving_state_dir)
         self._canary = CanaryStore(home.serving_state_dir, ConfigStore(home.configs_dir))
         self._configs: dict[str, RetrievalConfig] = {}
         self._lines = GitVerificationSource(engine.reader.worktree_of)
@@ -135,7 +137,10 @@ class CodexTools:
         return self._configs[config_id]
 
     def _admit(self) -> None:
-        state = self.kill_switch.state()
+        try:
+            state = self.kill_switch.state()
+        except StateStoreUnavailable as exc:  # fail closed, as the API does (503)
+            raise ToolError(str(exc)) from exc
         if state.on:
             raise ToolError(state.refusal())
 
@@ -299,7 +304,7 @@ def build_server(
     def tools() -> CodexTools:
         with lock:
             if "tools" not in holder:
-                holder["tools"] = CodexTools(warm.get())
+                holder["tools"] = CodexTools(warm.get(), KillSwitch.for_serving(settings, home.serving_state_dir))
             return holder["tools"]
 
     def caller() -> tuple[str, set[str] | None]:

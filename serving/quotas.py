@@ -11,6 +11,11 @@ Two layers decide whether a request runs:
 
 Every refusal carries ``retry_after`` in whole seconds (the HTTP ``Retry-After`` header), computed
 from the bucket (time until enough tokens) or from the queue (waiting requests x mean service time).
+
+The tenant layer has two implementations (:class:`TenantLimiter`): :class:`LocalLimiter` keeps the
+buckets and counts in this process; ``serving.shared_state.SharedLimiter`` keeps them in a database
+every replica shares (what the API uses). The server queues always belong to the process: they are
+one replica's capacity.
 """
 
 from __future__ import annotations
@@ -20,10 +25,10 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -122,6 +127,21 @@ def load_quota_config(path: Path | None = None) -> QuotaConfig:
     return quota_config_from_dict(yaml.safe_load(path.read_text()) or {}, str(path))
 
 
+def queue_inflight_full(tenant: str, queue: str, limits: QueueLimits, retry_after: float) -> Throttled:
+    return Throttled("tenant_inflight", retry_after,
+                     f"tenant {tenant!r} already has {limits.max_inflight} {queue} requests in flight")
+
+
+def tenant_inflight_full(tenant: str, cap: int, retry_after: float) -> Throttled:
+    return Throttled("tenant_inflight", retry_after,
+                     f"tenant {tenant!r} already has {cap} requests in flight across queues")
+
+
+def over_quota(tenant: str, queue: str, limits: QueueLimits, wait_s: float) -> Throttled:
+    return Throttled("rate", wait_s,
+                     f"tenant {tenant!r} is over its {queue} quota ({limits.rate:g}/s, burst {limits.burst:g})")
+
+
 class TokenBucket:
     def __init__(self, rate: float, burst: float, now: float):
         self.rate, self.burst = rate, burst
@@ -146,24 +166,86 @@ class TokenBucket:
 
 @dataclass
 class Ticket:
-    """An admitted request; ``release()`` exactly once when it finishes (or is refused by the queue)."""
+    """An admitted request; ``release()`` exactly once when it finishes (or is refused by the queue).
+    ``lease``: its row in the shared state (None in process memory)."""
 
     tenant: str
     queue: str
     cost: float
     released: bool = False
+    lease: str | None = None
 
 
-class Admission:
-    """Thread-safe tenant layer + asyncio server-queue layer. Create inside the serving event loop."""
+class TenantLimiter(Protocol):
+    """The tenant layer: token buckets and in-flight caps. ``blocking``: calls do I/O (keep them off the
+    event loop)."""
 
-    def __init__(self, config: QuotaConfig, clock=time.monotonic):
-        self.config = config
+    blocking: bool
+
+    def admit(self, tenant: str, queue: str, cost: float, limits: QueueLimits, tenant_cap: int,
+              queues: Collection[str], busy_retry_s: float) -> Ticket:
+        """Take ``cost`` tokens and an in-flight slot, or raise :class:`Throttled`."""
+        ...
+
+    def release(self, ticket: Ticket, limits: QueueLimits, *, refund: bool = False) -> None:
+        """Free the ticket's slot (called once per ticket); ``refund``: give its tokens back."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class LocalLimiter:
+    """Buckets and in-flight counts in this process: right for one process, N x the quota for N replicas."""
+
+    blocking = False
+
+    def __init__(self, clock=time.monotonic):
         self._clock = clock
         self._lock = threading.Lock()
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
         self._inflight: dict[tuple[str, str], int] = {}
         self._tenant_inflight: dict[str, int] = {}
+
+    def admit(self, tenant: str, queue: str, cost: float, limits: QueueLimits, tenant_cap: int,
+              queues: Collection[str], busy_retry_s: float) -> Ticket:
+        now = self._clock()
+        with self._lock:
+            key = (tenant, queue)
+            if self._inflight.get(key, 0) >= limits.max_inflight:
+                raise queue_inflight_full(tenant, queue, limits, busy_retry_s)
+            if self._tenant_inflight.get(tenant, 0) >= tenant_cap:
+                raise tenant_inflight_full(tenant, tenant_cap, busy_retry_s)
+            bucket = self._buckets.get(key)
+            if bucket is None or (bucket.rate, bucket.burst) != (limits.rate, limits.burst):
+                bucket = self._buckets[key] = TokenBucket(limits.rate, limits.burst, now)
+            wait = bucket.take(cost, now)
+            if wait > 0:
+                raise over_quota(tenant, queue, limits, wait)
+            self._inflight[key] = self._inflight.get(key, 0) + 1
+            self._tenant_inflight[tenant] = self._tenant_inflight.get(tenant, 0) + 1
+        return Ticket(tenant, queue, cost)
+
+    def release(self, ticket: Ticket, limits: QueueLimits, *, refund: bool = False) -> None:
+        with self._lock:
+            key = (ticket.tenant, ticket.queue)
+            self._inflight[key] -= 1
+            self._tenant_inflight[ticket.tenant] -= 1
+            if refund and key in self._buckets:
+                self._buckets[key].give_back(ticket.cost)
+
+    def close(self) -> None:
+        pass
+
+
+class Admission:
+    """Tenant layer (a :class:`TenantLimiter`, in process memory by default) + asyncio server-queue layer.
+    Create inside the serving event loop."""
+
+    def __init__(self, config: QuotaConfig, clock=time.monotonic, limiter: TenantLimiter | None = None):
+        self.config = config
+        self.limiter: TenantLimiter = limiter or LocalLimiter(clock)
+        self._released_lock = threading.Lock()
+        self._pending: set[asyncio.Future] = set()  # releases running off the event loop
         self._slots = {q: asyncio.Semaphore(c.concurrency) for q, c in config.queues.items()}
         self._waiting = dict.fromkeys(config.queues, 0)
         self._running = dict.fromkeys(config.queues, 0)
@@ -172,7 +254,8 @@ class Admission:
     # ------------------------------------------------------------ tenant layer
 
     def admit(self, tenant: str, queue: str, cost: float = 1.0) -> Ticket:
-        """Take ``cost`` tokens and an in-flight slot for ``tenant:queue`` or raise :class:`Throttled`."""
+        """Take ``cost`` tokens and an in-flight slot for ``tenant:queue`` or raise :class:`Throttled`.
+        With a blocking limiter this waits for its store: from the event loop use :meth:`admit_async`."""
         limits = self.config.limits(tenant, queue)
         if cost > limits.burst:
             raise Throttled(
@@ -180,43 +263,49 @@ class Admission:
                 f"a request costing {cost:g} tokens can never fit tenant {tenant!r}'s {queue} burst of "
                 f"{limits.burst:g}: send smaller batches",
             )
-        now = self._clock()
-        with self._lock:
-            key = (tenant, queue)
-            if self._inflight.get(key, 0) >= limits.max_inflight:
-                raise Throttled(
-                    "tenant_inflight", self._mean_service(queue),
-                    f"tenant {tenant!r} already has {limits.max_inflight} {queue} requests in flight",
-                )
-            cap = self.config.inflight_cap(tenant)
-            if self._tenant_inflight.get(tenant, 0) >= cap:
-                raise Throttled(
-                    "tenant_inflight", self._mean_service(queue),
-                    f"tenant {tenant!r} already has {cap} requests in flight across queues",
-                )
-            bucket = self._buckets.get(key)
-            if bucket is None or (bucket.rate, bucket.burst) != (limits.rate, limits.burst):
-                bucket = self._buckets[key] = TokenBucket(limits.rate, limits.burst, now)
-            wait = bucket.take(cost, now)
-            if wait > 0:
-                raise Throttled(
-                    "rate", wait,
-                    f"tenant {tenant!r} is over its {queue} quota ({limits.rate:g}/s, burst {limits.burst:g})",
-                )
-            self._inflight[key] = self._inflight.get(key, 0) + 1
-            self._tenant_inflight[tenant] = self._tenant_inflight.get(tenant, 0) + 1
-        return Ticket(tenant, queue, cost)
+        return self.limiter.admit(tenant, queue, cost, limits, self.config.inflight_cap(tenant),
+                                  tuple(self.config.queues), self._mean_service(queue))
+
+    async def admit_async(self, tenant: str, queue: str, cost: float = 1.0) -> Ticket:
+        """:meth:`admit` without holding up the event loop when the limiter waits for a database."""
+        if not self.limiter.blocking:
+            return self.admit(tenant, queue, cost)
+        return await asyncio.to_thread(self.admit, tenant, queue, cost)
+
+    def _claim(self, ticket: Ticket) -> bool:
+        """True the first time a ticket is released (a ticket frees its slot once)."""
+        with self._released_lock:
+            if ticket.released:
+                return False
+            ticket.released = True
+            return True
 
     def release(self, ticket: Ticket, *, refund: bool = False) -> None:
-        with self._lock:
-            if ticket.released:
-                return
-            ticket.released = True
-            key = (ticket.tenant, ticket.queue)
-            self._inflight[key] -= 1
-            self._tenant_inflight[ticket.tenant] -= 1
-            if refund and key in self._buckets:
-                self._buckets[key].give_back(ticket.cost)
+        if self._claim(ticket):
+            self.limiter.release(ticket, self.config.limits(ticket.tenant, ticket.queue), refund=refund)
+
+    def _release_soon(self, ticket: Ticket, *, refund: bool = False) -> None:
+        """Release from the event loop: a blocking limiter's write runs in a thread, nobody waits for it."""
+        if not self.limiter.blocking:
+            self.release(ticket, refund=refund)
+            return
+        if not self._claim(ticket):
+            return
+        limits = self.config.limits(ticket.tenant, ticket.queue)
+        future = asyncio.get_running_loop().run_in_executor(
+            None, lambda: self.limiter.release(ticket, limits, refund=refund))
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
+
+    async def close(self) -> None:
+        """Wait for releases still being written, then close the limiter (a shared one frees this
+        replica's remaining slots)."""
+        if self._pending:
+            await asyncio.wait(list(self._pending), timeout=10)
+        if self.limiter.blocking:
+            await asyncio.to_thread(self.limiter.close)
+        else:
+            self.limiter.close()
 
     # ------------------------------------------------------------ server queue layer
 
@@ -256,7 +345,7 @@ class Admission:
             finally:
                 self._waiting[queue] -= 1
         except Throttled:
-            self.release(ticket, refund=True)
+            self._release_soon(ticket, refund=True)
             raise
         self._running[queue] += 1
         started = time.perf_counter()
@@ -266,7 +355,7 @@ class Admission:
             self._service_s[queue].append(time.perf_counter() - started)
             self._running[queue] -= 1
             self._slots[queue].release()
-            self.release(ticket)
+            self._release_soon(ticket)
 
     def snapshot(self) -> dict[str, Any]:
         return {

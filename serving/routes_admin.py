@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi import APIRouter, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 
 from serving.auth import ROLES, TenantError
 from serving.canary import CanaryError
@@ -17,13 +18,15 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"])
 @router.get("/kill-switch")
 async def kill_switch_state(who: Who, svc: Svc) -> dict:
     require(who, "analyst", "reading the kill-switch")
-    return svc.kill_switch.state().to_dict()
+    return (await run_in_threadpool(svc.kill_switch.state)).to_dict()
 
 @router.post("/kill-switch")
 async def kill_switch_set(body: KillSwitchRequest, request: Request, who: Who, svc: Svc) -> dict:
     require(who, "admin", "the kill-switch")
     request.state.log["tenant"] = who.tenant.name
-    return svc.kill_switch.set(body.on, body.reason, set_by=f"api:{who.tenant.name}").to_dict()
+    # Written to the shared serving state: every replica refuses (or answers) from its next request on.
+    state = await run_in_threadpool(svc.kill_switch.set, body.on, body.reason, set_by=f"api:{who.tenant.name}")
+    return state.to_dict()
 
 @router.get("/canary")
 async def canary_status(who: Who, svc: Svc) -> dict:

@@ -356,7 +356,7 @@ async def start_run(body: AgentRunRequest, request: Request, who: Who, svc: Svc,
     """Start a sandbox run (task recipe: the ``agent_run`` Dagster job; task fix: the debug agent) in the
     background; poll ``GET /v1/agent/runs/{run_id}``."""
     request.state.log.update(tenant=who.tenant.name, queue="agent")
-    kill = svc.kill_switch.state()
+    kill = await run_in_threadpool(svc.kill_switch.state)  # the shared state: maybe a database round trip
     if kill.on:  # the operator's "stop doing things": no new sandbox runs either (reading them still works)
         request.state.log.update(admit=False, throttle="kill_switch")
         raise HTTPException(

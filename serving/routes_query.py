@@ -102,10 +102,11 @@ def answer_one(svc: Services, item: QueryRequest | BatchItem, account: str, who:
     )
     return result
 
-def gate(svc: Services, request: Request, account: str, queue: str, query: str | None) -> None:
-    """Kill-switch first (fast 503), identity already checked; fills the access-log fields."""
+async def gate(svc: Services, request: Request, account: str, queue: str, query: str | None) -> None:
+    """Kill-switch first (fast 503), identity already checked; fills the access-log fields. The switch is
+    read from the shared state on every request (in a thread: it may be a database round trip)."""
     request.state.log.update(tenant=account, queue=queue, query=query)
-    state = svc.kill_switch.state()
+    state = await run_in_threadpool(svc.kill_switch.state)
     if state.on:
         request.state.log.update(admit=False, throttle="kill_switch")
         raise HTTPException(503, state.refusal(), headers={"Retry-After": "30"})
@@ -132,11 +133,11 @@ async def query(body: QueryRequest, request: Request, who: Who, svc: Svc):
         raise HTTPException(status_code=422, detail="query is blank")
     arrived = time.perf_counter()
     account, queue = who.account(body.tenant), body.mode
-    gate(svc, request, account, queue, body.query)
+    await gate(svc, request, account, queue, body.query)
     if body.stream:
         return await stream_query(svc, request, body, who, account, queue, arrived)
     try:
-        ticket = svc.admission.admit(account, queue)
+        ticket = await svc.admission.admit_async(account, queue)
         svc.metrics.admit.labels(queue).inc()
         request.state.log["admit"] = True
         result = await svc.admission.run(
@@ -161,7 +162,7 @@ async def stream_query(svc: Services, request: Request, body: QueryRequest, who:
                        arrived: float) -> Response:
     """``/v1/query`` as server-sent events; admission exactly as :func:`query` does it."""
     try:
-        ticket = svc.admission.admit(account, queue)
+        ticket = await svc.admission.admit_async(account, queue)
     except Throttled as exc:
         return throttled(svc, request, queue, exc)
     svc.metrics.admit.labels(queue).inc()
@@ -248,7 +249,7 @@ def _encode(event: AnswerDelta | AnswerRestart | Answer) -> bytes:
 async def batch_query(body: BatchRequest, request: Request, who: Who, svc: Svc) -> dict:
     """Several queries in the ``batch`` queue; costs one token per query. Per-item errors are inline."""
     account = who.account(body.tenant)
-    gate(svc, request, account, "batch", f"[batch of {len(body.queries)}] {body.queries[0].query}")
+    await gate(svc, request, account, "batch", f"[batch of {len(body.queries)}] {body.queries[0].query}")
 
     def run_all() -> list[dict[str, Any]]:
         out = []
@@ -263,7 +264,7 @@ async def batch_query(body: BatchRequest, request: Request, who: Who, svc: Svc) 
         return out
 
     try:
-        ticket = svc.admission.admit(account, "batch", cost=len(body.queries))
+        ticket = await svc.admission.admit_async(account, "batch", cost=len(body.queries))
         svc.metrics.admit.labels("batch").inc()
         request.state.log["admit"] = True
         results = await svc.admission.run(ticket, lambda: run_in_threadpool(run_all))

@@ -1,16 +1,54 @@
-"""Read-only views: ``/v1/health`` (liveness and why degraded), ``/v1/repos``, ``/v1/trace/{id}``,
-``/metrics``."""
+"""Read-only views: ``/v1/health`` (everything, and why degraded), ``/v1/health/live`` and
+``/v1/health/ready`` (the probes), ``/v1/repos``, ``/v1/trace/{id}``, ``/metrics``.
+
+- live: the process answers HTTP. Cheap; never reads the index, the shared state or an LLM, so a
+  slow database or model server never gets a healthy replica restarted.
+- ready: 200 once an index is published and the shared serving state answers, else 503 with the
+  reasons; a balancer sends traffic only to ready replicas. The kill-switch does not make a replica
+  unready: refusing with its 503 at once is what it is for.
+"""
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from serving.auth import auth_mode
 from serving.deps import MaybeWho, Svc, Who
+from serving.engine import VERSION
+from serving.killswitch import KillSwitchState
+from serving.shared_state import StateStoreUnavailable
 
 router = APIRouter(tags=["views"])
+
+
+@router.get("/v1/health/live")
+async def live(svc: Svc) -> dict:
+    return {"status": "alive", "version": VERSION, "uptime_s": round(time.time() - svc.engine.started_at, 1)}
+
+
+@router.get("/v1/health/ready", responses={503: {"description": "not ready: `reasons` says why"}})
+async def ready(svc: Svc) -> JSONResponse:
+    reasons: list[str] = []
+    try:
+        published = len((await run_in_threadpool(svc.engine.reader.refresh)).corpora)
+    except Exception as exc:  # a Qdrant server that does not answer, an unreadable pointer
+        published = 0
+        reasons.append(f"the published index cannot be read ({type(exc).__name__}: {exc})")
+    else:
+        if published == 0:
+            reasons.append("no published index: run feriactl ingest PATH (or wait for the first ingest run)")
+    try:
+        await run_in_threadpool(svc.shared_state.ping)
+    except StateStoreUnavailable as exc:
+        reasons.append(str(exc))
+    body = {"status": "ready" if not reasons else "not_ready", "reasons": reasons,
+            "published_repos": published, "shared_state": svc.shared_state.backend}
+    return JSONResponse(body, status_code=503 if reasons else 200)
 
 
 @router.get("/v1/health")
@@ -21,8 +59,13 @@ async def health(request: Request, who: MaybeWho, svc: Svc) -> dict:
     if not visible:
         result["index"], result["freshness"] = {}, {}
         result["index_hidden"] = "send an API key to see the repositories you may query"
-    kill = svc.kill_switch.state()
-    if kill.on:
+    kill: KillSwitchState | None = None
+    try:
+        kill = await run_in_threadpool(svc.kill_switch.state)
+    except StateStoreUnavailable as exc:  # queries are refused (503) until it is back
+        result["status"] = "degraded"
+        result["reasons"].append(str(exc))
+    if kill is not None and kill.on:
         result["status"] = "degraded"
         result["reasons"].append(f"kill-switch on: {kill.reason}")
     tenants = len(svc.tenants.tenants())
@@ -33,7 +76,7 @@ async def health(request: Request, who: MaybeWho, svc: Svc) -> dict:
         "note": "open: no tenants.json, every caller is the local admin" if mode == "open" else
         "required: send Authorization: Bearer <key> or X-API-Key",
     }
-    result["kill_switch"] = kill.to_dict()
+    result["kill_switch"] = kill.to_dict() if kill is not None else None
     result["gpu"] = svc.governor.health()
     result["canary"] = svc.canary.health()
     result["queues"] = svc.admission.snapshot()

@@ -41,6 +41,7 @@ OPTIONAL_SETTINGS = {
     "CODEX_API_KEY": "read only by `feriactl simulate`, a client",
     "CODEX_SNAPSHOT_PREVIOUS_KEYS": "only after a key rotation",
     "CODEX_AUTH": "empty = required once a tenant exists; serving is given `required` explicitly",
+    "CODEX_SERVING_STATE_URL": "defaults to the database of CODEX_DAGSTER_PG_URL, which a deployment always sets",
 }
 # Defaults that would be wrong in a deployment although they exist: a relative CODEX_HOME, and the
 # Dagster database (the instance file below reads it whether or not Settings declares it yet).
@@ -192,6 +193,29 @@ def test_two_serving_replicas_behind_the_balancer_each_scraped_by_prometheus() -
     nginx = mounted_source(compose["services"]["lb"], "/etc/nginx/nginx.conf").read_text()
     upstream = set(re.findall(r"^\s*server (\S+:\d+)", nginx, flags=re.M))
     assert upstream == targets
+
+
+def health_routes() -> set[str]:
+    from serving.app import create_app
+
+    return {path for path in create_app(env={}).openapi()["paths"] if path.startswith("/v1/health")}
+
+
+def test_health_checks_ask_liveness_and_readiness_where_the_app_answers_them() -> None:
+    routes = health_routes()
+    assert {"/v1/health/live", "/v1/health/ready"} <= routes
+    # Compose: a container is healthy when the process answers (readiness would keep the balancer,
+    # which depends on healthy replicas, from starting before the first ingest).
+    [replica_check] = {json.dumps(svc["healthcheck"]["test"]) for svc in services_running("serving").values()}
+    assert "127.0.0.1:8000/v1/health/live'" in replica_check
+    # Kubernetes: restarts on liveness only; traffic only to ready replicas.
+    for file in ("values.yaml", "values-scale.yaml"):
+        serving = yaml.safe_load((CHART / file).read_text())["serving"]
+        probes = {name: serving[name]["httpGet"]["path"] for name in
+                  ("startupProbe", "livenessProbe", "readinessProbe") if name in serving}
+        assert probes, file
+        for name, path in probes.items():
+            assert path == ("/v1/health/ready" if name == "readinessProbe" else "/v1/health/live"), (file, name)
 
 
 def test_grafana_provisions_the_shipped_dashboard_with_a_data_source_it_has() -> None:
