@@ -32,7 +32,7 @@ def open_index(home: CodexHome, settings: Settings | None = None) -> VectorIndex
     one under CODEX_HOME."""
     settings = settings or Settings.from_env()
     if settings.qdrant_url:
-        return QdrantServerIndex(settings.qdrant_client())
+        return QdrantServerIndex(settings.qdrant_client(), owns_client=True)
     return EmbeddedVectorIndex(home.index_dir)
 
 

@@ -106,7 +106,7 @@ class QdrantServerStoreResource(VectorStoreResource):
 
     def open(self) -> VectorIndex:
         settings = Settings(qdrant_url=self.url, qdrant_api_key=self.api_key or None)
-        return QdrantServerIndex(settings.qdrant_client())
+        return QdrantServerIndex(settings.qdrant_client(), owns_client=True)
 
 
 class MlflowResource(dg.ConfigurableResource):

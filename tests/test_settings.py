@@ -9,6 +9,7 @@ connects lazily), and the key is read off the client itself.
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
 
 import dagster as dg
@@ -49,6 +50,30 @@ def test_the_qdrant_api_key_reaches_the_server_client_from_every_entry_point(mon
             assert isinstance(store.api_key, dg.EnvVar)
         with dg.build_resources({"vector_store": store}) as built:
             assert _client_key(built.vector_store.open()) == SERVER["QDRANT_API_KEY"]
+
+
+@pytest.mark.filterwarnings("ignore:Failed to obtain server version")
+def test_closing_an_index_opened_for_qdrant_url_closes_the_client_it_built(tmp_path) -> None:
+    """The reader's ``open_index`` and the Dagster resource (one ``open()`` per asset and check of a
+    run) each build a client for ``QDRANT_URL``; closing the index must release it. No server runs
+    here: the URL names a closed local port, so a request fails either way, but only a closed client
+    fails with "the client has been closed" (an open one tries to connect)."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{free.getsockname()[1]}"
+    settings = Settings.from_env({"QDRANT_URL": url})
+    with dg.build_resources({"vector_store": build_resources(settings)["vector_store"]}) as built:
+        opened = {"open_index": open_index(CodexHome(tmp_path), settings), "resource": built.vector_store.open()}
+    failures = {}
+    for entry_point, index in opened.items():
+        client = index.client
+        index.close()
+        try:
+            client.get_collections()
+        except Exception as exc:  # which error it is, is what the test is about
+            failures[entry_point] = f"{type(exc).__name__}: {exc}"
+    assert failures.keys() == opened.keys()
+    assert all("client has been closed" in failure for failure in failures.values()), failures
 
 
 def test_serving_embeds_with_the_configured_model(tmp_path) -> None:

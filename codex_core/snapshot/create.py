@@ -47,7 +47,7 @@ from codex_core.snapshot.format import (
     snapshot_id,
 )
 from codex_core.snapshot.signing import as_keys, sign_manifest
-from codex_core.vector_store import CURRENT_FILE, SHARD_DIR, VERSION_FILE, VERSIONS_DIR
+from codex_core.vector_store import CURRENT_FILE, SHARD_DIR, VERSION_FILE, VERSIONS_DIR, EmbeddedVectorIndex
 
 
 def _utc_now() -> datetime:
@@ -139,21 +139,41 @@ def _embedding_rows(home: CodexHome, unique_chunks: bytes, model_id: str, workdi
     return out, rows, len(hashes)
 
 
-def _check_commits(repo: str, commit: str, files: Mapping[str, bytes]) -> None:
+def _check_catalog(home: CodexHome, repo: str, version: str, commit: str, files: Mapping[str, bytes]) -> None:
+    """Refuse a catalog that an ingest run rewrote after ``version`` was published.
+
+    ``snapshot.json`` and ``skipped.json`` are the first files a run writes and carry its commit, so a
+    run for another commit shows there. A chunk's own ``commit`` does not identify a run: a delta
+    ingest keeps the commit that first chunked an unchanged file. ``unique_chunks.parquet`` is instead
+    compared with the points of the published version (the pipeline stages exactly its point ids): a
+    run that rewrote it and did not publish, even one of the same commit, leaves points missing or extra.
+    """
     import pandas as pd
 
-    found: dict[str, set[str]] = {}
-    for name in (catalog.SNAPSHOT, catalog.SKIPPED):
-        if name in files:
-            found[name] = {json.loads(files[name]).get("commit")}
-    frame = pd.read_parquet(io.BytesIO(files[catalog.UNIQUE_CHUNKS]), columns=["commit"])
-    found[catalog.UNIQUE_CHUNKS] = set(frame["commit"].unique()) or {commit}
-    stale = {name: sorted(str(c) for c in commits) for name, commits in found.items() if commits != {commit}}
+    then = (
+        "an ingest run is in progress or failed after it started. Snapshot after the run publishes (or re-run "
+        f"feriactl ingest --name {repo})"
+    )
+    markers = {name: json.loads(files[name]).get("commit") for name in (catalog.SNAPSHOT, catalog.SKIPPED)
+               if name in files}
+    stale = {name: found for name, found in markers.items() if found != commit}
     if stale:
         raise SnapshotError(
-            f"repository {repo!r}: the published index is for commit {commit[:12]} but {stale} are not; an ingest "
-            "run is in progress or failed after it started. Snapshot after the run publishes (or re-run "
-            f"feriactl ingest --name {repo})"
+            f"repository {repo!r}: the published index is for commit {commit[:12]} but {stale} name another "
+            f"commit; {then}"
+        )
+    wanted = set(pd.read_parquet(io.BytesIO(files[catalog.UNIQUE_CHUNKS]), columns=["point_id"])["point_id"])
+    index = EmbeddedVectorIndex(home.index_dir)
+    try:
+        held = {pid for pid, _ in index.iter_payloads(repo, version, with_payload=False)}
+    finally:
+        index.close()
+    missing, extra = held - wanted, wanted - held
+    if missing or extra:
+        raise SnapshotError(
+            f"repository {repo!r}: {catalog.UNIQUE_CHUNKS} does not hold the points of the published version "
+            f"{version} (commit {commit[:12]}): {len(missing)} of its points are missing and {len(extra)} others "
+            f"are extra; {then}"
         )
 
 
@@ -173,8 +193,8 @@ def create_snapshot(
     """Write one signed archive of ``repo``'s published state into ``out_dir``.
 
     ``key`` signs it (HMAC-SHA256); ``key=None`` is refused unless ``allow_unsigned``. ``now`` fixes the
-    creation time (backfills, tests). Refuses a damaged live index or a catalog whose commit is not the
-    published one, so every archive is internally consistent, and refuses outright when ``settings``
+    creation time (backfills, tests). Refuses a damaged live index or a catalog an unpublished ingest run
+    rewrote, so every archive is internally consistent, and refuses outright when ``settings``
     (read from the environment when not given) name a Qdrant server: that index is not in CODEX_HOME.
     """
     started = time.perf_counter()
@@ -203,7 +223,7 @@ def create_snapshot(
             repo_files[name] = path.read_bytes()
     if catalog.UNIQUE_CHUNKS not in repo_files:
         raise SnapshotError(f"{repo_dir / catalog.UNIQUE_CHUNKS} is missing: re-run feriactl ingest --name {repo}")
-    _check_commits(repo, commit, repo_files)
+    _check_catalog(home, repo, version, commit, repo_files)
     for name, data in repo_files.items():
         entries.append(Entry(f"repo/{name}", len(data), hashlib.sha256(data).hexdigest(), data=data))
 

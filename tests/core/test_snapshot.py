@@ -19,9 +19,11 @@ from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import dagster as dg
 import numpy as np
 import pytest
 
+from codex_assets.ingestion import code_chunks, code_files, repo_snapshot, unique_chunks
 from codex_cli.main import CliError
 from codex_cli.snapshot_cmds import register
 from codex_core import catalog
@@ -47,7 +49,8 @@ from codex_core.vector_store import EmbeddedVectorIndex
 from codex_resources import shared_embedder
 from serving.engine import QueryEngine
 from tests.assets.test_ingestion import REPO, ingest
-from tests.conftest import build_fixture_repo
+from tests.conftest import build_fixture_repo, commit_all
+from tests.support.ingest import metadata
 from tests.support.llm import offline_answerer
 
 KEY = b"test-snapshot-key-0123456789abcdef"
@@ -408,6 +411,92 @@ def test_restore_keeps_an_existing_registration_and_warns(source, archive, tmp_p
     assert RepoRegistry(home.registry_path).get(REPO).source == str(tmp_path / "elsewhere")
     assert any("Kept the registered source" in w for w in report.warnings)
     assert any("cannot verify citations" in w for w in report.warnings)
+
+
+# --------------------------------------------------------------------------- after an incremental ingest
+
+JITTER = "time.sleep(base_delay * (2 ** attempt) + random.uniform(0, base_delay))"
+
+
+def commit_jitter(repo: Path) -> str:
+    """The next commit: ``retry_with_backoff`` (and its copy) gains jitter; every other file is unchanged."""
+    for path in (repo / "app" / "retry.py", repo / "app" / "retry_copy.py"):
+        text = path.read_text().replace("import time\n", "import random\nimport time\n")
+        path.write_text(text.replace("time.sleep(base_delay * (2 ** attempt))", JITTER))
+    return commit_all(repo, "Jitter for retries")
+
+
+def copy_source(source, dest: Path) -> tuple[CodexHome, Path]:
+    """A copy of the ingested home and of its git repository, to commit to and re-ingest freely."""
+    home = copy_home(source[0], dest / "home")
+    repo = dest / "demo"
+    shutil.copytree(source[1], repo, symlinks=True)
+    return home, repo
+
+
+@pytest.fixture(scope="module")
+def delta_ingested(source, tmp_path_factory) -> tuple[CodexHome, Path, str]:
+    """The source's next commit ingested the default way: a delta on the published version."""
+    home, repo = copy_source(source, tmp_path_factory.mktemp("snapshot-delta"))
+    commit = commit_jitter(repo)
+    staged = metadata(ingest(home.root, repo), "staged_index")
+    assert (staged["mode"], staged["commit"]) == ("delta", commit), staged["mode_reason"]
+    return home, repo, commit
+
+
+def test_snapshot_after_an_incremental_ingest_creates_verifies_and_restores(delta_ingested, tmp_path) -> None:
+    """Unchanged points of a delta keep the commit that first chunked them, so the published version
+    holds chunks of two commits; that is the normal state after any commit, and snapshots work on it."""
+    home, _, commit = delta_ingested
+    chunk_commits = {c.commit for c in catalog.read_chunks(home.repo_dir(REPO) / catalog.UNIQUE_CHUNKS)}
+    assert commit in chunk_commits and len(chunk_commits) == 2  # the premise: reused chunks kept theirs
+
+    info = create_snapshot(home, REPO, key=KEY, out_dir=tmp_path / "snaps")
+    assert info.commit == commit
+    assert verify_snapshot(info.path, KEY).commit == commit
+
+    fresh = CodexHome(tmp_path / "fresh")
+    report = restore_snapshot(fresh, info.path, KEY)
+    assert (report.commit, report.warnings) == (commit, [])
+    assert index_files_intact(fresh, REPO) == []
+    assert points(fresh) == points(home)
+    live = answers(home)
+    assert live[0]["index_commit"] == commit
+    assert any(JITTER in c["snippet"] for c in live[0]["citations"])  # the new commit's code is cited
+    assert answers(fresh) == live
+
+
+def test_snapshot_refuses_while_a_run_for_the_next_commit_has_not_published(delta_ingested, tmp_path) -> None:
+    """A run stopped after rewriting the catalog for a newer commit (killed, or gated by a failing
+    check) is refused and writes nothing; once a run publishes that commit, the snapshot succeeds."""
+    home = copy_home(delta_ingested[0], tmp_path / "home")
+    repo = tmp_path / "demo"
+    shutil.copytree(delta_ingested[1], repo, symlinks=True)
+    (repo / "app" / "config_parser.py").write_text("def parse(line):\n    return line.split('=', 1)\n")
+    newer = commit_all(repo, "Simpler parser")
+    stopped = ingest(home.root, repo, selection=dg.AssetSelection.assets(
+        repo_snapshot, code_files, code_chunks, unique_chunks))
+    assert stopped.success
+
+    out = tmp_path / "snaps"
+    with pytest.raises(SnapshotError, match="an ingest run is in progress or failed") as refused:
+        create_snapshot(home, REPO, key=KEY, out_dir=out)
+    assert delta_ingested[2][:12] in str(refused.value) and f"feriactl ingest --name {REPO}" in str(refused.value)
+    assert not out.exists() or not list(out.iterdir())
+
+    assert ingest(home.root, repo).success
+    assert create_snapshot(home, REPO, key=KEY, out_dir=out).commit == newer
+
+
+def test_snapshot_refuses_a_catalog_that_does_not_hold_the_published_points(delta_ingested, tmp_path) -> None:
+    """A run of the published commit itself that rewrote unique_chunks.parquet and did not publish:
+    the commits agree, the points do not, and the archive would not restore to what serving reads."""
+    home = copy_home(delta_ingested[0], tmp_path / "home")
+    unique_path = home.repo_dir(REPO) / catalog.UNIQUE_CHUNKS
+    catalog.write_chunks(unique_path, catalog.read_chunks(unique_path)[1:])
+    with pytest.raises(SnapshotError, match="1 of its points are missing") as refused:
+        create_snapshot(home, REPO, key=KEY, out_dir=tmp_path / "snaps")
+    assert "an ingest run is in progress or failed" in str(refused.value)
 
 
 # --------------------------------------------------------------------------- retention

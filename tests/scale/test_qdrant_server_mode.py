@@ -101,7 +101,6 @@ class Pair:
     server: Deployment
     qdrant: QdrantUnderTest
     first_commit: dict[str, dict]  # backend -> staged_index metadata of the first ingest
-    embedded_home_at_first_commit: Path  # a copy, before the next commit is ingested
 
 
 def what_a_user_sees(answer: Answer) -> dict:
@@ -136,15 +135,13 @@ def pair(tmp_path_factory) -> Iterator[Pair]:
     server = Deployment(root / "server-home", ServerUnderTestStore(server_key=qdrant.prefix))
     try:
         first = {"embedded": metadata(embedded.ingest(repo), "staged_index")}
-        home_copy = root / "embedded-home-at-first-commit"
-        shutil.copytree(embedded.home, home_copy)
         # The same vectors without embedding twice (~10 chunks/s here): copy the embedding cache.
         cache = CodexHome(embedded.home).embedding_cache_path
         target = CodexHome(server.home).embedding_cache_path
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(cache, target)
         first["server"] = metadata(server.ingest(repo), "staged_index")
-        yield Pair(repo, embedded, server, qdrant, first, home_copy)
+        yield Pair(repo, embedded, server, qdrant, first)
     finally:
         _SERVERS.pop(qdrant.prefix, None)
         qdrant.close()
@@ -217,11 +214,12 @@ def run_snapshot_cli(*argv: str) -> int:
 def test_snapshot_create_and_restore_refuse_while_qdrant_url_is_set(
     pair: Pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A home whose embedded index is complete, and QDRANT_URL set (a deployment switched to a
-    server): a snapshot of it would not hold what serving reads, and a restore would publish into an
-    index serving never reads. Both refuse, naming Qdrant's snapshot API, and write nothing."""
+    """A home whose embedded index is complete (in file order, the next commit was ingested into it as
+    a delta), and QDRANT_URL set (a deployment switched to a server): a snapshot of it would not hold
+    what serving reads, and a restore would publish into an index serving never reads. Both refuse,
+    naming Qdrant's snapshot API, and write nothing."""
     home = tmp_path / "home"
-    shutil.copytree(pair.embedded_home_at_first_commit, home)
+    shutil.copytree(pair.embedded.home, home)
     monkeypatch.setenv("CODEX_HOME", str(home))
     monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
     monkeypatch.setenv("CODEX_SNAPSHOT_KEY", "test-snapshot-key-0123456789abcdef")
