@@ -427,12 +427,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("up", help="start the query endpoint, the Dagster and MLflow UIs and the freshness worker")
+    p.add_argument("--profile", choices=["default", "scale"], default="default",
+                   help="default: dagster dev, sqlite, one query process; scale: PostgreSQL, Dagster webserver + "
+                        "daemon (run queue), an MLflow server, N query replicas behind one URL (docs/scaling.md)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000, help="query endpoint port")
+    p.add_argument("--port", type=int, default=8000, help="query endpoint port (scale: the front over the replicas)")
     p.add_argument("--dagster-port", type=int, default=3000)
     p.add_argument("--mlflow-port", type=int, default=5000)
     p.add_argument("--no-worker", action="store_true",
                    help="leave freshness to git_head_sensor alone (30 s ticks, a fresh process per run)")
+    p.add_argument("--replicas", type=_positive_int, metavar="N", help="scale: query replicas (default 2)")
+    p.add_argument("--replica-port", type=int, metavar="PORT",
+                   help="scale: the first replica's port, the others follow (default: --port + 1)")
+    p.add_argument("--pg-port", type=int, default=5433, metavar="PORT", help="scale: PostgreSQL's port (default 5433)")
     p.set_defaults(func=cmd_up)
     return parser
 
@@ -537,12 +544,29 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from codex_cli.processes import run_services
 
+    if args.profile == "scale":
+        return _up_scale(args)
+    scale_only = [flag for flag, value in (("--replicas", args.replicas), ("--replica-port", args.replica_port))
+                  if value is not None]
+    if scale_only:
+        raise CliError(f"{' and '.join(scale_only)}: only with --profile scale (the default profile runs one query "
+                       "process)")
     home = _home()
     ensure_instance_dir(home)
     return run_services(
         home, host=args.host, api_port=args.port, dagster_port=args.dagster_port, mlflow_port=args.mlflow_port,
         worker=not args.no_worker,
     )
+
+
+def _up_scale(args: argparse.Namespace) -> int:
+    from codex_cli.scale_profile import ScalePorts, run_scale_profile
+
+    # --no-worker changes nothing here: the scale profile has no freshness worker (git_head_sensor queues runs).
+    replicas = args.replicas or 2
+    ports = ScalePorts(front=args.port, replica_base=args.replica_port or args.port + 1, replicas=replicas,
+                       dagster=args.dagster_port, mlflow=args.mlflow_port, postgres=args.pg_port)
+    return run_scale_profile(_home(), host=args.host, ports=ports)
 
 
 def _restore_default_sigterm() -> None:

@@ -22,7 +22,8 @@ from codex_core.tracking import is_tracking_server
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
-def _start(cmd: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen:
+def start_service(cmd: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen:
+    """``cmd`` in its own session (a process group to stop as a whole), its output appended to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
     return subprocess.Popen(
@@ -36,7 +37,7 @@ def _start(cmd: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Po
     )
 
 
-def _stop_all(procs: list[subprocess.Popen], grace: float = 10.0) -> None:
+def stop_services(procs: list[subprocess.Popen], grace: float = 10.0) -> None:
     """TERM every service's process group at once, then KILL what is still there after ``grace``."""
     for proc in procs:
         if proc.poll() is None:
@@ -114,31 +115,36 @@ def wait_until_ready(urls: dict[str, str], procs: dict[str, subprocess.Popen], t
     return ready
 
 
-def _interrupt(signum, frame) -> None:
+def interrupt(signum, frame) -> None:
+    """SIGTERM handler: stop like Ctrl-C."""
     raise KeyboardInterrupt
 
 
 def run_services(
     home: CodexHome, *, host: str, api_port: int, dagster_port: int, mlflow_port: int, worker: bool = True
 ) -> int:
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` of this process stops the services like Ctrl-C
+    signal.signal(signal.SIGTERM, interrupt)  # `kill` of this process stops the services like Ctrl-C
     settings = Settings.from_env()
     env = service_env(home, settings)
     procs: dict[str, subprocess.Popen] = {}
     try:
         for name, cmd in service_commands(home, host, api_port, dagster_port, mlflow_port, worker,
                                           settings=settings).items():
-            procs[name] = _start(cmd, home.root / "logs" / f"{name}.log", env)
+            procs[name] = start_service(cmd, home.root / "logs" / f"{name}.log", env)
         return _serve_until_interrupted(home, procs, host, api_port, dagster_port, mlflow_port,
                                         external_mlflow=settings.mlflow_uri if "mlflow" not in procs else None)
     except KeyboardInterrupt:
         return 0
     finally:
-        # Also when Ctrl-C or a TERM arrives while the services are still starting: nothing is
-        # orphaned. A second Ctrl-C (or a TERM) must not abort the shutdown half-way.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        _stop_all(list(procs.values()))
+        # Also when Ctrl-C or a TERM arrives while the services are still starting: nothing is orphaned.
+        shut_down(procs)
+
+
+def shut_down(procs: dict[str, subprocess.Popen]) -> None:
+    """Stop ``procs`` (process groups); a second Ctrl-C (or a TERM) must not abort the shutdown half-way."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    stop_services(list(procs.values()))
 
 
 def _serve_until_interrupted(

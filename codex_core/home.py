@@ -60,6 +60,11 @@ class CodexHome:
     def mlflow_db(self) -> Path:
         return self.root / "mlflow" / "mlflow.db"
 
+    @property
+    def postgres_dir(self) -> Path:
+        """``feriactl up --profile scale``'s PostgreSQL: ``data/`` (the cluster) and ``password`` (0600)."""
+        return self.root / "postgres"
+
     def repo_dir(self, name: str) -> Path:
         return self.root / "repos" / validate_repo_name(name)
 

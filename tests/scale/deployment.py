@@ -11,12 +11,9 @@ The test process reads the same instance (``instance``) to watch runs and events
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -24,14 +21,15 @@ from pathlib import Path
 
 import dagster as dg
 
+from codex_cli import dagster_services
 from codex_cli.common import ensure_instance_dir
+from codex_cli.processes import start_service, stop_services
 from codex_core.home import CodexHome
 from codex_core.settings import Settings
 from tests.support.postgres import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-LOCATION = "codex_assets.definitions"
+BIN = dagster_services.BIN
 FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 IN_PROGRESS = {dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED}
 
@@ -81,21 +79,15 @@ class Deployment:
         self.logs.mkdir(parents=True, exist_ok=True)
         ensure_instance_dir(self.home, Settings.from_env(self.env))  # what every feriactl command does
         self.grpc_port, self.web_port = free_port(), free_port()
-        workspace = self.root / "workspace.yaml"
-        workspace.write_text(
-            "load_from:\n  - grpc_server:\n"
-            f"      host: 127.0.0.1\n      port: {self.grpc_port}\n      location_name: {LOCATION}\n"
-        )
-        self._spawn("code_server", [str(BIN / "dagster"), "api", "grpc", "-m", LOCATION, "-d", str(ROOT),
-                                    "-h", "127.0.0.1", "-p", str(self.grpc_port), "--location-name", LOCATION])
+        workspace = dagster_services.write_grpc_workspace(self.root / "workspace.yaml", self.grpc_port)
+        self._spawn("code_server", dagster_services.code_server_command(self.grpc_port))
         wait_for("the code server to listen", self._code_server_listens, timeout=90)
-        self._spawn("webserver", [str(BIN / "dagster-webserver"), "-w", str(workspace), "-h", "127.0.0.1",
-                                  "-p", str(self.web_port)])
+        self._spawn("webserver", dagster_services.webserver_command(workspace, "127.0.0.1", self.web_port))
         self.start_daemon()
         wait_for("the webserver", self._webserver_ready, timeout=90)
 
     def start_daemon(self) -> None:
-        self._spawn("daemon", [str(BIN / "dagster-daemon"), "run", "-w", str(self.root / "workspace.yaml")])
+        self._spawn("daemon", dagster_services.daemon_command(self.root / "workspace.yaml"))
 
     def kill_daemon(self) -> None:
         """SIGKILL the daemon process alone, as an OOM kill or a crash would: no clean shutdown."""
@@ -104,29 +96,16 @@ class Deployment:
         proc.wait(timeout=30)
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop_services(list(self.procs.values()), grace=5)
         if self._instance is not None:
             self._instance.dispose()
 
     def _spawn(self, name: str, cmd: list[str]) -> None:
-        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - the child's for its lifetime
-        self.procs[name] = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+        self.procs[name] = start_service(cmd, self.logs / f"{name}.log", self.env)
 
     def _code_server_listens(self) -> bool:
         self._check_alive("code_server")
-        with socket.socket() as sock:
-            return sock.connect_ex(("127.0.0.1", self.grpc_port)) == 0
+        return dagster_services.listening("127.0.0.1", self.grpc_port)
 
     def _webserver_ready(self) -> bool:
         import httpx
@@ -153,18 +132,8 @@ class Deployment:
 
     def submit_ingest(self, repo: str) -> str:
         """Queue an ``ingest`` run of ``repo`` through the webserver (GraphQL, as the UI does); its run id."""
-        from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
-
-        client = DagsterGraphQLClient("127.0.0.1", port_number=self.web_port, timeout=60)
         tags = {"dagster/partition": repo, "codex/repo": repo}
-        last: Exception | None = None
-        for _ in range(50):  # the webserver may still be loading the code location
-            try:
-                return client.submit_job_execution("ingest", tags=tags)
-            except DagsterGraphQLClientError as exc:
-                last = exc
-                time.sleep(0.5)
-        raise AssertionError(f"could not submit an ingest run of {repo}: {last}")
+        return dagster_services.submit_job("127.0.0.1", self.web_port, "ingest", tags)
 
     def status(self, run_id: str) -> dg.DagsterRunStatus:
         run = self.instance.get_run_by_id(run_id)
