@@ -68,4 +68,11 @@ class Answer(BaseModel):
             f"confidence {self.confidence:.2f} ({self.confidence_kind}){'  ABSTAINED' if self.abstained else ''}"
             f"  model {self.model}  route {self.route}  {self.latency_ms:.0f} ms  trace {self.trace_id}"
         )
+        if self.usage is not None and self.usage.calls:
+            u = self.usage
+            lines.append(
+                f"{u.calls} model call{'s' if u.calls != 1 else ''}  {u.prompt_tokens} prompt + "
+                f"{u.completion_tokens} completion tokens{' (estimated)' if u.tokens_estimated else ''}"
+                f"  {u.energy_j:.1f} J ({u.energy_method})"
+            )
         return "\n".join(lines)

@@ -180,3 +180,17 @@ def test_the_trace_block_carries_the_walks_tokens() -> None:
 def test_a_watts_constant_that_is_not_positive_is_refused() -> None:
     with pytest.raises(ValueError, match="CODEX_CPU_WATTS_PER_CORE"):
         CostMeter(watts_per_core=0)
+
+
+def test_feriactl_query_text_states_what_the_answer_cost() -> None:
+    from codex_core.answer import Answer
+
+    base = {"answer": "x", "citations": [], "confidence": 0.9, "confidence_kind": "calibrated", "abstained": False,
+            "model": "m", "route": "small", "index_commit": None, "index_commits": {}, "commits_behind": None,
+            "index_freshness": {}, "latency_ms": 12.0, "trace_id": "t"}
+    usage = {"prompt_tokens": 900, "completion_tokens": 40, "calls": 2, "tokens_estimated": False,
+             "energy_j": 12.34, "energy_method": "estimate:cpu-time"}
+    text = Answer.model_validate({**base, "usage": usage}).to_text()
+    assert text.endswith("2 model calls  900 prompt + 40 completion tokens  12.3 J (estimate:cpu-time)")
+    extractive = Answer.model_validate({**base, "usage": {**usage, "calls": 0}}).to_text()
+    assert "model call" not in extractive
