@@ -23,6 +23,7 @@ sys.path.insert(0, str(BENCHMARKS / "answer"))
 from score import score_answer, summarize, targets  # noqa: E402
 
 QUESTIONS = BENCHMARKS / "answer" / "questions.jsonl"
+HELDOUT = BENCHMARKS / "answer" / "questions_heldout.jsonl"  # written after every prompt/verifier change
 REPOS_JSON = BENCHMARKS / "localization" / "repos.json"
 PARSE = """def parse_line(line):
     key, _, value = line.partition("=")
@@ -126,16 +127,20 @@ def test_metrics_per_configuration() -> None:
 # ---------------------------------------------------------------- the question file
 
 
-def _questions() -> list[dict]:
-    return [json.loads(line) for line in QUESTIONS.read_text().splitlines() if line.strip()]
+def _questions(path: Path = QUESTIONS) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def test_question_file_is_complete_and_well_formed() -> None:
-    questions = _questions()
-    assert len(questions) >= 60
+@pytest.mark.parametrize(("path", "at_least", "repos", "per_repo_min"), [(QUESTIONS, 60, 3, 20), (HELDOUT, 30, 2, 15)],
+                         ids=["questions", "heldout"])
+def test_question_file_is_complete_and_well_formed(path: Path, at_least: int, repos: int, per_repo_min: int) -> None:
+    questions = _questions(path)
+    assert len(questions) >= at_least
     assert len({q["id"] for q in questions}) == len(questions)
     per_repo = Counter(q["repo"] for q in questions)
-    assert len(per_repo) == 3 and min(per_repo.values()) >= 20, per_repo
+    assert len(per_repo) == repos and min(per_repo.values()) >= per_repo_min, per_repo
+    # Held out means held out: no repository of one set is in the other.
+    assert not {q["repo"] for q in _questions(QUESTIONS)} & {q["repo"] for q in _questions(HELDOUT)}
     pinned = {r["name"] for r in json.loads(REPOS_JSON.read_text())["repos"]}
     assert set(per_repo) <= pinned
     for repo in per_repo:
@@ -159,7 +164,7 @@ def test_every_gold_span_exists_at_the_pinned_commit() -> None:
     assert root is not None
     commits = {r["name"]: r["commit"] for r in json.loads(REPOS_JSON.read_text())["repos"]}
     lengths: dict[tuple[str, str], int] = {}
-    for q in _questions():
+    for q in _questions() + _questions(HELDOUT):
         clone = root / q["repo"]
         if not clone.exists():
             pytest.skip(f"{clone} is missing")
