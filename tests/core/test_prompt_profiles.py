@@ -41,7 +41,8 @@ def test_model_size_is_read_from_the_name_or_given() -> None:
         {"name": TINY, "backend": "ollama"},
         {"name": MEDIUM, "backend": "ollama"},
         {"name": "served", "backend": "openai", "base_url": "http://127.0.0.1:2", "params_b": 0.3},
-        {"name": "pinned", "backend": "openai", "base_url": "http://127.0.0.1:2", "params_b": 0.3, "prompt": "standard"},
+        {"name": "pinned", "backend": "openai", "base_url": "http://127.0.0.1:2", "params_b": 0.3,
+         "prompt": "standard"},
         {"name": "unknown-size", "backend": "openai", "base_url": "http://127.0.0.1:2"},
     ]}, env={})
     styles = {name: config.prompt_style(spec) for name, spec in config.models.items()}
