@@ -384,9 +384,11 @@ def main() -> int:
     log("prepared " + ", ".join(f"{n} ({s['files']} files)" for n, s in sources.items()) + f" in {work}")
 
     # The model's files in the page cache before either mode is timed (neither pays the first read).
-    subprocess.run([sys.executable, "-c", "from codex_resources import shared_embedder; "
-                    "shared_embedder(None, 'all-MiniLM-L6-v2', 'cpu').embed(['warm'])"], env=env, check=True,
-                   cwd=REPO_ROOT)
+    # The model the settings name (the packaged MiniLM by default), as ingestion loads it: never a hub name.
+    subprocess.run([sys.executable, "-c", "from codex_core.settings import Settings; "
+                    "from codex_resources import shared_embedder; s = Settings.from_env(); "
+                    "shared_embedder(s.embedding_model_path, s.embedding_model_id, s.embedding_device)"
+                    ".embed(['warm'])"], env=env, check=True, cwd=REPO_ROOT)
 
     baseline_home, scale_home = work / "home-embedded", work / "home-scale"
     log("baseline: one at a time on the embedded default")

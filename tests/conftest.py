@@ -189,3 +189,20 @@ def repo_factory(tmp_path: Path) -> Callable[[], Path]:
         return build_fixture_repo(tmp_path / f"r{next(counter)}")
 
     return make
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server started in a temporary directory for the session and stopped at the end
+    (tests/support/postgres.py); tests that need it skip, saying why, where the server binaries are absent.
+    Each test creates its own database on it."""
+    from tests.support.postgres import PostgresServer, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    server = PostgresServer.start()
+    try:
+        yield server
+    finally:
+        server.stop()

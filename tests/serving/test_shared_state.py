@@ -28,23 +28,11 @@ from serving.shared_state import SQLITE_FILE, SharedLimiter, SharedState, StateS
 from tests.serving.conftest import run_cli
 from tests.serving.test_quotas import quotas
 from tests.support.llm import closed_port
-from tests.support.postgres import PASSWORD, PostgresServer, unavailable_reason
+from tests.support.postgres import PASSWORD, PostgresServer
 
 ROOT = Path(__file__).resolve().parents[2]
 ASK = {"query": "how is the cart total computed", "tenant": "acme"}
 NO_REFILL = {"rate": 0.0001, "burst": 3}  # a bucket that does not refill during a test
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    reason = unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    server = PostgresServer.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 _databases = iter(range(1000))
