@@ -166,9 +166,14 @@ def test_post_starts_a_dagster_run_and_get_shows_its_steps(api_runs: dict[str, A
     # The run is a real Dagster run on the CODEX_HOME instance: it is in the Dagster UI.
     import dagster as dg
 
+    # The record is stored by the op; the run itself finishes a moment later: wait for that.
     instance = dg.DagsterInstance.from_config(str(agent_home / "dagster"))
     try:
+        deadline = time.monotonic() + 60
         run = instance.get_run_by_id(clean["dagster_run_id"])
+        while run is not None and not run.is_finished and time.monotonic() < deadline:
+            time.sleep(0.2)
+            run = instance.get_run_by_id(clean["dagster_run_id"])
         assert run is not None and run.job_name == "agent_run" and run.status == dg.DagsterRunStatus.SUCCESS
         assert run.tags["codex/recipe"] == "ruff" and run.tags["dagster/partition"] == "clean"
     finally:
