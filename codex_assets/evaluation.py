@@ -184,12 +184,15 @@ def file_ranker(
     The newest mined set's questions are ordered by commit time (plain questions have none and take
     no part): the older 70 % train a candidate on the served config's hand-set order, the newest
     30 % judge it, champion (the served config as it serves now, with the published ranker if any)
-    vs challenger (the same config re-ordered by the candidate). Promote iff the A/B gate passes
-    (ΔnDCG@5 ≥ −0.01, ΔP95 ≤ +0.2 s, ΔECE ≤ +0.02, Δcost ≤ +10 %) AND ΔnDCG@5 > 0: a model must earn
-    its place. The winner is written to `repos/<repo>/ranker/current.json`, which serving and the
-    rest of this eval follow; otherwise that file is left as it is. Fewer than 30 questions to
-    train or 20 to judge: `insufficient_history`, nothing trained (the hand-set order, or the
-    ranker already published, stays). `learned_ranker: false` in the served config: `disabled`.
+    vs challenger (the same config re-ordered by the candidate; a repository with no ranker of its
+    own is served, and championed, by the shipped general ranker unless `global_ranker: false`).
+    Promote iff the A/B gate passes (ΔnDCG@5 ≥ −0.01, ΔP95 ≤ +0.2 s, ΔECE ≤ +0.02, Δcost ≤ +10 %)
+    AND ΔnDCG@5 > 0: a model must earn its place. The winner is written to
+    `repos/<repo>/ranker/current.json`, which serving and the rest of this eval follow; otherwise
+    that file is left as it is. Fewer than 30 questions to
+    train or 20 to judge: `insufficient_history`, nothing trained (the ranker already published, or
+    the shipped general one, or the hand-set order, stays). `learned_ranker: false` in the served
+    config: `disabled`.
     """
     repo = context.partition_key
     home = codex_home.home
@@ -212,13 +215,13 @@ def file_ranker(
         )
     finally:
         reader.close()
-    split, published = selection.split, selection.published
+    split = selection.split
     ci = selection.delta_ndcg_ci95
     return dg.MaterializeResult(
         metadata={
             "outcome": selection.outcome,
             "reasons": dg.MetadataValue.json(selection.reasons),
-            "ranker": f"learned:{published.meta.get('id', '?')}" if published else "hand-set",
+            "ranker": selection.serving,
             "ranker_path": dg.MetadataValue.path(str(home.ranker_path(repo))),
             "trained_on": len(split.train),
             "judged_on": len(split.judge),
@@ -272,7 +275,8 @@ def retrieval_eval(
         runs = {
             name: evaluate(reader.retriever, items, repos=[repo], graph=graph, config=cfg, config_name=name)
             for name, cfg in ablation_configs(
-                has_reranker=reranker is not None, has_ranker=reader.ranker_of(repo) is not None
+                has_reranker=reranker is not None, has_ranker=reader.ranker_of(repo) is not None,
+                has_general=reader.fallback_ranker is not None,
             ).items()
         }
     finally:

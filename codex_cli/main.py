@@ -246,7 +246,8 @@ def _format_ranker(r: dict[str, Any]) -> list[str]:
                 f"{published.get('judged_on', '?')}: ΔnDCG@5 {published.get('delta_ndcg_at_5', float('nan')):+.3f}, "
                 f"95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}])")
     else:
-        line = "  file ranker: hand-set order (no learned ranker published)"
+        line = ("  file ranker: none of its own published: the shipped general ranker orders its files "
+                "(the hand-set order if the served config sets global_ranker false)")
     lines = [line]
     if last:
         lines.append(f"    last file_ranker run {last.get('finished_at', '')}: {last['outcome']}"

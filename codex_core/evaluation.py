@@ -140,10 +140,12 @@ def evaluate(
     return run
 
 
-def ablation_configs(has_reranker: bool, has_ranker: bool = False) -> dict[str, RetrievalConfig]:
+def ablation_configs(
+    has_reranker: bool, has_ranker: bool = False, has_general: bool = False
+) -> dict[str, RetrievalConfig]:
     """Each row adds one stage to the previous one; the last is what serving runs. The repository's
-    learned file ranker (when one is published) is the last stage, so the rows before it show the
-    hand-set order it re-orders."""
+    learned file ranker (when one is published), else the shipped general ranker (``has_general``:
+    the reader has one), is the last stage, so the rows before it show the hand-set order it re-orders."""
     hand = {"learned_ranker": False}
     by_best_chunk = {"file_evidence_decay": 0.0}
     configs = {
@@ -156,6 +158,8 @@ def ablation_configs(has_reranker: bool, has_ranker: bool = False) -> dict[str, 
         configs["+rerank"] = RetrievalConfig(rerank=True, **hand)
     if has_ranker:
         configs["+learned ranker"] = replace(list(configs.values())[-1], learned_ranker=True)
+    elif has_general:
+        configs["+general ranker"] = replace(list(configs.values())[-1], learned_ranker=True)
     return configs
 
 

@@ -23,6 +23,7 @@ the hand-set order stands.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -109,6 +110,23 @@ def file_features(
     return FileFeatures(files, np.asarray(rows, dtype=np.float64))
 
 
+def without_asked_flags(features: FileFeatures, *, tests: bool, docs: bool, changelog: bool) -> FileFeatures:
+    """The rows with the ``is_test`` / ``is_doc`` / ``is_changelog`` flags cleared for the kinds a plain
+    question asks for. Rankers learn those flags from commit messages whose labels are source files
+    only, so they learn "never a test / doc / changelog"; a user asking "which test covers ..." gets the
+    hand-set order's rule for it (preferred when asked), not that learned demotion. The caller decides
+    what is asked (retrieval: only for a question-style query; in a commit message "fix the test" the
+    demotion is right: the localization benchmark lost 0.010 held-out nDCG@5 when it was lifted there).
+    Only at ranking time: training rows are as computed."""
+    cols = [FEATURES.index(name) for name, asked in (("is_test", tests), ("is_doc", docs),
+                                                     ("is_changelog", changelog)) if asked]
+    if not cols or features.matrix.shape[0] == 0:
+        return features
+    matrix = features.matrix.copy()
+    matrix[:, cols] = 0.0
+    return FileFeatures(features.files, matrix)
+
+
 @dataclass(frozen=True)
 class LearnedRanker:
     """Standardized features -> logistic score; higher ranks first."""
@@ -158,6 +176,21 @@ class LearnedRanker:
     @classmethod
     def load(cls, path: Path) -> LearnedRanker:
         return cls.from_json(path.read_text(encoding="utf-8"))
+
+
+GLOBAL_RANKER = Path(__file__).with_name("global_ranker.json")
+
+
+@functools.cache
+def shipped_ranker() -> LearnedRanker | None:
+    """The general ranker the product ships (``GLOBAL_RANKER``), for repositories without their own:
+    fitted by ``benchmarks/localization/global_ranker.py`` on the older (tune and history) questions of
+    the 12 localization repositories, never on their held-out half. None when missing or unreadable."""
+    if not GLOBAL_RANKER.is_file():
+        _log.warning("no shipped global ranker at %s: repositories without their own get the hand-set order",
+                     GLOBAL_RANKER)
+        return None
+    return load_published(GLOBAL_RANKER)
 
 
 def load_published(path: Path) -> LearnedRanker | None:

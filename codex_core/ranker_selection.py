@@ -12,8 +12,10 @@ tie the order with no model in it stays.
 
 A winner is written atomically to ``CodexHome.ranker_path(repo)``, the file readers follow; a loser
 leaves that file as it is. With too little history (fewer than ``MIN_QUESTIONS`` to train or
-``MIN_JUDGE_QUESTIONS`` to judge) nothing is trained: the published ranker, or the hand-set order,
-stands. Every run leaves ``last_selection.json`` next to the ranker (read by ``feriactl eval
+``MIN_JUDGE_QUESTIONS`` to judge) nothing is trained: the published ranker stands, or else the
+general ranker the product ships (``codex_core.ranker.shipped_ranker``, when the config's
+``global_ranker`` is on), or else the hand-set order. That one is also the champion a first candidate
+must beat. Every run leaves ``last_selection.json`` next to the ranker (read by ``feriactl eval
 report`` through :func:`last_selection`) and one MLflow run.
 """
 
@@ -134,11 +136,17 @@ class RankerSelection:
     reasons: list[str]
     split: HistorySplit
     candidate: LearnedRanker | None  # trained this run (None: not enough history, or turned off)
-    published: LearnedRanker | None  # what readers follow after this run (None: the hand-set order)
+    published: LearnedRanker | None  # the repository's own ranker readers follow after this run (or None)
     verdict: Judgement | None = None
+    fallback: LearnedRanker | None = None  # the shipped general ranker, when it orders a repo without its own
     arms: dict[str, dict[str, float]] = field(default_factory=dict)  # summary per arm
     run_id: str = ""
     run_url: str | None = None
+
+    @property
+    def serving(self) -> str:
+        """Which file order serves the repository after this run."""
+        return serving_order(self.published, self.fallback)
 
     @property
     def arms_md(self) -> str:
@@ -151,6 +159,23 @@ class RankerSelection:
     @property
     def delta_ndcg_ci95(self) -> tuple[float, float] | None:
         return (self.verdict.ndcg_ci_low, self.verdict.ndcg_ci_high) if self.verdict else None
+
+
+def serving_order(published: LearnedRanker | None, fallback: LearnedRanker | None) -> str:
+    """The repository's own published ranker, else the shipped general one, else the hand-set order."""
+    if published is not None:
+        return f"learned:{published.meta.get('id', '?')}"
+    if fallback is not None:
+        return f"learned:{fallback.meta.get('id', '?')} (general)"
+    return "hand-set"
+
+
+def _stays(published: LearnedRanker | None, fallback: LearnedRanker | None) -> str:
+    if published is not None:
+        return "the published ranker stays"
+    if fallback is not None:
+        return f"the shipped general ranker ({fallback.meta.get('id', '?')}) keeps ordering its files"
+    return "the hand-set order stays"
 
 
 def select_ranker(
@@ -168,6 +193,9 @@ def select_ranker(
         raise ValueError(f"repository {repo!r} is not registered in {reader.home.registry_path}: "
                          f"feriactl ingest SOURCE --name {repo}")
     published = reader.ranker_of(repo)
+    # A repository without its own ranker is served by the shipped general one (when the config lets
+    # it): that is the champion a candidate must beat.
+    fallback = reader.fallback_ranker if config.learned_ranker and config.global_ranker else None
     split = split_by_commit_time(items, worktree)
     train, judged = [d.item for d in split.train], [d.item for d in split.judge]
     # Never judged on what it was trained on: older commits train, strictly newer ones judge.
@@ -175,7 +203,7 @@ def select_ranker(
     assert not train or not judged or split.newest_training_commit < min(d.committed_at for d in split.judge)
 
     def settle(outcome: str, reasons: list[str], **more: Any) -> RankerSelection:
-        selection = RankerSelection(outcome, reasons, split, published=published, **more)
+        selection = RankerSelection(outcome, reasons, split, published=published, fallback=fallback, **more)
         return _record(selection, repo=repo, path=path, tracker=tracker, tags=tags, eval_set=eval_set,
                        served_config=served_config, now=now)
 
@@ -186,14 +214,13 @@ def select_ranker(
         return settle(INSUFFICIENT_HISTORY, [
             f"{len(train) + len(judged)} mined questions with a commit time: {len(train)} older to train "
             f"(needs {MIN_QUESTIONS}), {len(judged)} newer to judge (needs {MIN_JUDGE_QUESTIONS}); "
-            + ("the published ranker stays" if published else "the hand-set order stays")
+            + _stays(published, fallback)
         ], candidate=None)
     candidate = train_ranker(reader.retriever, [(i.query, i.gold_files) for i in train], repo=repo, config=config)
     if candidate is None:
         return settle(INSUFFICIENT_HISTORY, [
             f"fewer than {MIN_QUESTIONS} of the {len(train)} training questions have a gold file among the "
-            f"files the hand-set order ranks; " + ("the published ranker stays" if published else
-                                                  "the hand-set order stays")
+            f"files the hand-set order ranks; " + _stays(published, fallback)
         ], candidate=None)
     candidate = replace(candidate, meta={**candidate.meta, "id": ranker_id(candidate, now)})
 
@@ -214,14 +241,14 @@ def select_ranker(
         "newest_training_commit_ts": split.newest_training_commit,
         "delta_ndcg_at_5": round(verdict.delta_ndcg, 4),
         "delta_ndcg_ci95": [round(verdict.ndcg_ci_low, 4), round(verdict.ndcg_ci_high, 4)],
-        "replaced": published.meta.get("id") if published else "hand-set",
+        "replaced": serving_order(published, fallback),
         "served_config": served_config,
         "eval_set": eval_set,
         "published_at": now.isoformat(timespec="seconds"),
     })
     candidate.save(path)  # atomic: a reader sees the old ranker or the new one, never half of one
     selection = RankerSelection(PROMOTE, [], split, candidate=candidate, published=candidate, verdict=verdict,
-                                arms=summaries)
+                                arms=summaries, fallback=fallback)
     return _record(selection, repo=repo, path=path, tracker=tracker, tags=tags, eval_set=eval_set,
                    served_config=served_config, now=now)
 
@@ -238,7 +265,8 @@ def _record(
             "eval_set": eval_set, "outcome": selection.outcome, "trained_on": len(split.train),
             "judged_on": len(split.judge), "undated": split.undated, "train_fraction": TRAIN_FRACTION,
             "newest_training_commit": split.newest_training_commit_iso, "served_config": served_config or "default",
-            "candidate": candidate.meta.get("id") if candidate else None, "published": published_id or "hand-set",
+            "candidate": candidate.meta.get("id") if candidate else None,
+            "published": published_id or serving_order(None, selection.fallback),
         })
         for label, summary in selection.arms.items():
             run.log_metrics({f"{label}.{k}": v for k, v in summary.items() if isinstance(v, float)})

@@ -21,7 +21,7 @@ from codex_core.fsio import ReloadingFile
 from codex_core.git import RepoRegistry, is_url
 from codex_core.graph import EDGES_FILE, CodeGraph, load_graph
 from codex_core.home import CodexHome
-from codex_core.ranker import LearnedRanker, load_published
+from codex_core.ranker import LearnedRanker, load_published, shipped_ranker
 from codex_core.retrieval import GitVerificationSource, HybridRetriever, RepoCorpus, Reranker
 from codex_core.settings import Settings
 from codex_core.vector_store import EmbeddedVectorIndex, PublishedVersion, QdrantServerIndex, VectorIndex
@@ -64,7 +64,11 @@ class PublishedReader:
         *,
         reranker: Reranker | None = None,
         refresh_every_s: float = 1.0,
+        fallback_ranker: LearnedRanker | None | str = "shipped",
     ):
+        """``fallback_ranker``: re-orders a repository without a published ranker of its own (when the
+        config's ``global_ranker`` is on): ``"shipped"`` the product's general ranker, or a given one, or
+        None (the hand-set order)."""
         self.home = home
         self.index = index
         self.embedder = embedder
@@ -79,7 +83,8 @@ class PublishedReader:
         self._verifier = GitVerificationSource(self.worktree_of)
         self._reranker = reranker
         self._ranker_files: dict[str, ReloadingFile[LearnedRanker | None]] = {}
-        self.retriever = self._retriever(self.ranker_of)
+        self.fallback_ranker = shipped_ranker() if fallback_ranker == "shipped" else fallback_ranker
+        self.retriever = self._retriever(self.ranker_of, self.fallback_ranker)
 
     @property
     def view(self) -> PublishedView:
@@ -105,9 +110,11 @@ class PublishedReader:
         """A retriever over this reader's published view (same corpora, graphs, dense search, query
         cache and verifier) that re-orders files with ``ranker`` instead of the published one: how a
         candidate ranker is judged before anything is published (None: the hand-set order)."""
-        return self._retriever(lambda repo: ranker)
+        return self._retriever(lambda repo: ranker, None)
 
-    def _retriever(self, rankers: Callable[[str], LearnedRanker | None]) -> HybridRetriever:
+    def _retriever(
+        self, rankers: Callable[[str], LearnedRanker | None], fallback: LearnedRanker | None
+    ) -> HybridRetriever:
         return HybridRetriever(
             dense_search=self._dense_search,
             embed_query=self._embed_query,
@@ -116,6 +123,7 @@ class PublishedReader:
             verifier=self._verifier,
             reranker=self._reranker,
             rankers=rankers,
+            fallback_ranker=fallback,
         )
 
     def refresh(self, force: bool = False) -> PublishedView:

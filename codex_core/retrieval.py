@@ -21,7 +21,8 @@ from codex_core.files import indexed_text
 from codex_core.git import GitError, show_file
 from codex_core.lexical import LexicalIndex, code_tokens
 from codex_core.models import content_hash, span_text
-from codex_core.ranker import FileFeatures, LearnedRanker
+from codex_core.query_style import is_question
+from codex_core.ranker import FileFeatures, LearnedRanker, without_asked_flags
 from codex_core.ranker import file_features as file_features_of
 
 RRF_K = 60
@@ -241,8 +242,13 @@ class RetrievalConfig:
     file_lexical_weight: float = 1.0
     file_lexical_k: int = 50
     # Re-order the top files with the repository's learned ranker (``codex_core.ranker``) when one is
-    # published for it; without one (too little history) the hand-set order above stands.
+    # published for it. False: the hand-set order above, always.
     learned_ranker: bool = True
+    # A repository without a ranker of its own (too little history, or none trained yet) is re-ordered
+    # by the general ranker the product ships (``codex_core/global_ranker.json``: fitted on the older
+    # questions of the 12 localization repositories): +0.009 macro nDCG@5 on the tune half, chosen there
+    # (docs/benchmarks.md §1). False: such a repository gets the hand-set order. Needs learned_ranker.
+    global_ranker: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.file_evidence_decay <= 1.0:
@@ -324,9 +330,11 @@ class HybridRetriever:
         verifier: VerificationSource,
         reranker: Reranker | None = None,
         rankers: Callable[[str], LearnedRanker | None] = lambda repo: None,
+        fallback_ranker: LearnedRanker | None = None,
     ):
         """``dense_search(vector, repos, k)`` -> [(repo, point id, cosine)]; ``graphs(repo)`` -> CodeGraph or
-        None; ``rankers(repo)`` -> the repository's published learned ranker or None."""
+        None; ``rankers(repo)`` -> the repository's published learned ranker or None; ``fallback_ranker``
+        re-orders a repository that has none (``RetrievalConfig.global_ranker``)."""
         self._dense_search = dense_search
         self._embed_query = embed_query
         self._corpora = corpora
@@ -334,6 +342,7 @@ class HybridRetriever:
         self._verifier = verifier
         self._reranker = reranker
         self._rankers = rankers
+        self._fallback_ranker = fallback_ranker
         self._symbol_tokens: dict[tuple[str, str, str], list[set[str]]] = {}
 
     def embed_query(self, query: str) -> np.ndarray:
@@ -387,6 +396,8 @@ class HybridRetriever:
                 add(repo, i, "lexical", rank, score)
             timings["lexical_ms"] = (time.perf_counter() - t1) * 1000
         ranker = self._rankers(wanted[0]) if cfg.learned_ranker and len(wanted) == 1 else None
+        if ranker is None and cfg.learned_ranker and cfg.global_ranker and len(wanted) == 1:
+            ranker = self._fallback_ranker
         file_ranks: dict[tuple[str, str], int] = {}
         if cfg.lexical and wanted and (cfg.file_lexical_weight > 0 or ranker is not None or collect_file_features):
             t1 = time.perf_counter()
@@ -455,7 +466,12 @@ class HybridRetriever:
                 ),
             )
             if ranker is not None:
-                ranked = _in_file_order(ranked, ranker.order(file_features))
+                # Only for a plain question: in commit-message text (what rankers learn from) "test",
+                # "docs" or "release" rarely mean the user wants one, and the learned demotion holds.
+                asks = is_question(query)
+                rows = without_asked_flags(file_features, tests=asks and wants_tests, docs=asks and wants_docs,
+                                           changelog=asks and wants_changes)
+                ranked = _in_file_order(ranked, ranker.order(rows))
                 ranked_by = f"learned:{ranker.meta.get('id', '?')}"
             timings["learned_rank_ms"] = (time.perf_counter() - t1) * 1000
         t1 = time.perf_counter()

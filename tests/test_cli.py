@@ -204,9 +204,10 @@ def test_eval_import_run_and_report(ingested_home, tmp_path: Path) -> None:
     assert report.returncode == 0, report.stderr[-2000:]
     reported = json.loads(report.stdout)
     assert reported["metrics"] == result["metrics"]
-    # One mined question is too little history for a learned ranker: the hand-set order serves.
+    # One mined question is too little history for a ranker of its own: the shipped general one serves.
     assert reported["ranker"]["published"] is None
     assert reported["ranker"]["last"]["outcome"] == "insufficient_history"
     human = feriactl(home, "eval", "report", "--last", "--repo", "demo")
     assert "demo-hand@1" in human.stdout and "calibration v1" in human.stdout
-    assert "file ranker: hand-set order" in human.stdout and "insufficient_history" in human.stdout
+    assert "file ranker: none of its own published: the shipped general ranker" in human.stdout
+    assert "insufficient_history" in human.stdout and "keeps ordering its files" in human.stdout

@@ -180,6 +180,8 @@ def train(reader, name: str, training: list[Question], home: Path, args, label: 
     """Fit the repository's learned ranker on ``training`` (questions older than every one it will be
     scored on) and publish it where serving reads it (``CodexHome.ranker_path``), or remove the
     published one when there is too little history; the report says what it was trained on."""
+    from global_ranker import loro_ranker
+
     from codex_core.home import CodexHome
     from codex_core.ranker import train_ranker
 
@@ -193,10 +195,17 @@ def train(reader, name: str, training: list[Question], home: Path, args, label: 
     info = {"trained": ranker is not None, "offered": len(training), "newest_commit_time": newest,
             "seconds": round(time.perf_counter() - t0, 1)}
     if ranker is not None:
+        info |= {"questions": ranker.meta["questions"], "coef": dict(zip(ranker.features, ranker.coef, strict=True))}
+    else:
+        # What serving does for a repository without its own ranker (RetrievalConfig.global_ranker), with
+        # the general ranker fitted without this repository and on nothing as new as ``label``.
+        ranker = loro_ranker(name, label)
+        info["fallback"] = ranker.meta["id"] if ranker is not None else "hand-set (no results/global file)"
+    if ranker is not None:
         target.parent.mkdir(parents=True, exist_ok=True)
         ranker.save(target)
-        info |= {"questions": ranker.meta["questions"], "coef": dict(zip(ranker.features, ranker.coef, strict=True))}
-    print(f"{name}: learned ranker ({label}) {'trained on ' + str(info.get('questions')) if ranker else 'not trained'}"
+    print(f"{name}: learned ranker ({label}) "
+          f"{'trained on ' + str(info.get('questions')) if info['trained'] else 'not trained: ' + info['fallback']}"
           f" ({len(training)} offered)", file=sys.stderr)
     return info
 
@@ -253,7 +262,9 @@ def run_repo(repo: dict[str, Any], source: Path, home: Path, embedder, args) -> 
                   f"{summary['wall_seconds']} s", file=sys.stderr)
         dense = DenseWindow(embedder, files, args.cache_dir / "windows")
         info |= {"windows": dense.windows, "window_embed_seconds": dense.embed_seconds}
-        reader = PublishedReader(CodexHome(home), open_index(CodexHome(home)), embedder)
+        # No shipped fallback: it was fitted on this repository's older questions (train() publishes
+        # the one fitted without it instead).
+        reader = PublishedReader(CodexHome(home), open_index(CodexHome(home)), embedder, fallback_ranker=None)
         try:
             reader.refresh(force=True)
             products = [Product(reader, name, config, label) for label, config in args.variants.items()]

@@ -146,17 +146,20 @@ class Product(System):
 
     name = "product"
 
-    def __init__(self, reader, repo: str, config=None, label: str = "product"):
+    def __init__(self, reader, repo: str, config=None, label: str = "product", retriever=None):
+        """``retriever``: one with another ranker (``reader.retriever_with_ranker``); default the reader's."""
         from codex_core.retrieval import RetrievalConfig
 
         self.reader = reader
         self.repo = repo
         self.config = replace(config or RetrievalConfig(), max_per_file=1)
         self.name = label
+        self.retriever = retriever
 
     def search(self, query: str) -> list[str]:
         self.reader.forget_query(query)  # every configuration pays the query embedding, as serving does
-        result = self.reader.retriever.retrieve(query, repos=[self.repo], top_k=TOP_K, config=self.config)
+        retriever = self.retriever if self.retriever is not None else self.reader.retriever
+        result = retriever.retrieve(query, repos=[self.repo], top_k=TOP_K, config=self.config)
         cited = [c.payload["path"] for c in result.candidates]
         tail = [c.payload["path"] for c in result.considered
                 if not (c.dropped or "").startswith("verification failed")]

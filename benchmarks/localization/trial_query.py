@@ -47,10 +47,9 @@ sys.path.insert(0, str(HERE))
 import run as bench  # noqa: E402  (sets up sys.path and the environment)
 from questions import Question  # noqa: E402
 from report import aggregate, score  # noqa: E402
-from systems import TOP_K, Product  # noqa: E402
+from systems import Product  # noqa: E402
 
 import codex_core.ranker as ranker_mod  # noqa: E402
-from codex_core.metrics import dedupe_ranking  # noqa: E402
 
 # ---------------------------------------------------------------- rewrites
 
@@ -128,21 +127,6 @@ def system_names() -> list[str]:
 # ---------------------------------------------------------------- systems
 
 
-class RankedProduct(Product):
-    """``systems.Product`` on a retriever with a given ranker (None: the hand-set order)."""
-
-    def __init__(self, reader, repo, config, label, retriever):
-        super().__init__(reader, repo, config, label)
-        self.retriever = retriever
-
-    def search(self, query: str) -> list[str]:
-        self.reader.forget_query(query)
-        result = self.retriever.retrieve(query, repos=[self.repo], top_k=TOP_K, config=self.config)
-        cited = [c.payload["path"] for c in result.candidates]
-        tail = [c.payload["path"] for c in result.considered if not (c.dropped or "").startswith("verification failed")]
-        return dedupe_ranking(cited + tail)
-
-
 class TrainingCache:
     """train_ranker's retrieval loop, memoized by query text (same config, no ranker)."""
 
@@ -198,10 +182,10 @@ def run_repo(repo: dict[str, Any], home: Path, embedder, out: Path) -> tuple[lis
                     {"trained": True, "questions": fitted.meta["questions"], "offered": len(fit_on),
                      "coef": dict(zip(fitted.features, fitted.coef, strict=True)), "intercept": fitted.intercept}
                     if fitted is not None else {"trained": False, "offered": len(fit_on)})
-                systems.append((v, fn, RankedProduct(reader, name, base_cfg, f"product{suffix}",
-                                                     reader.retriever_with_ranker(None))))
-                systems.append((v, fn, RankedProduct(reader, name, replace(base_cfg, learned_ranker=True),
-                                                     f"learned{suffix}", reader.retriever_with_ranker(fitted))))
+                systems.append((v, fn, Product(reader, name, base_cfg, f"product{suffix}",
+                                               retriever=reader.retriever_with_ranker(None))))
+                systems.append((v, fn, Product(reader, name, replace(base_cfg, learned_ranker=True), f"learned{suffix}",
+                                               retriever=reader.retriever_with_ranker(fitted))))
             for q in scored[: bench.WARMUP]:
                 for _, fn, s in systems:
                     s.search(fn(q.query))

@@ -46,11 +46,10 @@ import numpy as np  # noqa: E402
 import run as bench  # noqa: E402  (sets up sys.path and the environment)
 from questions import Question, git  # noqa: E402
 from report import aggregate, score  # noqa: E402
-from systems import TOP_K, Product  # noqa: E402
+from systems import Product  # noqa: E402
 
 import codex_core.ranker as ranker_mod  # noqa: E402
 import codex_core.retrieval as retrieval_mod  # noqa: E402
-from codex_core.metrics import dedupe_ranking  # noqa: E402
 
 BASE_FEATURES = ranker_mod.FEATURES
 EXTRA = ("recency", "churn90")
@@ -173,20 +172,6 @@ class ColumnRanker:
         return [features.files[i] for i in order]
 
 
-class RankedProduct(Product):
-    """``systems.Product`` on a retriever with a given ranker (None: the hand-set order)."""
-
-    def __init__(self, reader, repo, config, label, retriever):
-        super().__init__(reader, repo, config, label)
-        self.retriever = retriever
-
-    def search(self, query: str) -> list[str]:
-        self.reader.forget_query(query)
-        result = self.retriever.retrieve(query, repos=[self.repo], top_k=TOP_K, config=self.config)
-        cited = [c.payload["path"] for c in result.candidates]
-        tail = [c.payload["path"] for c in result.considered if not (c.dropped or "").startswith("verification failed")]
-        return dedupe_ranking(cited + tail)
-
 
 def fit_all(reader, name: str, training: list[Question], base_cfg) -> tuple[dict[str, Any], dict[str, Any]]:
     """train_ranker's loop with the question context set, then one fit per column set."""
@@ -232,15 +217,15 @@ def run_repo(repo: dict[str, Any], clone: Path, home: Path, embedder, out: Path)
     records = []
     try:
         reader.refresh(force=True)
-        hand = RankedProduct(reader, name, base_cfg, "product", reader.retriever_with_ranker(None))
+        hand = Product(reader, name, base_cfg, "product", retriever=reader.retriever_with_ranker(None))
         for split, older in (("tune", {"history"}), ("heldout", {"history", "tune"})):
             fit_on = [q for q in mined if q.split in older]
             scored = [q for q in questions if q.split == split]
             assert not fit_on or not scored or max(q.time for q in fit_on) <= min(q.time for q in scored)
             rankers, info["ranker"][split] = fit_all(reader, name, fit_on, base_cfg)
             systems = [hand] + [
-                RankedProduct(reader, name, replace(base_cfg, learned_ranker=True), label,
-                              reader.retriever_with_ranker(r))
+                Product(reader, name, replace(base_cfg, learned_ranker=True), label,
+                        retriever=reader.retriever_with_ranker(r))
                 for label, r in rankers.items()
             ]
             for q in scored[: bench.WARMUP]:

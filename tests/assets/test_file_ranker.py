@@ -21,7 +21,7 @@ from codex_assets.ingestion import ingestion_assets, ingestion_checks
 from codex_core.eval_report import EXPERIMENT
 from codex_core.evalsets import EvalRegistry
 from codex_core.home import CodexHome
-from codex_core.ranker import LearnedRanker
+from codex_core.ranker import LearnedRanker, shipped_ranker
 from codex_core.ranker_selection import last_selection
 from codex_core.reader import PublishedReader, open_index
 from codex_core.retrieval import RetrievalConfig
@@ -74,7 +74,8 @@ def test_a_ranker_that_beats_the_hand_set_order_is_published_and_served(shop: di
     assert ranker.meta["trained_on"] == 50 and ranker.meta["judged_on"] == 22
     assert ranker.meta["delta_ndcg_at_5"] == pytest.approx(produced["delta_ndcg_at_5"], abs=1e-4)
     assert ranker.meta["newest_training_commit"] == produced["newest_training_commit"]
-    assert ranker.meta["replaced"] == "hand-set"
+    # The champion it beat: with no ranker of its own the repository was served the shipped general one.
+    assert ranker.meta["replaced"] == f"learned:{shipped_ranker().meta['id']} (general)"
 
     # Serving follows the file: the trace says which order the user got.
     reader = PublishedReader(home, open_index(home), _embedder())

@@ -10,6 +10,7 @@ change, and the code graph (who imports it) tells the two apart.
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,11 +20,13 @@ from codex_core.embedding import SentenceTransformerEmbedder
 from codex_core.evalsets import mine_eval_set
 from codex_core.home import CodexHome
 from codex_core.metrics import dedupe_ranking
-from codex_core.ranker import FEATURES, LearnedRanker, train_ranker
+from codex_core.ranker import FEATURES, LearnedRanker, shipped_ranker, train_ranker
 from codex_core.reader import PublishedReader, open_index
 from codex_core.retrieval import RetrievalConfig
 from tests.support.ingest import ingest
 from tests.support.planted import CHANGES, TOPICS, build_shop
+
+REPOS_JSON = Path(__file__).resolve().parents[2] / "benchmarks" / "localization" / "repos.json"
 
 
 @pytest.fixture(scope="module")
@@ -75,14 +78,36 @@ def test_a_ranker_learned_on_older_history_beats_the_hand_set_order_on_newer_que
         CodexHome(history["home"]).ranker_path("shop").unlink()
 
 
-def test_too_little_history_means_no_ranker_and_the_hand_set_order(history: dict) -> None:
+def test_too_little_history_means_no_ranker_of_its_own_and_the_shipped_general_one(history: dict) -> None:
     reader, questions = history["reader"], history["questions"]
     few = [(q, gold) for q, gold, _ in questions[:10]]
     assert train_ranker(reader.retriever, few, repo="shop", config=RetrievalConfig()) is None
     query = questions[-1][0]
-    assert ranked_files(reader, query, RetrievalConfig()) == ranked_files(
-        reader, query, RetrievalConfig(learned_ranker=False)
-    )
+    general = shipped_ranker()
+    assert general is not None and reader.fallback_ranker == general
+    result = reader.retriever.retrieve(query, repos=["shop"], top_k=5, config=RetrievalConfig())
+    assert result.ranked_by == f"learned:{general.meta['id']}"  # the trace says the general order answered
+    # Turned off in the config (or learned_ranker off altogether): the hand-set order.
+    hand = ranked_files(reader, query, RetrievalConfig(learned_ranker=False))
+    assert ranked_files(reader, query, RetrievalConfig(global_ranker=False)) == hand
+    # A candidate judged "with no ranker" is judged against the hand-set order, not the general one.
+    plain = reader.retriever_with_ranker(None).retrieve(query, repos=["shop"], top_k=5, config=RetrievalConfig())
+    assert plain.ranked_by == "hand-set"
+
+
+def test_the_shipped_general_ranker_was_fitted_on_older_questions_of_the_benchmark_repositories_only() -> None:
+    general = shipped_ranker()
+    assert general is not None and general.features == FEATURES
+    pinned = {r["name"]: r["commit"] for r in json.loads(REPOS_JSON.read_text())["repos"]}
+    assert set(general.meta["trained_on_repos"]) == set(pinned) and general.meta["commits"] == pinned
+    assert general.meta["splits"] == ["history", "tune"]  # never a held-out question
+    assert general.meta["questions"] >= 1000
+    # The benchmark scores each repository with one fitted without it, on nothing as new as the split.
+    for name in pinned:
+        for split, older in (("tune", ["history"]), ("heldout", ["history", "tune"])):
+            loro = LearnedRanker.load(REPOS_JSON.parent / "results" / "global" / f"{name}.{split}.json")
+            assert name not in loro.meta["trained_on_repos"] and len(loro.meta["trained_on_repos"]) == 11
+            assert loro.meta["splits"] == older
 
 
 def test_a_damaged_or_foreign_ranker_file_falls_back_instead_of_failing_queries(history: dict) -> None:
@@ -94,9 +119,13 @@ def test_a_damaged_or_foreign_ranker_file_falls_back_instead_of_failing_queries(
     try:
         for text in ("{not json", LearnedRanker([0.0], [1.0], [1.0], 0.0).to_json()):  # garbage; wrong features
             path.write_text(text)
-            result = reader.retriever.retrieve(query, repos=["shop"], top_k=5, config=RetrievalConfig())
+            config = RetrievalConfig(global_ranker=False)
+            result = reader.retriever.retrieve(query, repos=["shop"], top_k=5, config=config)
             assert result.ranked_by == "hand-set"
-            assert ranked_files(reader, query, RetrievalConfig()) == hand
+            assert ranked_files(reader, query, config) == hand
+            # With the default config the shipped general ranker takes the unreadable file's place.
+            general = reader.retriever.retrieve(query, repos=["shop"], top_k=5, config=RetrievalConfig())
+            assert general.ranked_by == f"learned:{shipped_ranker().meta['id']}"
     finally:
         path.unlink()
 

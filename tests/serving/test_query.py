@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from codex_core.git import RepoRegistry
 from codex_core.home import CodexHome
 from codex_core.models import span_text
+from codex_core.ranker import shipped_ranker
 from serving.app import create_app
 from serving.engine import QueryEngine
 from tests.conftest import build_fixture_repo, git
@@ -111,7 +112,8 @@ def test_citation_that_fails_verification_is_dropped_and_traced(ingested, tmp_pa
         assert result["abstained"] is True
         trace = engine.trace(result["trace_id"])
         assert any((c["dropped"] or "").startswith("verification failed") for c in trace["candidates"])
-        assert trace["ranked_by"] == "hand-set"  # no learned ranker published for this repository
+        # No ranker of its own published for this repository: the shipped general one ordered its files.
+        assert trace["ranked_by"] == f"learned:{shipped_ranker().meta['id']}"
     finally:
         engine.close()
 
@@ -140,5 +142,9 @@ def test_test_files_are_preferred_only_when_asked(tmp_path) -> None:
         assert behaviour["citations"][0]["path"] in {"app/retry.py", "app/retry_copy.py"}
         tests = engine.query("which test covers retry with backoff of connection errors", top_k=3).model_dump()
         assert tests["citations"][0]["path"] == "tests/test_retry.py"
+        # A commit message naming a test is about the code: the shipped ranker, which learned from commit
+        # messages that tests are not what they change, keeps the implementation first.
+        commit = engine.query("Fix the retry with backoff test for connection errors", top_k=3).model_dump()
+        assert commit["citations"][0]["path"] in {"app/retry.py", "app/retry_copy.py"}
     finally:
         engine.close()
