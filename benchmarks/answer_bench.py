@@ -19,7 +19,10 @@ this shared 2-core machine hits all alike:
 - ``escalating``: draft -> verify -> expert (``[verify] method = "lexical"``, τ = 0.5). The draft is
   the same model with a 1536-token window (fewer snippets: cheaper); a draft that fails verification
   escalates to the "expert", which is exactly the ``small`` configuration's model call — no larger
-  model runs on this machine — and when that fails too the answer is the labelled extractive one.
+  model runs on this machine — and when that fails too the answer is the labelled extractive one;
+- ``escalating-judge``: ``escalating`` with ``[verify] method = "model"`` (the lexical check, then the
+  model judges on the quoted lines whether they support each claim);
+- ``small-verified``: the ``small`` call verified (lexical, τ = 0.5), the extractive answer when it fails.
 
 Outputs (``--out``, default ``benchmarks/answer/results/<label>``): ``raw.jsonl`` (one line per
 question and configuration, appended as it runs: answer, every retrieved citation with its lines,
@@ -63,7 +66,7 @@ from score import score_answer, summarize, targets  # noqa: E402
 
 QUESTIONS = ANSWER_DIR / "questions.jsonl"
 REPOS_JSON = HERE / "localization" / "repos.json"
-CONFIGS = ("extractive", "small", "small-standard", "small-sc3", "escalating")
+CONFIGS = ("extractive", "small", "small-standard", "small-sc3", "escalating", "escalating-judge", "small-verified")
 KINDS = ("where", "how", "why")
 
 
@@ -116,6 +119,14 @@ def llm_configs(llm_url: str, timeout: float) -> dict[str, dict[str, Any]]:
                       "consistency": {"samples": 3, "temperature": 0.7, "min_agreement": 0.5}},
         "escalating": {"models": [draft, qwen], "routes": every_route(draft["name"], qwen["name"]),
                        "verify": {"method": "lexical", "escalate_below": 0.5}},
+        # The escalating chain with the model's own entailment judgement after the lexical check
+        # ([verify] method = "model": one more call per verified answer, JSON checked by verdict.schema.json).
+        "escalating-judge": {"models": [draft, qwen], "routes": every_route(draft["name"], qwen["name"]),
+                             "verify": {"method": "model", "escalate_below": 0.5}},
+        # No cheaper draft: the small configuration's own call, verified (lexical, τ = 0.5); a failed
+        # verification goes to the labelled extractive answer (there is no other model).
+        "small-verified": {"models": [qwen], "routes": every_route(qwen["name"]),
+                           "verify": {"method": "lexical", "escalate_below": 0.5}},
     }
 
 

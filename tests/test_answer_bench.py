@@ -24,6 +24,8 @@ from score import score_answer, summarize, targets  # noqa: E402
 
 QUESTIONS = BENCHMARKS / "answer" / "questions.jsonl"
 HELDOUT = BENCHMARKS / "answer" / "questions_heldout.jsonl"  # written after every prompt/verifier change
+HELDOUT2 = BENCHMARKS / "answer" / "questions_heldout2.jsonl"  # written after the held-out run had been read
+SETS = (QUESTIONS, HELDOUT, HELDOUT2)
 REPOS_JSON = BENCHMARKS / "localization" / "repos.json"
 PARSE = """def parse_line(line):
     key, _, value = line.partition("=")
@@ -131,16 +133,19 @@ def _questions(path: Path = QUESTIONS) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-@pytest.mark.parametrize(("path", "at_least", "repos", "per_repo_min"), [(QUESTIONS, 60, 3, 20), (HELDOUT, 30, 2, 15)],
-                         ids=["questions", "heldout"])
+@pytest.mark.parametrize(("path", "at_least", "repos", "per_repo_min"),
+                         [(QUESTIONS, 60, 3, 20), (HELDOUT, 30, 2, 15), (HELDOUT2, 30, 2, 15)],
+                         ids=["questions", "heldout", "heldout2"])
 def test_question_file_is_complete_and_well_formed(path: Path, at_least: int, repos: int, per_repo_min: int) -> None:
     questions = _questions(path)
     assert len(questions) >= at_least
     assert len({q["id"] for q in questions}) == len(questions)
     per_repo = Counter(q["repo"] for q in questions)
     assert len(per_repo) == repos and min(per_repo.values()) >= per_repo_min, per_repo
-    # Held out means held out: no repository of one set is in the other.
-    assert not {q["repo"] for q in _questions(QUESTIONS)} & {q["repo"] for q in _questions(HELDOUT)}
+    # Held out means held out: no repository of one set is in another.
+    for other in SETS:
+        if other != path:
+            assert not {q["repo"] for q in questions} & {q["repo"] for q in _questions(other)}, other.name
     pinned = {r["name"] for r in json.loads(REPOS_JSON.read_text())["repos"]}
     assert set(per_repo) <= pinned
     for repo in per_repo:
@@ -164,7 +169,7 @@ def test_every_gold_span_exists_at_the_pinned_commit() -> None:
     assert root is not None
     commits = {r["name"]: r["commit"] for r in json.loads(REPOS_JSON.read_text())["repos"]}
     lengths: dict[tuple[str, str], int] = {}
-    for q in _questions() + _questions(HELDOUT):
+    for q in _questions() + _questions(HELDOUT) + _questions(HELDOUT2):
         clone = root / q["repo"]
         if not clone.exists():
             pytest.skip(f"{clone} is missing")
