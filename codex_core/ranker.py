@@ -17,8 +17,9 @@ Features (per candidate file, all from one retrieval; nothing read from git at q
   ``is_changelog``, ``graph_degree`` (other files its code links to, log).
 
 Weights live in a small JSON document (no pickle: a ranker file is data, safe to load); applying one
-needs numpy only. With fewer than ``MIN_QUESTIONS`` usable training questions there is no ranker and
-the hand-set order stands.
+needs numpy only. With fewer than ``MIN_QUESTIONS`` usable training questions a repository gets no
+ranker of its own: the general one the product ships (``shipped_ranker``, fitted the same way on other
+repositories' histories) orders its files instead, or the hand-set order when that is turned off.
 """
 
 from __future__ import annotations
