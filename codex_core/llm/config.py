@@ -92,7 +92,7 @@ class LLMConfig:
     extractive_snippets: int = 3
     verify_method: str = "lexical"  # lexical | model | off: how a draft is verified before it is returned
     escalate_below: float = 0.5  # τ: retrieval confidence under which the draft model is skipped
-    compact_up_to_b: float = 1.0  # models this small (billions of parameters) get the compact prompt
+    compact_up_to_b: float = 2.0  # models this small (billions of parameters) get the compact prompt
     compact_snippets: int = 3  # the compact prompt shows at most this many snippets ...
     compact_snippet_lines: int = 40  # ... each cut to this many leading lines
     consistency_samples: int = 1  # self-consistency: samples of the first model asked (1 = off)
@@ -246,7 +246,7 @@ def config_from_dict(
         health_timeout=float(resilience.get("health_timeout", 0.8)),
         context_fraction=float(prompt.get("context_fraction", 0.6)),
         extractive_snippets=int(prompt.get("extractive_snippets", 3)),
-        compact_up_to_b=float(prompt.get("compact_up_to_b", 1.0)),
+        compact_up_to_b=float(prompt.get("compact_up_to_b", 2.0)),
         compact_snippets=int(prompt.get("compact_snippets", 3)),
         compact_snippet_lines=int(prompt.get("compact_snippet_lines", 40)),
         consistency_samples=int((data.get("consistency") or {}).get("samples", 1)),

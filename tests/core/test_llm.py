@@ -215,6 +215,9 @@ def make_config(
         {"name": SMALL, "backend": "ollama", "context_window": window, "timeout": timeout},
         {"name": MEDIUM, "backend": "ollama", "context_window": window, "timeout": timeout},
     ]
+    # The recorded exchanges here are of the standard prompt (strict retry, fenced snippets): keep the
+    # 1.5B test model on it (by default a model of <= 2B gets the compact prompt; its tests are apart).
+    extra.setdefault("prompt", {"compact_up_to_b": 1.0})
     return {
         "ollama": {"base_url": url},
         "models": models,
