@@ -241,7 +241,7 @@ def select_ranker(
         "newest_training_commit_ts": split.newest_training_commit,
         "delta_ndcg_at_5": round(verdict.delta_ndcg, 4),
         "delta_ndcg_ci95": [round(verdict.ndcg_ci_low, 4), round(verdict.ndcg_ci_high, 4)],
-        "replaced": serving_order(published, fallback),
+        "replaced": published.meta.get("id") if published else serving_order(None, fallback),
         "served_config": served_config,
         "eval_set": eval_set,
         "published_at": now.isoformat(timespec="seconds"),
