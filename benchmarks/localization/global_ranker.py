@@ -20,7 +20,6 @@ One training retrieval per question, with the hand-set config and no ranker (as 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import replace
@@ -41,8 +40,7 @@ LORO_DIR = HERE / "results" / "global"
 
 
 def load_questions(repos: list[dict[str, Any]]) -> dict[str, list[Question]]:
-    return {r["name"]: [Question(**json.loads(line)) for line in
-                        (HERE / "questions" / f"{r['name']}.jsonl").read_text().splitlines()] for r in repos}
+    return {r["name"]: bench.load_mined(r["name"]) for r in repos}
 
 
 def collect_examples(reader, repos: list[dict[str, Any]], mined: dict[str, list[Question]]
@@ -78,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from codex_core.embedding import SentenceTransformerEmbedder
+    from codex_core.embedding import SentenceTransformerEmbedder, packaged_minilm_path
     from codex_core.home import CodexHome
     from codex_core.reader import PublishedReader, open_index
 
@@ -88,10 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with bench.home_environment(home):
         for r in repos:
-            if bench.published_commit(home, r["name"]) != r["commit"]:
-                raise SystemExit(f"{r['name']} is not published at {r['commit']} in {home}: run run.py --home first")
-        reader = PublishedReader(CodexHome(home), open_index(CodexHome(home)), SentenceTransformerEmbedder(),
-                                 fallback_ranker=None)
+            bench.require_published(home, r)
+        reader = PublishedReader(CodexHome(home), open_index(CodexHome(home)),
+                                 SentenceTransformerEmbedder(packaged_minilm_path()), fallback_ranker=None)
         try:
             reader.refresh(force=True)
             examples = collect_examples(reader, repos, mined)

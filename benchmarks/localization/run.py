@@ -117,6 +117,17 @@ def published_commit(home: Path, name: str) -> str | None:
         index.close()
 
 
+def require_published(home: Path, repo: dict[str, Any]) -> None:
+    """For the trial scripts, which re-ingest nothing: the repository must be published at its pin."""
+    if published_commit(home, repo["name"]) != repo["commit"]:
+        raise SystemExit(f"{repo['name']} is not published at {repo['commit']} in {home}: run run.py --home first")
+
+
+def load_mined(name: str) -> list[Question]:
+    """The questions ``run.py`` mined for ``name`` (history, tune and heldout), as kept in questions/."""
+    return [Question(**json.loads(line)) for line in (HERE / "questions" / f"{name}.jsonl").read_text().splitlines()]
+
+
 def sqlite_copy(source: Path, target: Path) -> None:
     """Consistent copy of a (possibly open, WAL-mode) sqlite database."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -330,10 +341,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from codex_core.embedding import SentenceTransformerEmbedder
+    from codex_core.embedding import SentenceTransformerEmbedder, packaged_minilm_path
 
     torch.set_num_threads(1)  # as `feriactl serve` runs (OMP_NUM_THREADS=1): query latency like serving's
-    embedder = SentenceTransformerEmbedder()
+    embedder = SentenceTransformerEmbedder(packaged_minilm_path())  # the packaged MiniLM, never a hub name
     started = time.perf_counter()
     home = (args.home / "home").resolve() if args.home else Path(tempfile.mkdtemp(prefix="localization-home-"))
     home.mkdir(parents=True, exist_ok=True)

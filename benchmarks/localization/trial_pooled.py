@@ -127,13 +127,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from codex_core.embedding import SentenceTransformerEmbedder
+    from codex_core.embedding import SentenceTransformerEmbedder, packaged_minilm_path
     from codex_core.home import CodexHome
     from codex_core.reader import PublishedReader, open_index
     from codex_core.retrieval import RetrievalConfig
 
     torch.set_num_threads(1)
-    embedder = SentenceTransformerEmbedder()
+    embedder = SentenceTransformerEmbedder(packaged_minilm_path())
     home = (args.home / "home").resolve()
     started = time.perf_counter()
     mined = load_questions(repos)
@@ -142,8 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     infos: dict[str, Any] = {}
     with bench.home_environment(home):
         for r in repos:
-            if bench.published_commit(home, r["name"]) != r["commit"]:
-                raise SystemExit(f"{r['name']} is not published at {r['commit']} in {home}: run run.py --home first")
+            bench.require_published(home, r)
         reader = PublishedReader(CodexHome(home), open_index(CodexHome(home)), embedder, fallback_ranker=None)
         try:
             reader.refresh(force=True)

