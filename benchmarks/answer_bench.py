@@ -98,11 +98,15 @@ def interleave_repos(questions: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- configurations
 
 
-def llm_configs(llm_url: str, timeout: float, expert_url: str | None = None) -> dict[str, dict[str, Any]]:
+def llm_configs(llm_url: str, timeout: float, expert_url: str | None = None,
+                seed: int | None = None) -> dict[str, dict[str, Any]]:
     """The configurations as ``configs/models.toml`` dictionaries (``config_from_dict``). ``expert_url``:
-    a second server with Qwen2.5-Coder-1.5B-Instruct (the ``*-1.5b`` configurations)."""
+    a second server with Qwen2.5-Coder-1.5B-Instruct (the ``*-1.5b`` configurations). ``seed``: every
+    model's sampling seed, so that two configurations whose first call is the same call get the same
+    draft, and differ only where one escalates (a paired comparison instead of two samples)."""
     qwen = {"name": "qwen2.5-coder-0.5b", "backend": "openai", "base_url": llm_url,
-            "context_window": 2048, "timeout": timeout, "temperature": 0.1}
+            "context_window": 2048, "timeout": timeout, "temperature": 0.1,
+            **({"seed": seed} if seed is not None else {})}
     draft = {**qwen, "name": "qwen2.5-coder-0.5b-draft", "context_window": 1536}
     # 1.5B <= [prompt] compact_up_to_b (2.0): the compact prompt, as for the 0.5B.
     big = {**qwen, "name": "qwen2.5-coder-1.5b", "base_url": expert_url or llm_url, "timeout": timeout * 2}
@@ -173,14 +177,14 @@ class CountingBackend:
         self.inner.close()
 
 
-def build_answerers(configs: list[str], llm_url: str, timeout: float,
-                    expert_url: str | None = None) -> dict[str, tuple[Any, list[CountingBackend]]]:
+def build_answerers(configs: list[str], llm_url: str, timeout: float, expert_url: str | None = None,
+                    seed: int | None = None) -> dict[str, tuple[Any, list[CountingBackend]]]:
     from codex_core.llm import Answerer, config_from_dict
     from codex_core.llm.backends import make_backend
 
     out = {}
     for name in configs:
-        config = config_from_dict(llm_configs(llm_url, timeout, expert_url)[name], source=f"answer_bench:{name}")
+        config = config_from_dict(llm_configs(llm_url, timeout, expert_url, seed)[name], source=f"answer_bench:{name}")
         backends = {}
         for spec in config.models.values():
             if spec.backend_id not in backends:
@@ -260,7 +264,7 @@ def run(args: argparse.Namespace, questions: list[dict[str, Any]], raw: Path) ->
     done = done_keys(raw) if args.resume else set()
     if not args.resume and raw.exists():
         raise SystemExit(f"{raw} exists: pass --resume to continue that run, or choose another --label/--out")
-    answerers = build_answerers(args.configs, args.llm_url, args.timeout, args.expert_url)
+    answerers = build_answerers(args.configs, args.llm_url, args.timeout, args.expert_url, args.seed)
     with tempfile.TemporaryDirectory(prefix="answer-bench-") as scratch:
         home = copy_home(args.home, Path(scratch))
         # The semantic cache off: every configuration answers the same questions, and each must ask its model.
@@ -381,6 +385,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the llama-server serving Qwen2.5-Coder-0.5B")
     parser.add_argument("--expert-url", default=None,
                         help="a second OpenAI-compatible server with Qwen2.5-Coder-1.5B-Instruct (*-1.5b configs)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="every model's sampling seed (models.toml seed): configurations that share a first "
+                             "call then share its answer; default: none (the server's random seed)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds for one model generation")
     parser.add_argument("--label", default=time.strftime("%Y%m%d-%H%M"))
     parser.add_argument("--out", type=Path, default=None, help="default benchmarks/answer/results/<label>")
@@ -411,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
                 "load_before": round(os.getloadavg()[0], 2), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "expert_url": args.expert_url,
                 "expert_model": _served_model(args.expert_url) if args.expert_url else None,
-                "configurations": llm_configs(args.llm_url, args.timeout, args.expert_url), "code": _git_head()}
+                "seed": args.seed, "code": _git_head(),
+                "configurations": llm_configs(args.llm_url, args.timeout, args.expert_url, args.seed)}
         meta_path.write_text(json.dumps(meta, indent=1) + "\n")
         run(args, questions, raw)
         meta |= {"load_after": round(os.getloadavg()[0], 2), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}

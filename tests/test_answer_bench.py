@@ -25,7 +25,9 @@ from score import score_answer, summarize, targets  # noqa: E402
 QUESTIONS = BENCHMARKS / "answer" / "questions.jsonl"
 HELDOUT = BENCHMARKS / "answer" / "questions_heldout.jsonl"  # written after every prompt/verifier change
 HELDOUT2 = BENCHMARKS / "answer" / "questions_heldout2.jsonl"  # written after the held-out run had been read
-SETS = (QUESTIONS, HELDOUT, HELDOUT2)
+# Written by a session that saw no retrieval or answer for koa and axum, before the seeded run.
+HELDOUT3 = BENCHMARKS / "answer" / "questions_heldout3.jsonl"
+SETS = (QUESTIONS, HELDOUT, HELDOUT2, HELDOUT3)
 REPOS_JSON = BENCHMARKS / "localization" / "repos.json"
 PARSE = """def parse_line(line):
     key, _, value = line.partition("=")
@@ -134,8 +136,8 @@ def _questions(path: Path = QUESTIONS) -> list[dict]:
 
 
 @pytest.mark.parametrize(("path", "at_least", "repos", "per_repo_min"),
-                         [(QUESTIONS, 60, 3, 20), (HELDOUT, 30, 2, 15), (HELDOUT2, 30, 2, 15)],
-                         ids=["questions", "heldout", "heldout2"])
+                         [(QUESTIONS, 60, 3, 20), (HELDOUT, 30, 2, 15), (HELDOUT2, 30, 2, 15), (HELDOUT3, 30, 2, 15)],
+                         ids=["questions", "heldout", "heldout2", "heldout3"])
 def test_question_file_is_complete_and_well_formed(path: Path, at_least: int, repos: int, per_repo_min: int) -> None:
     questions = _questions(path)
     assert len(questions) >= at_least
@@ -169,7 +171,7 @@ def test_every_gold_span_exists_at_the_pinned_commit() -> None:
     assert root is not None
     commits = {r["name"]: r["commit"] for r in json.loads(REPOS_JSON.read_text())["repos"]}
     lengths: dict[tuple[str, str], int] = {}
-    for q in _questions() + _questions(HELDOUT) + _questions(HELDOUT2):
+    for q in [q for path in SETS for q in _questions(path)]:
         clone = root / q["repo"]
         if not clone.exists():
             pytest.skip(f"{clone} is missing")
@@ -181,6 +183,19 @@ def test_every_gold_span_exists_at_the_pinned_commit() -> None:
                 assert shown.returncode == 0, f"{q['id']}: {span['path']} not at {commits[q['repo']]}: {shown.stderr}"
                 lengths[key] = len(shown.stdout.splitlines())
             assert span["end_line"] <= lengths[key], f"{q['id']}: {span} beyond {lengths[key]} lines"
+
+
+def test_a_seed_pairs_the_configurations_that_share_their_first_call() -> None:
+    """With --seed, small and escalating-1.5b send the very same first call (same model entry, same
+    seed), so they can differ only where escalating-1.5b escalates; without it no seed is sent."""
+    sys.path.insert(0, str(BENCHMARKS))
+    from answer_bench import llm_configs
+
+    seeded = llm_configs("http://127.0.0.1:1", 60.0, "http://127.0.0.1:2", seed=7)
+    small, escalating = seeded["small"]["models"], seeded["escalating-1.5b"]["models"]
+    assert escalating[0] == small[0] and small[0]["seed"] == 7
+    assert all(m["seed"] == 7 for c in seeded.values() for m in c["models"])
+    assert not any("seed" in m for c in llm_configs("http://127.0.0.1:1", 60.0).values() for m in c["models"])
 
 
 def test_a_citation_closing_a_line_backs_every_sentence_before_it_on_that_line() -> None:

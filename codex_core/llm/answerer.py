@@ -93,14 +93,16 @@ class Answerer:
         raise AssertionError("the chain walk always ends with a result")
 
     def _call(self, spec: ModelSpec, messages: list[dict[str, str]], *, max_tokens: int, temperature: float,
-              usage: Usage) -> ChatReply:
+              usage: Usage, sample: int = 0) -> ChatReply:
         """One model call, counted in ``usage`` whatever its outcome. Every call of a walk goes through
-        here or :meth:`_call_stream`, so the request's usage misses none."""
+        here or :meth:`_call_stream`, so the request's usage misses none. ``sample``: the index of a
+        self-consistency sample, added to the model's seed so that samples differ and stay reproducible."""
         reply = None
         try:
             reply = self._backends[spec.backend_id].chat(
                 spec.name, messages, max_tokens=max_tokens, temperature=temperature,
                 context_window=spec.context_window, timeout=spec.timeout,
+                seed=None if spec.seed is None else spec.seed + sample,
             )
             return reply
         finally:
@@ -113,7 +115,7 @@ class Answerer:
         try:
             stream = self._backends[spec.backend_id].chat_stream(
                 spec.name, messages, max_tokens=max_tokens, temperature=temperature,
-                context_window=spec.context_window, timeout=spec.timeout,
+                context_window=spec.context_window, timeout=spec.timeout, seed=spec.seed,
             )
             with contextlib.closing(stream):
                 for piece in stream:
@@ -145,12 +147,13 @@ class Answerer:
 
     def _attempt(
         self, spec: ModelSpec, prompt: Prompt, breaker: CircuitBreaker,
-        failed_backends: dict[str, str], hop: Any, usage: Usage, temperature: float | None = None,
+        failed_backends: dict[str, str], hop: Any, usage: Usage, temperature: float | None = None, sample: int = 0,
     ) -> tuple[ChatReply | None, CitationCheck | None]:
         call_started = time.perf_counter()
         try:
             reply = self._call(spec, prompt.messages, max_tokens=prompt.max_tokens,
-                               temperature=spec.temperature if temperature is None else temperature, usage=usage)
+                               temperature=spec.temperature if temperature is None else temperature, usage=usage,
+                               sample=sample)
         except BackendError as exc:
             _failed(spec, exc, breaker, failed_backends, hop, call_started)
             return None, None
@@ -364,7 +367,7 @@ class Answerer:
         answered: list[tuple[ChatReply, CitationCheck]] = []
         for index in range(n):
             reply, check = self._attempt(spec, prompt, breaker, failed_backends, hop, usage,
-                                         None if index == 0 else self.config.consistency_temperature)
+                                         None if index == 0 else self.config.consistency_temperature, sample=index)
             if reply is None or check is None:
                 if spec.backend_id in failed_backends:
                     break  # the server is down: no more samples

@@ -60,12 +60,12 @@ class Backend(Protocol):
 
     def chat(
         self, model: str, messages: list[dict[str, str]], *, max_tokens: int, temperature: float,
-        context_window: int, timeout: float,
+        context_window: int, timeout: float, seed: int | None = None,
     ) -> ChatReply: ...
 
     def chat_stream(
         self, model: str, messages: list[dict[str, str]], *, max_tokens: int, temperature: float,
-        context_window: int, timeout: float,
+        context_window: int, timeout: float, seed: int | None = None,
     ) -> Iterator[str | ChatReply]:
         """Pieces of the answer as they are generated, then one ``ChatReply`` (the whole answer);
         ``timeout`` bounds the whole generation, as for ``chat``."""
@@ -142,6 +142,15 @@ class CircuitBreaker:
             self._probe_in_flight = False
 
 
+def _ollama_options(context_window: int, max_tokens: int, temperature: float, seed: int | None) -> dict[str, Any]:
+    # num_ctx: Ollama otherwise loads the model with its own default window and silently drops the
+    # start of a longer prompt. seed: the same prompt gives the same answer (models.toml ``seed``).
+    options: dict[str, Any] = {"num_ctx": context_window, "num_predict": max_tokens, "temperature": temperature}
+    if seed is not None:
+        options["seed"] = seed
+    return options
+
+
 def _timeout(total: float, connect: float) -> httpx.Timeout:
     return httpx.Timeout(total, connect=min(connect, total))
 
@@ -186,16 +195,14 @@ class OllamaBackend:
 
     def chat(
         self, model: str, messages: list[dict[str, str]], *, max_tokens: int, temperature: float,
-        context_window: int, timeout: float,
+        context_window: int, timeout: float, seed: int | None = None,
     ) -> ChatReply:
         try:
             response = self._client(timeout).chat(
                 model=model,
                 messages=messages,
                 stream=False,
-                # num_ctx: Ollama otherwise loads the model with its own default window and silently
-                # drops the start of a longer prompt.
-                options={"num_ctx": context_window, "num_predict": max_tokens, "temperature": temperature},
+                options=_ollama_options(context_window, max_tokens, temperature, seed),
             )
         except (ollama.ResponseError, ConnectionError, httpx.HTTPError, ValueError) as exc:
             raise self._error(exc, model, timeout, "response") from None
@@ -210,7 +217,7 @@ class OllamaBackend:
 
     def chat_stream(
         self, model: str, messages: list[dict[str, str]], *, max_tokens: int, temperature: float,
-        context_window: int, timeout: float,
+        context_window: int, timeout: float, seed: int | None = None,
     ) -> Iterator[str | ChatReply]:
         deadline = time.monotonic() + timeout
         parts: list[str] = []
@@ -218,7 +225,7 @@ class OllamaBackend:
         try:
             stream = self._client(timeout).chat(
                 model=model, messages=messages, stream=True,
-                options={"num_ctx": context_window, "num_predict": max_tokens, "temperature": temperature},
+                options=_ollama_options(context_window, max_tokens, temperature, seed),
             )
             with contextlib.closing(stream):  # stopping early closes the HTTP response, which stops Ollama
                 for chunk in stream:
@@ -279,7 +286,7 @@ class OpenAICompatibleBackend:
 
     def chat(
         self, model: str, messages: list[dict[str, str]], *, max_tokens: int, temperature: float,
-        context_window: int, timeout: float,
+        context_window: int, timeout: float, seed: int | None = None,
     ) -> ChatReply:
         body: dict[str, Any] = {
             "model": model,
@@ -287,6 +294,7 @@ class OpenAICompatibleBackend:
             "max_tokens": max_tokens,
             "temperature": temperature,
             "stream": False,
+            **({"seed": seed} if seed is not None else {}),
         }
         response = self._request("POST", "/v1/chat/completions", timeout, json=body)
         if response.status_code >= 400:
@@ -312,7 +320,7 @@ class OpenAICompatibleBackend:
 
     def chat_stream(
         self, model: str, messages: list[dict[str, str]], *, max_tokens: int, temperature: float,
-        context_window: int, timeout: float,
+        context_window: int, timeout: float, seed: int | None = None,
     ) -> Iterator[str | ChatReply]:
         body: dict[str, Any] = {
             "model": model,
@@ -322,6 +330,7 @@ class OpenAICompatibleBackend:
             "stream": True,
             # The token counts come in one last chunk (llama-server, vLLM and OpenAI all honour it).
             "stream_options": {"include_usage": True},
+            **({"seed": seed} if seed is not None else {}),
         }
         deadline = time.monotonic() + timeout
         parts: list[str] = []

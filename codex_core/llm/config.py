@@ -71,6 +71,7 @@ class ModelSpec:
     api_key_env: str | None = None  # openai only: environment variable holding a bearer token
     params_b: float | None = None  # billions of parameters: given, or read from the name ("1.5b", "135m")
     prompt: str = "auto"  # auto (compact when params_b <= [prompt] compact_up_to_b) | standard | compact
+    seed: int | None = None  # sampling seed sent with every call: the same prompt gets the same answer
 
     @property
     def backend_id(self) -> str:
@@ -173,7 +174,7 @@ def load_config(path: Path | None = None, *, env: Mapping[str, str] = os.environ
 
 
 _MODEL_KEYS = ("name", "backend", "base_url", "context_window", "timeout", "temperature", "api_key_env", "params_b",
-               "prompt")
+               "prompt", "seed")
 
 
 def config_from_dict(
@@ -229,6 +230,7 @@ def config_from_dict(
             api_key_env=entry.get("api_key_env") or None,
             params_b=float(entry["params_b"]) if entry.get("params_b") is not None else params_from_name(name),
             prompt=str(entry.get("prompt", "auto")),
+            seed=_seed(entry.get("seed"), name, source),
         )
     routes = {route: tuple((spec or {}).get("chain") or ()) for route, spec in (data.get("routes") or {}).items()}
     router = data.get("router") or {}
@@ -257,3 +259,12 @@ def config_from_dict(
         source=source,
         env_api_keys=api_keys,
     )
+
+
+def _seed(value: Any, name: str, source: str) -> int | None:
+    """A model's ``seed``: an integer (bool is not one), or absent for the server's own random seed."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"model {name!r} in {source} has seed {value!r}; use a non-negative integer")
+    return value

@@ -47,6 +47,15 @@ def test_the_majority_answer_is_kept_with_its_agreement(recorded: RecordedServer
     assert result.usage.calls == 3
 
 
+def test_a_seeded_model_samples_with_seed_plus_index(recorded: RecordedServer) -> None:  # noqa: F811
+    """Samples of a model with a ``seed`` differ from one another yet repeat run to run."""
+    recorded.scripts[SMALL] = [Scripted("ollama/chat_cited.json")] * 3
+    config = make_config(recorded.url, consistency={"samples": 3, "temperature": 0.9})
+    config["models"][0]["seed"] = 40
+    Answerer(config_from_dict(config, env={})).answer(QUESTION, CONTEXTS, confidence=0.9)
+    assert [c["options"]["seed"] for c in recorded.chats(SMALL)] == [40, 41, 42]
+
+
 def test_disagreeing_samples_escalate_to_the_next_model(recorded: RecordedServer) -> None:  # noqa: F811
     recorded.scripts[SMALL] = [Scripted("ollama/chat_cited_retry.json"), Scripted("ollama/chat_cited.json"),
                                Scripted("ollama/chat_dont_know.json")]

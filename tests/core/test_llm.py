@@ -386,6 +386,30 @@ def test_ollama_answer_with_valid_citations(recorded: RecordedServer) -> None:
     assert [m["role"] for m in request["messages"]] == ["system", "user"]
 
 
+def test_a_models_seed_goes_with_every_call_and_no_seed_is_sent_without_one(recorded: RecordedServer) -> None:
+    """``seed`` in a [[models]] entry makes answers reproducible: it reaches Ollama's options and the
+    OpenAI-compatible body, whole and streamed; without it the server picks its own (no key sent)."""
+    config = make_config(recorded.url)
+    config["models"][0]["seed"] = 7
+    recorded.scripts[SMALL] = [Scripted("ollama/chat_cited.json"), Scripted("ollama/chat_cited.json")]
+    Answerer(config_from_dict(config, env={})).answer(QUESTION, CONTEXTS)
+    answerer_for(recorded.url).answer(QUESTION, CONTEXTS)
+    seeded, unseeded = recorded.chats(SMALL)
+    assert seeded["options"]["seed"] == 7 and "seed" not in unseeded["options"]
+
+    backend = OpenAICompatibleBackend(recorded.url)
+    recorded.scripts["local-llama-server"] = [Scripted(CAPTURED + "chat_completion.json"),
+                                              Scripted(CAPTURED + "chat_stream_cited.sse"),
+                                              Scripted(CAPTURED + "chat_completion.json")]
+    say = [{"role": "user", "content": "where is the retry loop?"}]
+    backend.chat("local-llama-server", say, max_tokens=8, temperature=0.7, context_window=2048, timeout=10, seed=3)
+    list(backend.chat_stream("local-llama-server", say, max_tokens=8, temperature=0.7, context_window=2048,
+                             timeout=10, seed=3))
+    backend.chat("local-llama-server", say, max_tokens=8, temperature=0.7, context_window=2048, timeout=10)
+    whole, streamed, plain = recorded.chats("local-llama-server")
+    assert whole["seed"] == streamed["seed"] == 3 and "seed" not in plain
+
+
 def test_health_lists_models_from_recorded_tags(recorded: RecordedServer) -> None:
     """Recorded /api/tags response (Ollama cannot run here)."""
     config = make_config(recorded.url)
@@ -797,6 +821,11 @@ def test_config_errors_say_what_to_fix(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.toml", env={})
     with pytest.raises(ValueError, match="at least 40%"):
         config_from_dict(make_config("http://127.0.0.1:1", prompt={"context_fraction": 0.8}), env={})
+    for seed in ("7", -1, True, 1.5):
+        seeded = make_config("http://127.0.0.1:1")
+        seeded["models"][0]["seed"] = seed
+        with pytest.raises(ValueError, match="seed .*use a non-negative integer"):
+            config_from_dict(seeded, env={})
 
 
 # --------------------------------------------------------------------------- opt-in: a real LLM

@@ -109,3 +109,15 @@ def test_weak_evidence_ends_in_an_honest_abstention_or_the_labelled_evidence(qwe
         assert result.abstained or result.verification["ok"]
         for sentence in result.verification["sentences"]:
             assert sentence["supported"]
+
+
+def test_a_seeded_model_gives_the_same_answer_twice_even_when_sampling(qwen_url: str) -> None:
+    """``seed`` in models.toml: at temperature 0.9 the real server repeats its answer for the same
+    prompt and seed, which is what lets two configurations share a draft call exactly."""
+    def ask() -> GenerationResult:
+        return answerer(qwen_url, {"name": QWEN, "temperature": 0.9, "seed": 11}, verify="off").answer(
+            "How does the retry loop wait between attempts?", [RETRY, PARSE_LINE, PARSE], confidence=0.9)
+
+    first, second = ask(), ask()
+    assert first.model == second.model == QWEN, (first.fallbacks, second.fallbacks)
+    assert first.answer == second.answer and first.cited_refs == second.cited_refs
