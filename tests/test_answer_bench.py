@@ -198,6 +198,25 @@ def test_a_seed_pairs_the_configurations_that_share_their_first_call() -> None:
     assert not any("seed" in m for c in llm_configs("http://127.0.0.1:1", 60.0).values() for m in c["models"])
 
 
+def test_the_escalation_replay_takes_the_path_the_product_would() -> None:
+    """simulate_escalation.py: a draft naming what its cited lines lack fails the lexical check and the
+    expert's answer is taken (draft + expert latency); below τ the draft is skipped (expert latency only)."""
+    from simulate_escalation import replay
+
+    wrong_draft = record("`parse_line` calls `json.loads` on the line [app/config.py:10-12].", latency_ms=10_000)
+    expert = record("`parse_line` splits at the first `=` with `partition` [app/config.py:10-12].",
+                    config="expert-1.5b", latency_ms=25_000)
+    extractive = record("app/config.py:10-12", config="extractive", latency_ms=1)
+    extractive["model"] = "extractive"
+    for r in (wrong_draft, expert, extractive):
+        r["confidence"] = 0.7
+    row = {"small": wrong_draft, "expert-1.5b": expert, "extractive": extractive}
+    assert replay([row], {"q1": QUESTION}, tau=0.5) == (1, [35.0], 1)
+    assert replay([row], {"q1": QUESTION}, tau=0.8) == (1, [25.0], 1)
+    good_draft = {**row, "small": {**expert, "config": "small", "latency_ms": 10_000}}
+    assert replay([good_draft], {"q1": QUESTION}, tau=0.5) == (1, [10.0], 0)
+
+
 def test_a_citation_closing_a_line_backs_every_sentence_before_it_on_that_line() -> None:
     answer = ("- `load_config` in app/loader.py lines 1–2: Reads the file. Calls `parse_line`. [app/loader.py:1-2]\n"
               "`parse_line` splits with `partition`. [app/config.py:10-12]")

@@ -1,0 +1,103 @@
+"""What τ (``[verify] escalate_below``) and the expert are worth, replayed from recorded answers.
+
+Reads a ``raw.jsonl`` of ``answer_bench.py`` holding, for the same questions, the ``small``,
+``expert-1.5b`` and ``extractive`` configurations, and replays draft -> verify -> expert -> extractive
+without asking any model: below τ the draft is skipped and the expert answers; otherwise the small
+model's recorded answer is the draft, checked by the product's lexical verifier
+(``codex_core.llm.verify.verify_answer``) on the retrieved lines; a failed draft goes to the expert's
+recorded answer, and an expert answer that fails the same check to the extractive one. Latency is
+the sum of the recorded calls on the path taken. Use it on the tuning questions only: a τ chosen
+here is then measured for real on held-out questions (docs/benchmarks.md §5).
+
+    .venv/bin/python benchmarks/answer/simulate_escalation.py benchmarks/answer/questions.jsonl \\
+        benchmarks/answer/results/tune-tau/raw.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parents[1]))
+
+from score import cited_refs, score_answer  # noqa: E402
+
+from codex_core.llm.citations import CitationCheck  # noqa: E402
+from codex_core.llm.types import ContextChunk  # noqa: E402
+from codex_core.llm.verify import verify_answer  # noqa: E402
+
+TAUS = (0.0, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 1.01)
+NEEDED = {"small", "expert-1.5b", "extractive"}
+
+
+def passes(record: Mapping[str, Any]) -> bool:
+    """The product's lexical verdict on a recorded model answer (an extractive one never passes)."""
+    if record.get("error") or record["model"] == "extractive":
+        return False
+    contexts = [ContextChunk(repo=record["repo"], path=c["path"], start_line=c["line_start"], end_line=c["line_end"],
+                             symbol=c.get("symbol"), text=c["snippet"], score=float(c.get("score") or 0.0))
+                for c in record["citations"]]
+    check = CitationCheck(text=record["answer"], cited=cited_refs(record),
+                          abstained=bool(record.get("model_abstained")))
+    return verify_answer(check, contexts, confidence=record["confidence"], escalate_below=0.5).ok
+
+
+def replay(rows: list[dict[str, dict[str, Any]]], questions: Mapping[str, Mapping[str, Any]], tau: float
+           ) -> tuple[int, list[float], int]:
+    """(correct, latency per question in s, expert asked) for draft -> verify -> expert -> extractive."""
+    correct, latencies, asked = 0, [], 0
+    for by_config in rows:
+        small, expert, extractive = by_config["small"], by_config["expert-1.5b"], by_config["extractive"]
+        seconds = small["latency_ms"] / 1000
+        if small["abstained"]:  # the engine abstained: no model is asked in any configuration
+            chosen = small
+        elif (small["confidence"] or 0.0) < tau:
+            seconds, asked = expert["latency_ms"] / 1000, asked + 1
+            chosen = expert if passes(expert) else extractive
+        elif passes(small):
+            chosen = small
+        else:
+            seconds, asked = seconds + expert["latency_ms"] / 1000, asked + 1
+            chosen = expert if passes(expert) else extractive
+        correct += score_answer(chosen, questions[chosen["id"]]).correct
+        latencies.append(seconds)
+    return correct, latencies, asked
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("questions", type=Path)
+    parser.add_argument("raw", type=Path, nargs="+")
+    args = parser.parse_args(argv)
+    questions = {q["id"]: q for q in map(json.loads, args.questions.read_text().splitlines()) if q}
+    by_id: dict[str, dict[str, dict[str, Any]]] = {}
+    for raw in args.raw:
+        for line in raw.read_text().splitlines():
+            record = json.loads(line)
+            if record["id"] in questions:
+                by_id.setdefault(record["id"], {})[record["config"]] = record
+    rows = [r for r in by_id.values() if NEEDED <= set(r)]
+    small_p50 = statistics.median(r["small"]["latency_ms"] / 1000 for r in rows)
+    print(f"{len(rows)} questions with {', '.join(sorted(NEEDED))} recorded")
+    for config in sorted(NEEDED):
+        right = sum(score_answer(r[config], questions[r[config]["id"]]).correct for r in rows)
+        p50 = statistics.median(r[config]["latency_ms"] / 1000 for r in rows)
+        print(f"  {config:<12} correct {right:3d}   P50 {p50:5.1f} s")
+    print("draft -> verify -> expert -> extractive, replayed:")
+    for tau in TAUS:
+        right, latencies, asked = replay(rows, questions, tau)
+        p50 = statistics.median(latencies)
+        print(f"  τ {tau:4.2f}: correct {right:3d}   P50 {p50:5.1f} s ({p50 / small_p50:.2f}x small)   "
+              f"expert asked {asked}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
