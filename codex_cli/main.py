@@ -206,7 +206,29 @@ def _ranker_summary(home: CodexHome, repo: str) -> dict[str, Any]:
     return {
         "published": dict(ranker.meta) if ranker else None,
         "last": {k: v for k, v in last.items() if k not in ("train_items", "judge_items")} if last else None,
+        "without_own": _fallback_order(home),
     }
+
+
+def _fallback_order(home: CodexHome) -> dict[str, Any]:
+    """What orders a repository's files while it has no ranker of its own, under the served config."""
+    from codex_core.configs import ConfigStore
+    from codex_core.ranker import shipped_ranker
+    from codex_core.retrieval import RetrievalConfig
+
+    served = ConfigStore(home.configs_dir).served()
+    try:
+        config = ConfigStore(home.configs_dir).load(served).retrieval if served else RetrievalConfig()
+    except (KeyError, ValueError) as exc:
+        return {"served_config": served, "order": "unknown", "why": f"the served config is unreadable: {exc}"}
+    general = shipped_ranker() if config.learned_ranker and config.global_ranker else None
+    if general is not None:
+        return {"served_config": served or "default", "order": f"learned:{general.meta.get('id', '?')}",
+                "why": "the shipped general ranker"}
+    why = ("the served config sets learned_ranker false" if not config.learned_ranker else
+           "the served config sets global_ranker false" if not config.global_ranker else
+           "the shipped general ranker is missing or unreadable")
+    return {"served_config": served or "default", "order": "hand-set", "why": why}
 
 
 def _format_eval(s: dict[str, Any]) -> str:
@@ -246,8 +268,9 @@ def _format_ranker(r: dict[str, Any]) -> list[str]:
                 f"{published.get('judged_on', '?')}: ΔnDCG@5 {published.get('delta_ndcg_at_5', float('nan')):+.3f}, "
                 f"95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}])")
     else:
-        line = ("  file ranker: none of its own published: the shipped general ranker orders its files "
-                "(the hand-set order if the served config sets global_ranker false)")
+        fallback = r.get("without_own") or {}
+        line = (f"  file ranker: none of its own published: {fallback.get('order', '?')} orders its files "
+                f"({fallback.get('why', '?')}; served config {fallback.get('served_config', '?')})")
     lines = [line]
     if last:
         lines.append(f"    last file_ranker run {last.get('finished_at', '')}: {last['outcome']}"

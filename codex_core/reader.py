@@ -7,6 +7,7 @@ reads (at most once per ``refresh_every_s``) and swapped in as one consistent vi
 
 from __future__ import annotations
 
+import enum
 import threading
 import time
 from collections import OrderedDict
@@ -55,6 +56,15 @@ class PublishedView:
     graphs: dict[str, CodeGraph | None]
 
 
+class Shipped(enum.Enum):
+    """The default of ``PublishedReader(fallback_ranker=...)``: the general ranker the product ships."""
+
+    RANKER = "codex_core/global_ranker.json"
+
+
+SHIPPED = Shipped.RANKER
+
+
 class PublishedReader:
     def __init__(
         self,
@@ -64,10 +74,10 @@ class PublishedReader:
         *,
         reranker: Reranker | None = None,
         refresh_every_s: float = 1.0,
-        fallback_ranker: LearnedRanker | None | str = "shipped",
+        fallback_ranker: LearnedRanker | Shipped | None = SHIPPED,
     ):
         """``fallback_ranker``: re-orders a repository without a published ranker of its own (when the
-        config's ``global_ranker`` is on): ``"shipped"`` the product's general ranker, or a given one, or
+        config's ``global_ranker`` is on): ``SHIPPED`` the product's general ranker, or a given one, or
         None (the hand-set order)."""
         self.home = home
         self.index = index
@@ -83,7 +93,7 @@ class PublishedReader:
         self._verifier = GitVerificationSource(self.worktree_of)
         self._reranker = reranker
         self._ranker_files: dict[str, ReloadingFile[LearnedRanker | None]] = {}
-        self.fallback_ranker = shipped_ranker() if fallback_ranker == "shipped" else fallback_ranker
+        self.fallback_ranker = shipped_ranker() if fallback_ranker is SHIPPED else fallback_ranker
         self.retriever = self._retriever(self.ranker_of, self.fallback_ranker)
 
     @property

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from codex_core.home import CodexHome
 from tests.support.llm import closed_port
 
 FERIACTL = str(Path(sys.executable).parent / "feriactl")
@@ -209,5 +210,23 @@ def test_eval_import_run_and_report(ingested_home, tmp_path: Path) -> None:
     assert reported["ranker"]["last"]["outcome"] == "insufficient_history"
     human = feriactl(home, "eval", "report", "--last", "--repo", "demo")
     assert "demo-hand@1" in human.stdout and "calibration v1" in human.stdout
-    assert "file ranker: none of its own published: the shipped general ranker" in human.stdout
+    assert reported["ranker"]["without_own"]["order"] == "learned:global-12"
+    assert "file ranker: none of its own published: learned:global-12 orders its files (the shipped general " \
+           "ranker; served config" in human.stdout
     assert "insufficient_history" in human.stdout and "keeps ordering its files" in human.stdout
+
+
+def test_the_report_says_what_orders_a_repository_without_a_ranker_under_the_served_config(tmp_path: Path) -> None:
+    """`eval report` reads the served config: with global_ranker false the hand-set order serves."""
+    from codex_cli.main import _fallback_order
+    from codex_core.configs import AnswerConfig, ConfigStore
+    from codex_core.retrieval import RetrievalConfig
+
+    home = CodexHome(tmp_path / "home")
+    assert _fallback_order(home) == {"served_config": "default", "order": "learned:global-12",
+                                     "why": "the shipped general ranker"}
+    store = ConfigStore(home.configs_dir)
+    config_id = store.save(AnswerConfig(retrieval=RetrievalConfig(global_ranker=False)))
+    store.serve(config_id, 3)
+    assert _fallback_order(home) == {"served_config": config_id, "order": "hand-set",
+                                     "why": "the served config sets global_ranker false"}
