@@ -62,7 +62,7 @@ sys.path.insert(0, str(ANSWER_DIR))
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # as `feriactl serve` runs (docs/benchmarks.md §2)
 
 from _setup import REPO_ROOT  # noqa: E402  (first: sets up the environment)
-from score import score_answer, summarize, targets  # noqa: E402
+from score import paired, score_answer, summarize, targets  # noqa: E402
 
 QUESTIONS = ANSWER_DIR / "questions.jsonl"
 REPOS_JSON = HERE / "localization" / "repos.json"
@@ -310,8 +310,10 @@ def report(raw: Path, questions: list[dict[str, Any]], meta: dict[str, Any]) -> 
     outside = [{"id": r["id"], "config": r["config"], "refs": s.outside_retrieved}
                for r in records if not r.get("error")
                for s in [score_answer(r, by_id[r["id"]])] if s.outside_retrieved]
+    pairs = [paired(records, by_id, draft="small", escalating=c) for c in overall
+             if c.startswith("escalating") and "small" in overall]
     summary = {"meta": meta, "overall": overall, "per_repo": per_repo, "per_kind": per_kind,
-               "targets": targets(overall), "cited_outside_retrieved": outside}
+               "targets": targets(overall), "paired": pairs, "cited_outside_retrieved": outside}
     (raw.parent / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
     (raw.parent / "report.md").write_text(render(summary))
     return summary
@@ -359,6 +361,16 @@ def render(summary: Mapping[str, Any]) -> str:
     out += [f"| {c} | {s['correct_header_aware']} | {_fmt(s['citation_precision_header_aware'], 3)} |"
             for c, s in summary["overall"].items()]
     out += ["", "## Targets", "", "```json", json.dumps(summary["targets"], indent=1), "```", ""]
+    for pair in summary.get("paired", []):
+        out += [f"## Paired: {pair['draft']} vs {pair['escalating']}", "",
+                f"{pair['questions']} questions: both correct {pair['both_correct']}, only {pair['draft']} "
+                f"{pair['only_draft_correct']}, only {pair['escalating']} {pair['only_escalating_correct']}, neither "
+                f"{pair['neither']}. Not escalated: {pair['not_escalated']['identical']} answers identical to "
+                f"{pair['draft']}'s, {pair['not_escalated']['differ']} different (0 when --seed pairs the draft call).",
+                "", "| escalated because | n | only escalating correct | only draft correct |", "|---|---:|---:|---:|"]
+        out += [f"| {kind} | {row['n']} | {row['only_escalating_correct']} | {row['only_draft_correct']} |"
+                for kind, row in pair["escalated_by"].items()]
+        out.append("")
     for config, s in summary["overall"].items():
         out.append(f"- {config}: answered by {s['answered_by']}; escalated {s['escalated']}; model calls "
                    f"{s['model_calls']}; errors {s['errors']}; contradicted answers {s['contradicted_answers']}; "

@@ -20,7 +20,7 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS / "answer"))
 
-from score import score_answer, summarize, targets  # noqa: E402
+from score import paired, score_answer, summarize, targets  # noqa: E402
 
 QUESTIONS = BENCHMARKS / "answer" / "questions.jsonl"
 HELDOUT = BENCHMARKS / "answer" / "questions_heldout.jsonl"  # written after every prompt/verifier change
@@ -196,6 +196,24 @@ def test_a_seed_pairs_the_configurations_that_share_their_first_call() -> None:
     assert escalating[0] == small[0] and small[0]["seed"] == 7
     assert all(m["seed"] == 7 for c in seeded.values() for m in c["models"])
     assert not any("seed" in m for c in llm_configs("http://127.0.0.1:1", 60.0).values() for m in c["models"])
+
+
+def test_the_paired_view_counts_what_escalation_changed_and_whether_the_drafts_were_shared() -> None:
+    good = "`parse_line` uses `partition` [app/config.py:10-12]."
+    bad = "`parse_line` calls `json.loads` [app/config.py:10-12]."
+    q2 = {**QUESTION, "id": "q2"}
+    escalated = {**record(good, config="escalating-1.5b"), "id": "q2",
+                 "fallbacks": [{"from": "draft", "to": "expert", "reason": "verification failed: sentence 1 names x"}]}
+    records = [record(good, config="small"), record(good, config="escalating-1.5b"),
+               {**record(bad, config="small"), "id": "q2"}, escalated]
+    pair = paired(records, {"q1": QUESTION, "q2": q2}, draft="small", escalating="escalating-1.5b")
+    assert (pair["questions"], pair["both_correct"], pair["only_escalating_correct"]) == (2, 1, 1)
+    assert pair["not_escalated"] == {"identical": 1, "differ": 0}
+    assert pair["escalated_by"] == {"the draft failed verification": {"n": 1, "only_escalating_correct": 1,
+                                                                      "only_draft_correct": 0}}
+    verdict = targets(summarize(records, {"q1": QUESTION, "q2": q2}))
+    assert verdict["escalation"]["config"] == "escalating-1.5b"
+    assert verdict["escalation"]["correct"] == {"small": 1, "escalating-1.5b": 2}
 
 
 def test_the_escalation_replay_takes_the_path_the_product_would() -> None:

@@ -306,9 +306,13 @@ def _count(values: Iterable[str]) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-def targets(summary: Mapping[str, Mapping[str, Any]], *, draft: str = "small", escalating: str = "escalating",
+def targets(summary: Mapping[str, Mapping[str, Any]], *, draft: str = "small", escalating: str | None = None,
             precision_floor: float = 0.95, latency_factor: float = 2.0) -> dict[str, Any]:
-    """Issue #16's targets, each with the numbers that decide it."""
+    """Issue #16's targets, each with the numbers that decide it. ``escalating``: default the
+    configuration named ``escalating``, else the first whose name starts with it (``escalating-1.5b``)."""
+    if escalating is None:
+        escalating = "escalating" if "escalating" in summary else next(
+            (c for c in summary if c.startswith("escalating")), "escalating")
     out: dict[str, Any] = {
         "citation_precision": {
             c: {"value": s["citation_precision"],
@@ -321,8 +325,54 @@ def targets(summary: Mapping[str, Mapping[str, Any]], *, draft: str = "small", e
         small, esc = summary[draft], summary[escalating]
         ratio = (esc["latency_p50_ms"] / small["latency_p50_ms"]) if small["latency_p50_ms"] else None
         out["escalation"] = {
+            "config": escalating,
             "correct": {draft: small["correct"], escalating: esc["correct"]},
             "p50_ratio": round(ratio, 2) if ratio is not None else None,
             "met": esc["correct"] > small["correct"] and ratio is not None and ratio <= latency_factor,
         }
+    return out
+
+
+def _hop_kind(reason: str) -> str:
+    """Why the escalating configuration left its draft (the first hop's reason, as the answerer words it)."""
+    for prefix, kind in (("answer cited no retrieved snippet", "the draft cited nothing"),
+                         ("verification failed", "the draft failed verification"),
+                         ("draft skipped", "the draft was skipped (confidence < τ)")):
+        if reason.startswith(prefix):
+            return kind
+    return "other"
+
+
+def paired(records: Iterable[Mapping[str, Any]], questions: Mapping[str, Mapping[str, Any]], *, draft: str,
+           escalating: str) -> dict[str, Any]:
+    """The two configurations question by question. When both send the same first call with the same
+    seed (``answer_bench.py --seed``), an answer the escalating one did not escalate is the draft
+    configuration's own answer (``not_escalated.identical``), so they differ only where it escalated:
+    ``escalated_by`` says, per reason, how often that turned a wrong answer right or a right one wrong."""
+    by_id: dict[str, dict[str, Mapping[str, Any]]] = {}
+    for record in records:
+        if not record.get("error"):
+            by_id.setdefault(record["id"], {})[record["config"]] = record
+    out: dict[str, Any] = {"draft": draft, "escalating": escalating, "questions": 0, "both_correct": 0,
+                           "only_draft_correct": 0, "only_escalating_correct": 0, "neither": 0,
+                           "not_escalated": {"identical": 0, "differ": 0}, "escalated_by": {}}
+    for qid, rows in sorted(by_id.items()):
+        if draft not in rows or escalating not in rows:
+            continue
+        first, second = rows[draft], rows[escalating]
+        right = (score_answer(first, questions[qid]).correct, score_answer(second, questions[qid]).correct)
+        out["questions"] += 1
+        out[{(True, True): "both_correct", (True, False): "only_draft_correct",
+             (False, True): "only_escalating_correct", (False, False): "neither"}[right]] += 1
+        if second.get("fallbacks"):
+            kind = _hop_kind(str(second["fallbacks"][0].get("reason", "")))
+            row = out["escalated_by"].setdefault(kind, {"n": 0, "only_escalating_correct": 0,
+                                                        "only_draft_correct": 0})
+            row["n"] += 1
+            if right == (False, True):
+                row["only_escalating_correct"] += 1
+            elif right == (True, False):
+                row["only_draft_correct"] += 1
+        else:
+            out["not_escalated"]["identical" if first.get("answer") == second.get("answer") else "differ"] += 1
     return out
