@@ -22,7 +22,15 @@ this shared 2-core machine hits all alike:
   model runs on this machine — and when that fails too the answer is the labelled extractive one;
 - ``escalating-judge``: ``escalating`` with ``[verify] method = "model"`` (the lexical check, then the
   model judges on the quoted lines whether they support each claim);
-- ``small-verified``: the ``small`` call verified (lexical, τ = 0.5), the extractive answer when it fails.
+- ``small-verified``: the ``small`` call verified (lexical, τ = 0.5), the extractive answer when it fails;
+- ``expert-1.5b`` (``-standard``): Qwen2.5-Coder-1.5B-Instruct alone on ``--expert-url`` (compact / full prompt);
+- ``escalating-1.5b``: the ``small`` call drafts, a failed draft goes to the 1.5B, then to the extractive answer;
+- ``escalating-1.5b-evidence``: ``escalating-1.5b`` with ``[verify] uncited = "extractive"``: a draft that
+  names nothing the shown snippets hold gets those snippets, labelled, not the 1.5B.
+
+``--seed N`` sends every model call with that sampling seed: configurations whose first call is the
+same call (``small`` and the ``escalating-1.5b*`` drafts) then get the same draft, so they differ only
+where one escalates; the report's "Paired" section counts what escalation changed, by reason.
 
 Outputs (``--out``, default ``benchmarks/answer/results/<label>``): ``raw.jsonl`` (one line per
 question and configuration, appended as it runs: answer, every retrieved citation with its lines,
@@ -67,7 +75,7 @@ from score import paired, score_answer, summarize, targets  # noqa: E402
 QUESTIONS = ANSWER_DIR / "questions.jsonl"
 REPOS_JSON = HERE / "localization" / "repos.json"
 CONFIGS = ("extractive", "small", "small-standard", "small-sc3", "escalating", "escalating-judge", "small-verified",
-           "expert-1.5b", "expert-1.5b-standard", "escalating-1.5b")
+           "expert-1.5b", "expert-1.5b-standard", "escalating-1.5b", "escalating-1.5b-evidence")
 KINDS = ("where", "how", "why")
 
 
@@ -143,6 +151,11 @@ def llm_configs(llm_url: str, timeout: float, expert_url: str | None = None,
         # call; a failed verification escalates to the 1.5B model, then to the extractive answer.
         "escalating-1.5b": {"models": [qwen, big], "routes": every_route(qwen["name"], big["name"]),
                             "verify": {"method": "lexical", "escalate_below": 0.5}},
+        # escalating-1.5b, but a draft that names nothing the shown snippets hold gets those snippets
+        # (labelled extractive) instead of the 1.5B shown the same three ([verify] uncited = "extractive").
+        "escalating-1.5b-evidence": {"models": [qwen, big], "routes": every_route(qwen["name"], big["name"]),
+                                     "verify": {"method": "lexical", "escalate_below": 0.5,
+                                                "uncited": "extractive"}},
     }
 
 

@@ -338,7 +338,16 @@ class Answerer:
                         yield AnswerRestart(fallbacks[-1]["reason"])
                     break
                 if prompt.numbered:
-                    hop(_uncited_reason(check) + ": no sentence names code that a shown snippet holds")
+                    reason = _uncited_reason(check) + ": no sentence names code that a shown snippet holds"
+                    if self.config.uncited == "extractive":
+                        # [verify] uncited = "extractive": the snippets the draft was shown, labelled,
+                        # instead of another model shown the same ones.
+                        fallbacks.append({"from": spec.name, "to": EXTRACTIVE, "reason": reason})
+                        if shown:
+                            yield AnswerRestart(reason)
+                        yield self._extractive(contexts, decision, fallbacks, rejected, started)
+                        return
+                    hop(reason)
                     escalated = True
                     if shown:
                         yield AnswerRestart(fallbacks[-1]["reason"])

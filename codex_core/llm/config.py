@@ -28,6 +28,7 @@ REPO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "models.toml"
 
 
 VERIFY_METHODS = ("lexical", "model", "off")
+UNCITED_ROUTES = ("next", "extractive")  # [verify] uncited: where a compact-prompt draft that cited nothing goes
 PROMPT_STYLES = ("auto", "standard", "compact")
 # "qwen2.5-coder:1.5b", "SmolLM2-135M", "llama3.2:3b", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 _SIZE_IN_NAME = re.compile(r"(?<![0-9.])(\d+(?:\.\d+)?)\s*([bm])(?![a-z])", re.IGNORECASE)
@@ -93,6 +94,9 @@ class LLMConfig:
     extractive_snippets: int = 3
     verify_method: str = "lexical"  # lexical | model | off: how a draft is verified before it is returned
     escalate_below: float = 0.5  # τ: retrieval confidence under which the draft model is skipped
+    # A compact-prompt answer naming nothing the shown snippets hold: "next" asks the next model of the
+    # chain (shown the same snippets), "extractive" answers with those snippets, labelled (docs/llm.md).
+    uncited: str = "next"
     compact_up_to_b: float = 2.0  # models this small (billions of parameters) get the compact prompt
     compact_snippets: int = 3  # the compact prompt shows at most this many snippets ...
     compact_snippet_lines: int = 40  # ... each cut to this many leading lines
@@ -120,6 +124,9 @@ class LLMConfig:
         if self.verify_method not in VERIFY_METHODS:
             raise ConfigError(f"[verify] method in {self.source} must be one of {VERIFY_METHODS}, "
                               f"got {self.verify_method!r}")
+        if self.uncited not in UNCITED_ROUTES:
+            raise ConfigError(f"[verify] uncited in {self.source} must be one of {UNCITED_ROUTES}, "
+                              f"got {self.uncited!r}")
         if not 0.0 <= self.escalate_below <= 1.0:
             raise ConfigError(f"[verify] escalate_below in {self.source} must be within [0, 1], "
                               f"got {self.escalate_below}")
@@ -184,7 +191,7 @@ def config_from_dict(
                ConfigError)
     check_keys(data.get("consistency") or {}, ("samples", "temperature", "min_agreement"), f"{source} [consistency]",
                ConfigError)
-    check_keys(data.get("verify") or {}, ("method", "escalate_below"), f"{source} [verify]", ConfigError)
+    check_keys(data.get("verify") or {}, ("method", "escalate_below", "uncited"), f"{source} [verify]", ConfigError)
     check_keys(data.get("ollama") or {}, ("base_url",), f"{source} [ollama]", ConfigError)
     check_keys(data.get("router") or {}, ("small_below", "large_from"), f"{source} [router]", ConfigError)
     check_keys(data.get("resilience") or {}, ("connect_timeout", "failure_threshold", "cooldown_seconds",
@@ -256,6 +263,7 @@ def config_from_dict(
         consistency_min_agreement=float((data.get("consistency") or {}).get("min_agreement", 0.5)),
         verify_method=str((data.get("verify") or {}).get("method", "lexical")),
         escalate_below=float((data.get("verify") or {}).get("escalate_below", 0.5)),
+        uncited=str((data.get("verify") or {}).get("uncited", "next")),
         source=source,
         env_api_keys=api_keys,
     )

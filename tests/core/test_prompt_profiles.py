@@ -125,3 +125,17 @@ def test_small_model_prose_no_snippet_supports_goes_to_the_next_model(recorded: 
     assert result.fallbacks[0]["from"] == TINY and result.fallbacks[0]["to"] == MEDIUM
     assert "no sentence names code that a shown snippet holds" in result.fallbacks[0]["reason"]
     assert recorded.chats(MEDIUM)[0]["messages"][0]["content"] == SYSTEM_PROMPT
+
+
+def test_with_uncited_extractive_the_snippets_answer_instead_of_the_next_model(
+        recorded: RecordedServer) -> None:  # noqa: F811
+    """[verify] uncited = "extractive": the labelled evidence the draft was shown, no second model call."""
+    recorded.scripts[TINY] = [Scripted("ollama/chat_prose_unsupported.json")]
+    config = {**tiny_config(recorded.url), "verify": {"method": "lexical", "uncited": "extractive"}}
+    result = Answerer(config_from_dict(config, env={})).answer(QUESTION, CONTEXTS, confidence=0.9)
+    assert result.extractive and result.model == "extractive" and recorded.chats(MEDIUM) == []
+    assert result.fallbacks == [{"from": TINY, "to": "extractive", "reason": result.fallbacks[0]["reason"]}]
+    assert "no sentence names code that a shown snippet holds" in result.fallbacks[0]["reason"]
+    assert result.cited_refs and set(result.cited_refs) <= {c.ref for c in CONTEXTS}
+    with pytest.raises(ConfigError, match=r"\[verify\] uncited .* must be one of"):
+        config_from_dict({**tiny_config(recorded.url), "verify": {"uncited": "skip"}}, env={})
