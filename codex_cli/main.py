@@ -216,9 +216,10 @@ def _fallback_order(home: CodexHome) -> dict[str, Any]:
     from codex_core.ranker import shipped_ranker
     from codex_core.retrieval import RetrievalConfig
 
-    served = ConfigStore(home.configs_dir).served()
+    store = ConfigStore(home.configs_dir)
+    served = store.served()
     try:
-        config = ConfigStore(home.configs_dir).load(served).retrieval if served else RetrievalConfig()
+        config = store.load(served).retrieval if served else RetrievalConfig()
     except (KeyError, ValueError) as exc:
         return {"served_config": served, "order": "unknown", "why": f"the served config is unreadable: {exc}"}
     general = shipped_ranker() if config.learned_ranker and config.global_ranker else None
