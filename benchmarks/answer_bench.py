@@ -379,7 +379,8 @@ def render(summary: Mapping[str, Any]) -> str:
                 f"{pair['questions']} questions: both correct {pair['both_correct']}, only {pair['draft']} "
                 f"{pair['only_draft_correct']}, only {pair['escalating']} {pair['only_escalating_correct']}, neither "
                 f"{pair['neither']}. Not escalated: {pair['not_escalated']['identical']} answers identical to "
-                f"{pair['draft']}'s, {pair['not_escalated']['differ']} different (0 when --seed pairs the draft call).",
+                f"{pair['draft']}'s, {pair['not_escalated']['differ']} different (with --seed, 0 when the draft is "
+                f"{pair['draft']}'s own call, as in escalating-1.5b*).",
                 "", "| escalated because | n | only escalating correct | only draft correct |", "|---|---:|---:|---:|"]
         out += [f"| {kind} | {row['n']} | {row['only_escalating_correct']} | {row['only_draft_correct']} |"
                 for kind, row in pair["escalated_by"].items()]
