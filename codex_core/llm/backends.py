@@ -151,6 +151,13 @@ def _ollama_options(context_window: int, max_tokens: int, temperature: float, se
     return options
 
 
+def _seeded(seed: int | None) -> dict[str, Any]:
+    """The OpenAI-compatible body's reproducibility fields. With a seed, also ``cache_prompt: false``:
+    llama-server otherwise reuses a cached prompt's state and the same seed samples differently
+    (measured: two answers out of two requests; identical with it). vLLM ignores the field."""
+    return {"seed": seed, "cache_prompt": False} if seed is not None else {}
+
+
 def _timeout(total: float, connect: float) -> httpx.Timeout:
     return httpx.Timeout(total, connect=min(connect, total))
 
@@ -294,7 +301,7 @@ class OpenAICompatibleBackend:
             "max_tokens": max_tokens,
             "temperature": temperature,
             "stream": False,
-            **({"seed": seed} if seed is not None else {}),
+            **_seeded(seed),
         }
         response = self._request("POST", "/v1/chat/completions", timeout, json=body)
         if response.status_code >= 400:
@@ -330,7 +337,7 @@ class OpenAICompatibleBackend:
             "stream": True,
             # The token counts come in one last chunk (llama-server, vLLM and OpenAI all honour it).
             "stream_options": {"include_usage": True},
-            **({"seed": seed} if seed is not None else {}),
+            **_seeded(seed),
         }
         deadline = time.monotonic() + timeout
         parts: list[str] = []

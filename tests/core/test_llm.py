@@ -408,6 +408,8 @@ def test_a_models_seed_goes_with_every_call_and_no_seed_is_sent_without_one(reco
     backend.chat("local-llama-server", say, max_tokens=8, temperature=0.7, context_window=2048, timeout=10)
     whole, streamed, plain = recorded.chats("local-llama-server")
     assert whole["seed"] == streamed["seed"] == 3 and "seed" not in plain
+    # llama-server's prompt cache would make the same seed sample differently: off with a seed only.
+    assert whole["cache_prompt"] is streamed["cache_prompt"] is False and "cache_prompt" not in plain
 
 
 def test_health_lists_models_from_recorded_tags(recorded: RecordedServer) -> None:
