@@ -46,7 +46,6 @@ from codex_core.ranker_selection import (
     select_ranker,
 )
 from codex_core.reader import PublishedReader, reranker_from_settings
-from codex_core.retrieval import RetrievalConfig
 from codex_resources import CodexHomeResource, EmbedderResource, MlflowResource, VectorStoreResource
 
 _COMMON = dict(group_name="eval", partitions_def=repos_partitions)
@@ -199,11 +198,10 @@ def file_ranker(
     label = mined_set_name(repo)
     mined = _resolve_set(EvalRegistry(home.evals_dir), label, repo)
     configs = ConfigStore(home.configs_dir)
-    served = configs.served()
     try:
-        config = configs.load(served).retrieval if served else RetrievalConfig()
+        served, config = configs.served_retrieval()
     except (KeyError, ValueError) as exc:
-        raise dg.Failure(f"cannot read the served config {served!r}: {exc}") from exc
+        raise dg.Failure(f"cannot read the served config {configs.served()!r}: {exc}") from exc
     reader = PublishedReader(home, vector_store.open(), embedder.get_embedder(), reranker=reranker_from_settings())
     try:
         view = reader.refresh(force=True)

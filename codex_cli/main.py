@@ -214,15 +214,13 @@ def _fallback_order(home: CodexHome) -> dict[str, Any]:
     """What orders a repository's files while it has no ranker of its own, under the served config."""
     from codex_core.configs import ConfigStore
     from codex_core.ranker import shipped_ranker
-    from codex_core.retrieval import RetrievalConfig
 
     store = ConfigStore(home.configs_dir)
-    served = store.served()
     try:
-        config = store.load(served).retrieval if served else RetrievalConfig()
+        served, config = store.served_retrieval()
     except (KeyError, ValueError) as exc:
-        return {"served_config": served, "order": "unknown", "why": f"the served config is unreadable: {exc}"}
-    general = shipped_ranker() if config.learned_ranker and config.global_ranker else None
+        return {"served_config": store.served(), "order": "unknown", "why": f"the served config is unreadable: {exc}"}
+    general = shipped_ranker() if config.general_ranker_serves else None
     if general is not None:
         return {"served_config": served or "default", "order": f"learned:{general.meta.get('id', '?')}",
                 "why": "the shipped general ranker"}

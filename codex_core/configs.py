@@ -106,5 +106,11 @@ class ConfigStore:
         config_id = data.get("config_id") if isinstance(data, dict) else None
         return config_id if isinstance(config_id, str) else None
 
+    def served_retrieval(self) -> tuple[str | None, RetrievalConfig]:
+        """The served config's id and retrieval (None and the built-in default when none is promoted);
+        ``KeyError``/``ValueError`` when the served config is missing or unreadable."""
+        served = self.served()
+        return served, self.load(served).retrieval if served else RetrievalConfig()
+
     def list(self) -> dict[str, AnswerConfig]:
         return {p.stem: AnswerConfig.from_dict(json.loads(p.read_text())) for p in sorted(self.root.glob("*.json"))}

@@ -195,7 +195,7 @@ def select_ranker(
     published = reader.ranker_of(repo)
     # A repository without its own ranker is served by the shipped general one (when the config lets
     # it): that is the champion a candidate must beat.
-    fallback = reader.fallback_ranker if config.learned_ranker and config.global_ranker else None
+    fallback = reader.fallback_ranker if config.general_ranker_serves else None
     split = split_by_commit_time(items, worktree)
     train, judged = [d.item for d in split.train], [d.item for d in split.judge]
     # Never judged on what it was trained on: older commits train, strictly newer ones judge.

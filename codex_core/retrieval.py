@@ -251,6 +251,11 @@ class RetrievalConfig:
     # order. Needs learned_ranker.
     global_ranker: bool = True
 
+    @property
+    def general_ranker_serves(self) -> bool:
+        """Whether a repository without a ranker of its own is re-ordered by the shipped general one."""
+        return self.learned_ranker and self.global_ranker
+
     def __post_init__(self) -> None:
         if not 0.0 <= self.file_evidence_decay <= 1.0:
             raise ValueError(f"file_evidence_decay must be within [0, 1], got {self.file_evidence_decay}")
@@ -397,7 +402,7 @@ class HybridRetriever:
                 add(repo, i, "lexical", rank, score)
             timings["lexical_ms"] = (time.perf_counter() - t1) * 1000
         ranker = self._rankers(wanted[0]) if cfg.learned_ranker and len(wanted) == 1 else None
-        if ranker is None and cfg.learned_ranker and cfg.global_ranker and len(wanted) == 1:
+        if ranker is None and cfg.general_ranker_serves and len(wanted) == 1:
             ranker = self._fallback_ranker
         file_ranks: dict[tuple[str, str], int] = {}
         if cfg.lexical and wanted and (cfg.file_lexical_weight > 0 or ranker is not None or collect_file_features):

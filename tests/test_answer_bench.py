@@ -238,6 +238,22 @@ def test_the_escalation_replay_takes_the_path_the_product_would() -> None:
     assert replay([good_draft], {"q1": QUESTION}, tau=0.5) == (1, [10.0], 0)
 
 
+def test_the_evidence_replay_answers_as_small_where_a_draft_that_cited_nothing_was_escalated() -> None:
+    from simulate_escalation import uncited_to_evidence
+
+    good = "`parse_line` uses `partition` [app/config.py:10-12]."
+    bad = "`parse_line` calls `json.loads` [app/config.py:10-12]."
+
+    def escalated(answer: str, reason: str) -> dict:
+        return {**record(answer, config="escalating-1.5b"), "fallbacks": [{"from": "d", "to": "e", "reason": reason}]}
+
+    # small answered with the evidence and was right; escalating asked the expert, which was wrong.
+    uncited = {"small": record(good), "escalating-1.5b": escalated(bad, "answer cited no retrieved snippet: x")}
+    # a draft failing verification: the expert's (right) answer stands in the evidence variant too.
+    unsupported = {"small": record(bad), "escalating-1.5b": escalated(good, "verification failed: y")}
+    assert uncited_to_evidence([uncited, unsupported], {"q1": QUESTION}) == (1, 1, 2)
+
+
 def test_a_citation_closing_a_line_backs_every_sentence_before_it_on_that_line() -> None:
     answer = ("- `load_config` in app/loader.py lines 1–2: Reads the file. Calls `parse_line`. [app/loader.py:1-2]\n"
               "`parse_line` splits with `partition`. [app/config.py:10-12]")

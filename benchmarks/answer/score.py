@@ -174,11 +174,7 @@ def score_answer(record: Mapping[str, Any], question: Mapping[str, Any], *, head
 
     supported = unsupported = unjudged = contradicted = uncited = 0
     if cited and not abstained:
-        contexts = [ContextChunk(repo=record.get("repo", ""), path=c["path"], start_line=c["line_start"],
-                                 end_line=c["line_end"], symbol=c.get("symbol"),
-                                 text=_lines(c, header_aware),
-                                 score=float(c.get("score", 0.0)))
-                    for c in citations]
+        contexts = contexts_of(record, header_aware=header_aware)
         check = CitationCheck(text=attribute_citations(text), cited=[r for r in cited if r in retrieved])
         verdict = verify_answer(check, contexts, confidence=None, escalate_below=1.0)
         seen_citation = False
@@ -216,6 +212,14 @@ def score_answer(record: Mapping[str, Any], question: Mapping[str, Any], *, head
         citations_on_gold=sum(overlaps_gold(r, gold) for r in cited), citations_total=len(cited),
         contradicted=contradicted, uncited_claims=uncited, outside_retrieved=outside,
     )
+
+
+def contexts_of(record: Mapping[str, Any], *, header_aware: bool = False) -> list[ContextChunk]:
+    """The retrieved spans of a recorded answer as the verifier's contexts (their recorded lines)."""
+    return [ContextChunk(repo=record.get("repo", ""), path=c["path"], start_line=c["line_start"],
+                         end_line=c["line_end"], symbol=c.get("symbol"), text=_lines(c, header_aware),
+                         score=float(c.get("score") or 0.0))
+            for c in record.get("citations", [])]
 
 
 def _lines(citation: Mapping[str, Any], header_aware: bool) -> str:

@@ -9,8 +9,16 @@ recorded answer, and an expert answer that fails the same check to the extractiv
 the sum of the recorded calls on the path taken. Use it on the tuning questions only: a τ chosen
 here is then measured for real on held-out questions (docs/benchmarks.md §5).
 
+Given a *seeded* run of ``small`` and ``escalating-1.5b`` (``answer_bench.py --seed``), it also gives
+the correct answers of ``escalating-1.5b-evidence`` (``[verify] uncited = "extractive"``) without
+asking anything: its draft is the same call, so where ``escalating-1.5b`` escalated a draft that
+cited nothing it answers as ``small`` did (that draft, then the extractive answer); elsewhere it
+answers as ``escalating-1.5b``.
+
     .venv/bin/python benchmarks/answer/simulate_escalation.py benchmarks/answer/questions.jsonl \\
         benchmarks/answer/results/tune-tau/raw.jsonl
+    .venv/bin/python benchmarks/answer/simulate_escalation.py benchmarks/answer/questions_heldout3.jsonl \\
+        benchmarks/answer/results/heldout3-seeded/raw.jsonl
 """
 
 from __future__ import annotations
@@ -27,10 +35,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1]))
 
-from score import cited_refs, score_answer  # noqa: E402
+from score import cited_refs, contexts_of, score_answer  # noqa: E402
 
 from codex_core.llm.citations import CitationCheck  # noqa: E402
-from codex_core.llm.types import ContextChunk  # noqa: E402
 from codex_core.llm.verify import verify_answer  # noqa: E402
 
 TAUS = (0.0, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 1.01)
@@ -41,9 +48,7 @@ def passes(record: Mapping[str, Any]) -> bool:
     """The product's lexical verdict on a recorded model answer (an extractive one never passes)."""
     if record.get("error") or record["model"] == "extractive":
         return False
-    contexts = [ContextChunk(repo=record["repo"], path=c["path"], start_line=c["line_start"], end_line=c["line_end"],
-                             symbol=c.get("symbol"), text=c["snippet"], score=float(c.get("score") or 0.0))
-                for c in record["citations"]]
+    contexts = contexts_of(record)
     check = CitationCheck(text=record["answer"], cited=cited_refs(record),
                           abstained=bool(record.get("model_abstained")))
     return verify_answer(check, contexts, confidence=record["confidence"], escalate_below=0.5).ok
@@ -71,6 +76,21 @@ def replay(rows: list[dict[str, dict[str, Any]]], questions: Mapping[str, Mappin
     return correct, latencies, asked
 
 
+def uncited_to_evidence(rows: list[dict[str, dict[str, Any]]], questions: Mapping[str, Mapping[str, Any]]
+                        ) -> tuple[int, int, int]:
+    """(small, escalating-1.5b, escalating-1.5b-evidence) correct answers, from a seeded run of the first two."""
+    small = escalating = evidence = 0
+    for by_config in rows:
+        draft, escalated = by_config["small"], by_config["escalating-1.5b"]
+        right = (score_answer(draft, questions[draft["id"]]).correct,
+                 score_answer(escalated, questions[escalated["id"]]).correct)
+        hops = escalated.get("fallbacks") or []
+        cited_nothing = bool(hops) and str(hops[0].get("reason", "")).startswith("answer cited no retrieved snippet")
+        small, escalating = small + right[0], escalating + right[1]
+        evidence += right[0] if cited_nothing else right[1]
+    return small, escalating, evidence
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("questions", type=Path)
@@ -83,7 +103,14 @@ def main(argv: list[str] | None = None) -> int:
             record = json.loads(line)
             if record["id"] in questions:
                 by_id.setdefault(record["id"], {})[record["config"]] = record
+    seeded = [r for r in by_id.values() if {"small", "escalating-1.5b"} <= set(r)]
+    if seeded:
+        small, escalating, evidence = uncited_to_evidence(seeded, questions)
+        print(f"{len(seeded)} questions (a seeded run): small {small}, escalating-1.5b {escalating}, "
+              f"escalating-1.5b-evidence {evidence} (replayed)")
     rows = [r for r in by_id.values() if NEEDED <= set(r)]
+    if not rows:
+        return 0
     small_p50 = statistics.median(r["small"]["latency_ms"] / 1000 for r in rows)
     print(f"{len(rows)} questions with {', '.join(sorted(NEEDED))} recorded")
     for config in sorted(NEEDED):
