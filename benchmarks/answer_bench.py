@@ -27,6 +27,8 @@ this shared 2-core machine hits all alike:
 - ``escalating-1.5b``: the ``small`` call drafts, a failed draft goes to the 1.5B, then to the extractive answer;
 - ``escalating-1.5b-evidence``: ``escalating-1.5b`` with ``[verify] uncited = "extractive"``: a draft that
   names nothing the shown snippets hold gets those snippets, labelled, not the 1.5B.
+- ``expert-1.5b-x5`` / ``escalating-1.5b-x5``: the 1.5B shown all five retrieved snippets instead of the
+  draft's three (``[[models]] snippets = 5``, a 4096-token window), alone / as the escalation target.
 
 ``--seed N`` sends every model call with that sampling seed: configurations whose first call is the
 same call (``small`` and the ``escalating-1.5b*`` drafts) then get the same draft, so they differ only
@@ -74,8 +76,10 @@ from score import paired, score_answer, summarize, targets  # noqa: E402
 
 QUESTIONS = ANSWER_DIR / "questions.jsonl"
 REPOS_JSON = HERE / "localization" / "repos.json"
+ANSWER_REPOS_JSON = HERE / "answer" / "repos.json"
 CONFIGS = ("extractive", "small", "small-standard", "small-sc3", "escalating", "escalating-judge", "small-verified",
-           "expert-1.5b", "expert-1.5b-standard", "escalating-1.5b", "escalating-1.5b-evidence")
+           "expert-1.5b", "expert-1.5b-standard", "escalating-1.5b", "escalating-1.5b-evidence", "expert-1.5b-x5",
+           "escalating-1.5b-x5")
 KINDS = ("where", "how", "why")
 
 
@@ -86,8 +90,11 @@ def load_questions(path: Path = QUESTIONS) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def pinned_commits(path: Path = REPOS_JSON) -> dict[str, str]:
-    return {r["name"]: r["commit"] for r in json.loads(path.read_text())["repos"]}
+def pinned_commits(*paths: Path) -> dict[str, str]:
+    """Repository -> pinned commit, from the localization benchmark's repositories and those only this
+    benchmark asks about (``answer/repos.json``)."""
+    return {r["name"]: r["commit"] for path in paths or (REPOS_JSON, ANSWER_REPOS_JSON)
+            for r in json.loads(path.read_text())["repos"]}
 
 
 def interleave_repos(questions: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -118,6 +125,10 @@ def llm_configs(llm_url: str, timeout: float, expert_url: str | None = None,
     draft = {**qwen, "name": "qwen2.5-coder-0.5b-draft", "context_window": 1536}
     # 1.5B <= [prompt] compact_up_to_b (2.0): the compact prompt, as for the 0.5B.
     big = {**qwen, "name": "qwen2.5-coder-1.5b", "base_url": expert_url or llm_url, "timeout": timeout * 2}
+
+    # The 1.5B shown every retrieved snippet (5), not the draft's 3: an expert shown more than the draft
+    # ([[models]] snippets); a 4096-token window (the servers' -c) holds five 40-line snippets.
+    big5 = {**big, "context_window": 4096, "snippets": 5}
 
     def every_route(*chain: str) -> dict[str, dict[str, list[str]]]:
         return {route: {"chain": list(chain)} for route in ("small", "medium", "large")}
@@ -156,6 +167,11 @@ def llm_configs(llm_url: str, timeout: float, expert_url: str | None = None,
         "escalating-1.5b-evidence": {"models": [qwen, big], "routes": every_route(qwen["name"], big["name"]),
                                      "verify": {"method": "lexical", "escalate_below": 0.5,
                                                 "uncited": "extractive"}},
+        "expert-1.5b-x5": {"models": [big5], "routes": every_route(big5["name"]), "verify": {"method": "off"}},
+        # escalating-1.5b with that expert: a draft that fails verification or names nothing the shown
+        # snippets hold goes to the 1.5B shown all five retrieved snippets.
+        "escalating-1.5b-x5": {"models": [qwen, big5], "routes": every_route(qwen["name"], big5["name"]),
+                               "verify": {"method": "lexical", "escalate_below": 0.5}},
     }
 
 

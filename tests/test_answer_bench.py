@@ -29,8 +29,15 @@ HELDOUT2 = BENCHMARKS / "answer" / "questions_heldout2.jsonl"  # written after t
 HELDOUT3 = BENCHMARKS / "answer" / "questions_heldout3.jsonl"
 # Written by another such session for zustand and jackson-core after the seeded runs of the others.
 HELDOUT4 = BENCHMARKS / "answer" / "questions_heldout4.jsonl"
-SETS = (QUESTIONS, HELDOUT, HELDOUT2, HELDOUT3, HELDOUT4)
-REPOS_JSON = BENCHMARKS / "localization" / "repos.json"
+# Written by another such session for commander and viper, two repositories nothing was ever fitted on
+# (not in the localization benchmark: benchmarks/answer/repos.json), before any answer on them was read.
+HELDOUT5 = BENCHMARKS / "answer" / "questions_heldout5.jsonl"
+SETS = (QUESTIONS, HELDOUT, HELDOUT2, HELDOUT3, HELDOUT4, HELDOUT5)
+REPOS_JSONS = (BENCHMARKS / "localization" / "repos.json", BENCHMARKS / "answer" / "repos.json")
+
+
+def _pinned() -> dict[str, str]:
+    return {r["name"]: r["commit"] for path in REPOS_JSONS for r in json.loads(path.read_text())["repos"]}
 PARSE = """def parse_line(line):
     key, _, value = line.partition("=")
     return key.strip(), value.strip()
@@ -139,8 +146,8 @@ def _questions(path: Path = QUESTIONS) -> list[dict]:
 
 @pytest.mark.parametrize(("path", "at_least", "repos", "per_repo_min"),
                          [(QUESTIONS, 60, 3, 20), (HELDOUT, 30, 2, 15), (HELDOUT2, 30, 2, 15), (HELDOUT3, 30, 2, 15),
-                          (HELDOUT4, 30, 2, 15)],
-                         ids=["questions", "heldout", "heldout2", "heldout3", "heldout4"])
+                          (HELDOUT4, 30, 2, 15), (HELDOUT5, 30, 2, 15)],
+                         ids=["questions", "heldout", "heldout2", "heldout3", "heldout4", "heldout5"])
 def test_question_file_is_complete_and_well_formed(path: Path, at_least: int, repos: int, per_repo_min: int) -> None:
     questions = _questions(path)
     assert len(questions) >= at_least
@@ -151,8 +158,7 @@ def test_question_file_is_complete_and_well_formed(path: Path, at_least: int, re
     for other in SETS:
         if other != path:
             assert not {q["repo"] for q in questions} & {q["repo"] for q in _questions(other)}, other.name
-    pinned = {r["name"] for r in json.loads(REPOS_JSON.read_text())["repos"]}
-    assert set(per_repo) <= pinned
+    assert set(per_repo) <= set(_pinned())
     for repo in per_repo:
         kinds = Counter(q["kind"] for q in questions if q["repo"] == repo)
         assert set(kinds) == {"where", "how", "why"}, (repo, kinds)
@@ -172,7 +178,7 @@ def _mirrors() -> Path | None:
 def test_every_gold_span_exists_at_the_pinned_commit() -> None:
     root = _mirrors()
     assert root is not None
-    commits = {r["name"]: r["commit"] for r in json.loads(REPOS_JSON.read_text())["repos"]}
+    commits = _pinned()
     lengths: dict[tuple[str, str], int] = {}
     for q in [q for path in SETS for q in _questions(path)]:
         clone = root / q["repo"]
@@ -252,6 +258,36 @@ def test_the_evidence_replay_answers_as_small_where_a_draft_that_cited_nothing_w
     # a draft failing verification: the expert's (right) answer stands in the evidence variant too.
     unsupported = {"small": record(bad), "escalating-1.5b": escalated(good, "verification failed: y")}
     assert uncited_to_evidence([uncited, unsupported], {"q1": QUESTION}) == (1, 1, 2)
+
+
+def test_the_expert_swap_replay_gives_escalated_drafts_to_the_other_expert_or_the_evidence() -> None:
+    """simulate_escalation.swap_expert: a draft escalating-1.5b kept stays; an escalated one takes the other
+    expert's recorded answer when it passes the lexical check, else the extractive answer; a skipped
+    draft costs only the expert's time."""
+    from simulate_escalation import swap_expert
+
+    good = "`parse_line` splits at the first `=` with `partition` [app/config.py:10-12]."
+    bad = "`parse_line` calls `json.loads` on the line [app/config.py:10-12]."
+    extractive = {**record("app/loader.py:1-2", config="extractive", cited=(False, True), latency_ms=1),
+                  "model": "extractive"}
+
+    def row(draft: str, escalating: str, reason: str | None, other: str | None) -> dict:
+        out = {"small": record(draft, latency_ms=10_000), "extractive": extractive,
+               "escalating-1.5b": {**record(escalating, config="escalating-1.5b"), "escalated": bool(reason),
+                                   "fallbacks": [{"reason": reason}] if reason else []}}
+        if other is not None:
+            out["expert-1.5b-x5"] = {**record(other, config="expert-1.5b-x5", latency_ms=30_000), "confidence": 0.7}
+        return out
+
+    kept = row(good, good, None, None)
+    fixed = row(bad, bad, "verification failed: x", good)  # the 1.5B got it wrong, the other expert right
+    lost = row(bad, good, "verification failed: x", bad)  # the other expert fails the check: the evidence
+    skipped = row(good, good, "draft skipped: retrieval confidence 0.30 < τ 0.50", good)
+    for r in (kept, fixed, lost, skipped):
+        r["small"]["confidence"] = 0.7
+    before, after, small_s, swapped_s = swap_expert([kept, fixed, lost, skipped], {"q1": QUESTION}, "expert-1.5b-x5")
+    assert (before, after) == (3, 3)
+    assert small_s == [10.0] * 4 and swapped_s == [10.0, 40.0, 40.0, 30.0]
 
 
 def test_a_citation_closing_a_line_backs_every_sentence_before_it_on_that_line() -> None:

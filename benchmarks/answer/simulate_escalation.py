@@ -13,7 +13,9 @@ Given a *seeded* run of ``small`` and ``escalating-1.5b`` (``answer_bench.py --s
 the correct answers of ``escalating-1.5b-evidence`` (``[verify] uncited = "extractive"``) without
 asking anything: its draft is the same call, so where ``escalating-1.5b`` escalated a draft that
 cited nothing it answers as ``small`` did (that draft, then the extractive answer); elsewhere it
-answers as ``escalating-1.5b``.
+answers as ``escalating-1.5b``. Given also ``expert-1.5b-x5`` (or another ``expert-1.5b-*``) asked alone with
+the same seed on the questions ``escalating-1.5b`` escalated, it replays ``escalating-1.5b`` with that
+expert in the 1.5B's place (``swap_expert``).
 
     .venv/bin/python benchmarks/answer/simulate_escalation.py benchmarks/answer/questions.jsonl \\
         benchmarks/answer/results/tune-tau/raw.jsonl
@@ -91,6 +93,32 @@ def uncited_to_evidence(rows: list[dict[str, dict[str, Any]]], questions: Mappin
     return small, escalating, evidence
 
 
+def swap_expert(rows: list[dict[str, dict[str, Any]]], questions: Mapping[str, Mapping[str, Any]],
+                expert: str) -> tuple[int, int, list[float], list[float]]:
+    """(escalating-1.5b correct, correct with ``expert`` in its place, small's latencies, the swapped
+    chain's latencies), from a seeded run of ``small``, ``escalating-1.5b`` and ``extractive`` plus
+    ``expert`` asked alone (same seed) on the questions escalating-1.5b escalated. The draft is the
+    same call, so a draft it kept stays; an escalated one goes to ``expert``'s recorded answer, or to
+    the extractive one when that answer fails the same lexical check."""
+    before = after = 0
+    small_s, swapped_s = [], []
+    for by_config in rows:
+        draft, escalating = by_config["small"], by_config["escalating-1.5b"]
+        before += score_answer(escalating, questions[escalating["id"]]).correct
+        seconds = draft["latency_ms"] / 1000
+        chosen = escalating
+        if escalating.get("escalated"):
+            other = by_config[expert]
+            hops = escalating.get("fallbacks") or []
+            skipped = any(str(h.get("reason", "")).startswith("draft skipped") for h in hops)
+            seconds = (0.0 if skipped else seconds) + other["latency_ms"] / 1000
+            chosen = other if passes(other) else by_config["extractive"]
+        after += score_answer(chosen, questions[chosen["id"]]).correct
+        small_s.append(draft["latency_ms"] / 1000)
+        swapped_s.append(seconds)
+    return before, after, small_s, swapped_s
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("questions", type=Path)
@@ -108,6 +136,17 @@ def main(argv: list[str] | None = None) -> int:
         small, escalating, evidence = uncited_to_evidence(seeded, questions)
         print(f"{len(seeded)} questions (a seeded run): small {small}, escalating-1.5b {escalating}, "
               f"escalating-1.5b-evidence {evidence} (replayed)")
+    for expert in sorted({c for r in by_id.values() for c in r} - NEEDED - {"escalating-1.5b"}):
+        if not expert.startswith("expert-1.5b-"):
+            continue
+        paired = [r for r in seeded if "extractive" in r and (expert in r or not r["escalating-1.5b"].get("escalated"))]
+        if len(paired) < len(seeded):
+            print(f"  {expert}: {len(seeded) - len(paired)} escalated questions lack its answer: not replayed")
+            continue
+        before, after, small_s, swapped_s = swap_expert(paired, questions, expert)
+        p50, small_p50 = statistics.median(swapped_s), statistics.median(small_s)
+        print(f"  escalating-1.5b with {expert} as the expert: correct {after} (escalating-1.5b {before}); "
+              f"P50 {p50:.1f} s = {p50 / small_p50:.2f}x small's (latency: the recorded calls on the path taken)")
     rows = [r for r in by_id.values() if NEEDED <= set(r)]
     if not rows:
         return 0

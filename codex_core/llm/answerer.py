@@ -258,19 +258,19 @@ class Answerer:
             return
         chain = self.config.chain(decision.route)
         failed_backends: dict[str, str] = {}
-        prompts: dict[tuple[int, bool], Prompt] = {}
+        prompts: dict[tuple[int, bool, str, int | None], Prompt] = {}
         rejected: list[str] = []
 
         def prompt_for(spec: ModelSpec, strict: bool) -> Prompt:
             style = self.config.prompt_style(spec)
-            key = (spec.context_window, strict, style)
+            snippets = self.config.max_snippets(spec)
+            key = (spec.context_window, strict, style, snippets)
             if key not in prompts:
-                compact = style == "compact"
                 prompts[key] = build_prompt(
                     query, contexts, context_window=spec.context_window,
                     context_fraction=self.config.context_fraction, strict=strict, profile=style,
-                    max_snippets=self.config.compact_snippets if compact else None,
-                    max_snippet_lines=self.config.compact_snippet_lines if compact else None,
+                    max_snippets=snippets,
+                    max_snippet_lines=self.config.compact_snippet_lines if style == "compact" else None,
                 )
             return prompts[key]
 

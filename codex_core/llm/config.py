@@ -73,6 +73,9 @@ class ModelSpec:
     params_b: float | None = None  # billions of parameters: given, or read from the name ("1.5b", "135m")
     prompt: str = "auto"  # auto (compact when params_b <= [prompt] compact_up_to_b) | standard | compact
     seed: int | None = None  # sampling seed sent with every call: the same prompt gets the same answer
+    # At most this many snippets in this model's prompt: for a model later in a chain, an expert shown
+    # more than the draft was ([prompt] compact_snippets for the compact prompt, else as many as fit).
+    snippets: int | None = None
 
     @property
     def backend_id(self) -> str:
@@ -154,6 +157,13 @@ class LLMConfig:
             return spec.prompt
         return "compact" if spec.params_b is not None and spec.params_b <= self.compact_up_to_b else "standard"
 
+    def max_snippets(self, spec: ModelSpec) -> int | None:
+        """Snippets ``spec``'s prompt shows at most: its own ``snippets``, else ``[prompt]
+        compact_snippets`` for the compact prompt; ``None``: as many as its context window holds."""
+        if spec.snippets is not None:
+            return spec.snippets
+        return self.compact_snippets if self.prompt_style(spec) == "compact" else None
+
     def chain(self, route: str) -> list[ModelSpec]:
         return [self.models[name] for name in self.routes.get(route, ())]
 
@@ -181,7 +191,7 @@ def load_config(path: Path | None = None, *, env: Mapping[str, str] = os.environ
 
 
 _MODEL_KEYS = ("name", "backend", "base_url", "context_window", "timeout", "temperature", "api_key_env", "params_b",
-               "prompt", "seed")
+               "prompt", "seed", "snippets")
 
 
 def config_from_dict(
@@ -237,7 +247,8 @@ def config_from_dict(
             api_key_env=entry.get("api_key_env") or None,
             params_b=float(entry["params_b"]) if entry.get("params_b") is not None else params_from_name(name),
             prompt=str(entry.get("prompt", "auto")),
-            seed=_seed(entry.get("seed"), name, source),
+            seed=_optional_int(entry.get("seed"), "seed", 0, name, source),
+            snippets=_optional_int(entry.get("snippets"), "snippets", 1, name, source),
         )
     routes = {route: tuple((spec or {}).get("chain") or ()) for route, spec in (data.get("routes") or {}).items()}
     router = data.get("router") or {}
@@ -269,10 +280,12 @@ def config_from_dict(
     )
 
 
-def _seed(value: Any, name: str, source: str) -> int | None:
-    """A model's ``seed``: an integer (bool is not one), or absent for the server's own random seed."""
+def _optional_int(value: Any, key: str, minimum: int, name: str, source: str) -> int | None:
+    """A model's ``seed`` (>= 0) or ``snippets`` (>= 1): an integer (bool is not one), or absent for the
+    default (the server's own random seed; the [prompt] snippet count)."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"model {name!r} in {source} has seed {value!r}; use a non-negative integer")
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = "a non-negative integer" if minimum == 0 else f"an integer >= {minimum}"
+        raise ConfigError(f"model {name!r} in {source} has {key} {value!r}; use {kind}")
     return value

@@ -14,11 +14,26 @@ import pytest
 from codex_core.llm import Answerer, build_prompt, config_from_dict
 from codex_core.llm.config import ConfigError, params_from_name
 from codex_core.llm.prompt import COMPACT_SYSTEM_PROMPT, SYSTEM_PROMPT
+from codex_core.llm.types import AnswerRestart
 from codex_core.llm.verify import attribute_citations
-from tests.core.test_llm import CONTEXTS, PARSE, PARSE_LINE, QUESTION, RETRY, RecordedServer, Scripted, chunk
+from tests.core.test_llm import (
+    CAPTURED,
+    CONTEXTS,
+    PARSE,
+    PARSE_LINE,
+    QUESTION,
+    RETRY,
+    RecordedServer,
+    Scripted,
+    captured_stream,
+    chunk,
+    openai_config,
+    split,
+    text_of,
+)
 from tests.core.test_llm import recorded as recorded  # noqa: F401  (the fixture)
 
-TINY, MEDIUM = "qwen2.5-coder:0.5b", "llama3.2:3b"
+TINY, MEDIUM, EXPERT = "qwen2.5-coder:0.5b", "llama3.2:3b", "qwen2.5-coder:1.5b"
 LONG = chunk("app/long.py", "\n".join(f"value_{i} = {i}" for i in range(1, 121)), 1, 120, None, 0.3)
 
 
@@ -139,3 +154,44 @@ def test_with_uncited_extractive_the_snippets_answer_instead_of_the_next_model(
     assert result.cited_refs and set(result.cited_refs) <= {c.ref for c in CONTEXTS}
     with pytest.raises(ConfigError, match=r"\[verify\] uncited .* must be one of"):
         config_from_dict({**tiny_config(recorded.url), "verify": {"uncited": "skip"}}, env={})
+
+
+def test_an_expert_with_its_own_snippets_is_shown_more_than_the_draft(recorded: RecordedServer) -> None:  # noqa: F811
+    """[[models]] snippets: the next model of the chain sees every retrieved snippet, the draft the
+    [prompt] default three; a bad value is a config error that names the model."""
+    recorded.scripts[TINY] = [Scripted("ollama/chat_prose_unsupported.json")]
+    recorded.scripts[EXPERT] = [Scripted("ollama/chat_prose_uncited.json")]
+    config = {**tiny_config(recorded.url), "models": [
+        {"name": TINY, "backend": "ollama", "context_window": 4096, "timeout": 10},
+        {"name": EXPERT, "backend": "ollama", "context_window": 4096, "timeout": 10, "snippets": 5}],
+        "routes": {route: {"chain": [TINY, EXPERT]} for route in ("small", "medium", "large")}}
+    contexts = [*CONTEXTS, LONG]
+    result = Answerer(config_from_dict(config, env={})).answer(QUESTION, contexts, confidence=0.9)
+    assert result.model == EXPERT and result.escalated and result.prompt_style == "compact"
+    (draft,), (expert,) = recorded.chats(TINY), recorded.chats(EXPERT)
+    assert draft["messages"][1]["content"].count("BEGIN SNIPPET") == 3
+    assert expert["messages"][1]["content"].count("BEGIN SNIPPET") == len(contexts) == 4
+    assert LONG.path in expert["messages"][1]["content"] and LONG.path not in draft["messages"][1]["content"]
+    for bad in (0, True, "5"):
+        config["models"][1]["snippets"] = bad
+        with pytest.raises(ConfigError, match=f"{EXPERT!r} .* has snippets"):
+            config_from_dict(config, env={})
+
+
+def test_streamed_uncited_draft_restarts_then_ends_with_the_evidence(recorded: RecordedServer) -> None:  # noqa: F811
+    """[verify] uncited = "extractive" when streaming: the draft's prose was shown, so a restart voids
+    it, then the labelled snippets — no second model call (llama-server's captured stream)."""
+    recorded.scripts["local-llama-server"] = [Scripted(CAPTURED + "chat_stream_uncited.sse")]
+    config = openai_config(recorded.url, {"name": EXPERT, "backend": "ollama", "base_url": recorded.url,
+                                          "timeout": 10}, chain=("local-llama-server", EXPERT))
+    config["models"][0]["params_b"] = 0.5  # a small model: the compact prompt
+    config["verify"] = {"method": "lexical", "uncited": "extractive"}
+    events, result = split(Answerer(config_from_dict(config, env={})).answer_stream(QUESTION, CONTEXTS,
+                                                                                     confidence=0.9))
+    (restart,) = [i for i, e in enumerate(events) if isinstance(e, AnswerRestart)]
+    assert text_of(events[:restart]) == captured_stream("chat_stream_uncited.sse")[0].strip()
+    assert "no sentence names code that a shown snippet holds" in events[restart].reason
+    assert events[restart + 1:] == []
+    assert result.extractive and result.model == "extractive" and recorded.chats(EXPERT) == []
+    assert [h["to"] for h in result.fallbacks] == ["extractive"]
+    assert set(result.cited_refs) <= {c.ref for c in CONTEXTS}
