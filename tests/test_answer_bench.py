@@ -271,10 +271,14 @@ def test_the_expert_swap_replay_gives_escalated_drafts_to_the_other_expert_or_th
     extractive = {**record("app/loader.py:1-2", config="extractive", cited=(False, True), latency_ms=1),
                   "model": "extractive"}
 
-    def row(draft: str, escalating: str, reason: str | None, other: str | None) -> dict:
+    def row(draft: str, escalating: str, reason: str | None, other: str | None, *, expert_failed: bool = False
+            ) -> dict:
+        hops = [{"from": "qwen2.5-coder-0.5b", "to": "qwen2.5-coder-1.5b", "reason": reason}] if reason else []
+        if expert_failed:  # the 1.5B failed too: the answer is extractive and the record's flag is false
+            hops.append({"from": "qwen2.5-coder-1.5b", "to": "extractive", "reason": "verification failed: z"})
         out = {"small": record(draft, latency_ms=10_000), "extractive": extractive,
-               "escalating-1.5b": {**record(escalating, config="escalating-1.5b"), "escalated": bool(reason),
-                                   "fallbacks": [{"reason": reason}] if reason else []}}
+               "escalating-1.5b": {**(extractive if expert_failed else record(escalating)), "config": "escalating-1.5b",
+                                   "escalated": bool(reason) and not expert_failed, "fallbacks": hops}}
         if other is not None:
             out["expert-1.5b-x5"] = {**record(other, config="expert-1.5b-x5", latency_ms=30_000), "confidence": 0.7}
         return out
@@ -283,11 +287,13 @@ def test_the_expert_swap_replay_gives_escalated_drafts_to_the_other_expert_or_th
     fixed = row(bad, bad, "verification failed: x", good)  # the 1.5B got it wrong, the other expert right
     lost = row(bad, good, "verification failed: x", bad)  # the other expert fails the check: the evidence
     skipped = row(good, good, "draft skipped: retrieval confidence 0.30 < τ 0.50", good)
-    for r in (kept, fixed, lost, skipped):
+    both_failed = row(bad, "", "verification failed: x", good, expert_failed=True)
+    rows = [kept, fixed, lost, skipped, both_failed]
+    for r in rows:
         r["small"]["confidence"] = 0.7
-    before, after, small_s, swapped_s = swap_expert([kept, fixed, lost, skipped], {"q1": QUESTION}, "expert-1.5b-x5")
-    assert (before, after) == (3, 3)
-    assert small_s == [10.0] * 4 and swapped_s == [10.0, 40.0, 40.0, 30.0]
+    before, after, small_s, swapped_s = swap_expert(rows, {"q1": QUESTION}, "expert-1.5b-x5")
+    assert (before, after) == (3, 4)
+    assert small_s == [10.0] * 5 and swapped_s == [10.0, 40.0, 40.0, 30.0, 40.0]
 
 
 def test_a_citation_closing_a_line_backs_every_sentence_before_it_on_that_line() -> None:

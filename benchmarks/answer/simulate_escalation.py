@@ -93,6 +93,13 @@ def uncited_to_evidence(rows: list[dict[str, dict[str, Any]]], questions: Mappin
     return small, escalating, evidence
 
 
+def escalated(record: Mapping[str, Any]) -> bool:
+    """The draft went to the next model: its first hop names one. (``escalated`` in the record says a
+    later model *answered*; it is false when the expert failed too and the answer is extractive.)"""
+    hops = record.get("fallbacks") or []
+    return bool(hops) and hops[0].get("to") not in ("extractive", hops[0].get("from"))
+
+
 def swap_expert(rows: list[dict[str, dict[str, Any]]], questions: Mapping[str, Mapping[str, Any]],
                 expert: str) -> tuple[int, int, list[float], list[float]]:
     """(escalating-1.5b correct, correct with ``expert`` in its place, small's latencies, the swapped
@@ -107,7 +114,7 @@ def swap_expert(rows: list[dict[str, dict[str, Any]]], questions: Mapping[str, M
         before += score_answer(escalating, questions[escalating["id"]]).correct
         seconds = draft["latency_ms"] / 1000
         chosen = escalating
-        if escalating.get("escalated"):
+        if escalated(escalating):
             other = by_config[expert]
             hops = escalating.get("fallbacks") or []
             skipped = any(str(h.get("reason", "")).startswith("draft skipped") for h in hops)
@@ -139,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     for expert in sorted({c for r in by_id.values() for c in r} - NEEDED - {"escalating-1.5b"}):
         if not expert.startswith("expert-1.5b-"):
             continue
-        paired = [r for r in seeded if "extractive" in r and (expert in r or not r["escalating-1.5b"].get("escalated"))]
+        paired = [r for r in seeded if "extractive" in r and (expert in r or not escalated(r["escalating-1.5b"]))]
         if len(paired) < len(seeded):
             print(f"  {expert}: {len(seeded) - len(paired)} escalated questions lack its answer: not replayed")
             continue
