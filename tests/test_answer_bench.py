@@ -323,3 +323,21 @@ def test_an_answer_that_echoes_the_prompt_is_not_correct() -> None:
     scored = score_answer(record(echo), QUESTION)
     assert scored.echoed and scored.cites_gold_span and not scored.correct
     assert not score_answer(record("`parse_line` uses `partition` [app/config.py:10-12]."), QUESTION).echoed
+
+
+def test_signal_probe_measures_separation_and_what_the_cited_code_speaks_of() -> None:
+    """probe_signals.py / probe_logprobs.py: AUC of a signal against the rubric (0.5 = no signal), and
+    the lexical signals of one recorded draft."""
+    from probe_logprobs import auc, summarize
+    from probe_signals import content_terms, lexical_signals
+
+    assert auc([(0.9, True), (0.1, False)]) == 1.0 and auc([(0.1, True), (0.9, False)]) == 0.0
+    assert auc([(0.5, True), (0.5, False)]) == 0.5 and auc([(0.5, True)]) is None
+    assert summarize([-0.1, -2.0, -0.3]) == {"mean": pytest.approx(-0.8), "min": -2.0, "p10": -2.0, "n": 3}
+    assert content_terms("how is a parseLine config_line split?") == {"parse", "line", "confi", "split"}
+    asked = "how is a config line parsed into a dict?"
+    first = {**record("`parse_line` uses `partition` [app/config.py:10-12].", cited=(True, False)), "confidence": 0.7}
+    second = {**first, **record("`load_config` builds a dict [app/loader.py:1-2].", cited=(False, True))}
+    # app/config.py holds config (its path), line and parse, not dict; app/loader.py all four.
+    assert lexical_signals(first, asked) == {"confidence": 0.7, "cited_rank": 0.0, "question_terms": 0.75}
+    assert lexical_signals(second, asked) == {"confidence": 0.7, "cited_rank": -1.0, "question_terms": 1.0}
