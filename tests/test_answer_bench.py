@@ -329,15 +329,20 @@ def test_signal_probe_measures_separation_and_what_the_cited_code_speaks_of() ->
     """probe_signals.py / probe_logprobs.py: AUC of a signal against the rubric (0.5 = no signal), and
     the lexical signals of one recorded draft."""
     from probe_logprobs import auc, summarize
-    from probe_signals import content_terms, lexical_signals
+    from probe_signals import gold_position, lexical_signals
 
     assert auc([(0.9, True), (0.1, False)]) == 1.0 and auc([(0.1, True), (0.9, False)]) == 0.0
     assert auc([(0.5, True), (0.5, False)]) == 0.5 and auc([(0.5, True)]) is None
     assert summarize([-0.1, -2.0, -0.3]) == {"mean": pytest.approx(-0.8), "min": -2.0, "p10": -2.0, "n": 3}
-    assert content_terms("how is a parseLine config_line split?") == {"parse", "line", "confi", "split"}
     asked = "how is a config line parsed into a dict?"
     first = {**record("`parse_line` uses `partition` [app/config.py:10-12].", cited=(True, False)), "confidence": 0.7}
     second = {**first, **record("`load_config` builds a dict [app/loader.py:1-2].", cited=(False, True))}
     # app/config.py holds config (its path), line and parse, not dict; app/loader.py all four.
     assert lexical_signals(first, asked) == {"confidence": 0.7, "cited_rank": 0.0, "question_terms": 0.75}
     assert lexical_signals(second, asked) == {"confidence": 0.7, "cited_rank": -1.0, "question_terms": 1.0}
+    # The gold span (app/config.py:10-12) is the first retrieved snippet; without it only another file.
+    assert gold_position(first, QUESTION) == "gold span shown (top 3)"
+    elsewhere = {**QUESTION, "gold": [{"path": "app/config.py", "start_line": 40, "end_line": 50}]}
+    assert gold_position(first, elsewhere) == "gold file only"
+    assert gold_position(first, {**QUESTION, "gold": [{"path": "lib/x.py", "start_line": 1, "end_line": 2}]}) \
+        == "nothing of the gold"

@@ -8,7 +8,7 @@ own embedder (all-MiniLM-L6-v2 from its PyPI package).
 
 - ``confidence``: the engine's retrieval confidence (what τ thresholds);
 - ``cited_rank``: minus the best retrieval rank the draft cites (citing rank 1 scores highest);
-- ``question_terms``: the share of the question's content words (code-aware split, 5-letter stems)
+- ``question_terms``: the share of the question's tokens (the lexical index's own ``code_tokens``)
   found in the cited snippets — does the cited code speak of what was asked;
 - ``q_answer_sim``: cosine of the question and the draft (MiniLM);
 - ``cited_vs_best_sim``: cosine of the question and the best cited snippet minus that of the question
@@ -25,8 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,26 +36,12 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1]))
 
 from probe_logprobs import auc  # noqa: E402
-from score import score_answer  # noqa: E402
+from score import CITED_NOTHING, first_hop_kind, overlaps_gold, ref_of, score_answer  # noqa: E402
+
+from codex_core.lexical import code_tokens  # noqa: E402
 
 SHOWN = 3  # snippets the compact prompt shows the draft model
 SHOWN_LINES = 40
-_STOP = set("the and for with when where what which does how why into from that this its are was were "
-            "has have not all any each one two can will would should there their then than who whose "
-            "use used using get gets set sets code function method class file does done".split())
-
-
-def content_terms(text: str) -> set[str]:
-    """Words of a question or snippet: camelCase and snake_case split, lower-cased, 5-letter stems."""
-    out = set()
-    for word in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text):
-        for part in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])", word.replace("_", " ")):
-            part = part.lower()
-            if len(part) > 2 and part not in _STOP:
-                out.add(part[:5])
-    return out
-
-
 def shown_text(citation: Mapping[str, Any]) -> str:
     lines = citation.get("snippet", "").splitlines()[:SHOWN_LINES]
     return "\n".join([f"{citation['path']} {citation.get('symbol') or ''}", *lines])
@@ -64,8 +50,8 @@ def shown_text(citation: Mapping[str, Any]) -> str:
 def lexical_signals(record: Mapping[str, Any], question: str) -> dict[str, float]:
     citations = record["citations"]
     cited = [i for i, c in enumerate(citations) if c.get("cited_in_answer")]
-    asked = content_terms(question)
-    held = set().union(*(content_terms(shown_text(citations[i])) for i in cited)) if cited else set()
+    asked = set(code_tokens(question))
+    held = set().union(*(code_tokens(shown_text(citations[i])) for i in cited)) if cited else set()
     return {"confidence": float(record.get("confidence") or 0.0),
             "cited_rank": -float(min(cited)) if cited else -float(len(citations)),
             "question_terms": len(asked & held) / len(asked) if asked else 0.0}
@@ -88,6 +74,33 @@ def embedding_signals(records: Sequence[Mapping[str, Any]], questions: Mapping[s
         out.append({"q_answer_sim": float(answer @ question),
                     "cited_vs_best_sim": float(max(similarity[cited]) - similarity.max()) if cited else -1.0})
     return out
+
+
+def gold_position(record: Mapping[str, Any], question: Mapping[str, Any]) -> str:
+    """Where the gold span sat among the retrieved snippets: shown to the draft (top 3), retrieved
+    but not shown (rank 4-5), only its file retrieved, or nothing of it."""
+    spans = [i for i, c in enumerate(record["citations"]) if overlaps_gold(ref_of(c), question["gold"])]
+    if spans:
+        return "gold span shown (top 3)" if spans[0] < SHOWN else "gold span at rank 4-5"
+    files = {g["path"] for g in question["gold"]}
+    return "gold file only" if any(c["path"] in files for c in record["citations"]) else "nothing of the gold"
+
+
+def wrong_answer_sources(paths: Sequence[Path], questions: Mapping[str, Any]) -> dict[str, Counter[str]]:
+    """Where the gold span sat for every wrong ``small`` answer, and for every draft ``escalating-1.5b``
+    escalated because it cited nothing (what the labelled evidence and the expert were shown)."""
+    wrong: Counter[str] = Counter()
+    uncited: Counter[str] = Counter()
+    for path in paths:
+        for record in map(json.loads, path.read_text().splitlines()):
+            question = questions.get(record["id"])
+            if question is None or record.get("error"):
+                continue
+            if record["config"] == "small" and not score_answer(record, question).correct:
+                wrong[gold_position(record, question)] += 1
+            if record["config"] == "escalating-1.5b" and first_hop_kind(record) == CITED_NOTHING:
+                uncited[gold_position(record, question)] += 1
+    return {"wrong small answers": wrong, "drafts escalated for citing nothing": uncited}
 
 
 def drafts(paths: Sequence[Path], questions: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -122,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             logprobs = by_answer.get((record["id"], record["answer"]))  # the same draft only (a seeded run)
             if logprobs:
                 row |= {"logprob_mean": logprobs["mean"], "logprob_min": logprobs["min"]}
+    for what, counts in wrong_answer_sources(raws, questions).items():
+        print(f"{what}: {sum(counts.values())} — " + ", ".join(f"{k} {v}" for k, v in counts.most_common()))
     right = [score_answer(r, questions[r["id"]]).correct for r in records]
     print(f"{len(records)} drafts, {sum(right)} correct by the rubric")
     for name in dict.fromkeys(k for row in rows for k in row):

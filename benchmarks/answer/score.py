@@ -337,14 +337,31 @@ def targets(summary: Mapping[str, Mapping[str, Any]], *, draft: str = "small", e
     return out
 
 
-def _hop_kind(reason: str) -> str:
+CITED_NOTHING, FAILED_VERIFICATION, SKIPPED = (
+    "the draft cited nothing", "the draft failed verification", "the draft was skipped (confidence < τ)")
+
+
+def hop_kind(reason: str) -> str:
     """Why the escalating configuration left its draft (the first hop's reason, as the answerer words it)."""
-    for prefix, kind in (("answer cited no retrieved snippet", "the draft cited nothing"),
-                         ("verification failed", "the draft failed verification"),
-                         ("draft skipped", "the draft was skipped (confidence < τ)")):
+    for prefix, kind in (("answer cited no retrieved snippet", CITED_NOTHING),
+                         ("verification failed", FAILED_VERIFICATION),
+                         ("draft skipped", SKIPPED)):
         if reason.startswith(prefix):
             return kind
     return "other"
+
+
+def first_hop_kind(record: Mapping[str, Any]) -> str | None:
+    """``hop_kind`` of a recorded answer's first hop; None when the draft answered."""
+    hops = record.get("fallbacks") or []
+    return hop_kind(str(hops[0].get("reason", ""))) if hops else None
+
+
+def escalated(record: Mapping[str, Any]) -> bool:
+    """The draft went to the next model: its first hop names one. (``escalated`` in the record says a
+    later model *answered*; it is false when the expert failed too and the answer is extractive.)"""
+    hops = record.get("fallbacks") or []
+    return bool(hops) and hops[0].get("to") not in ("extractive", hops[0].get("from"))
 
 
 def paired(records: Iterable[Mapping[str, Any]], questions: Mapping[str, Mapping[str, Any]], *, draft: str,
@@ -368,8 +385,8 @@ def paired(records: Iterable[Mapping[str, Any]], questions: Mapping[str, Mapping
         out["questions"] += 1
         out[{(True, True): "both_correct", (True, False): "only_draft_correct",
              (False, True): "only_escalating_correct", (False, False): "neither"}[right]] += 1
-        if second.get("fallbacks"):
-            kind = _hop_kind(str(second["fallbacks"][0].get("reason", "")))
+        kind = first_hop_kind(second)
+        if kind is not None:
             row = out["escalated_by"].setdefault(kind, {"n": 0, "only_escalating_correct": 0,
                                                         "only_draft_correct": 0})
             row["n"] += 1

@@ -37,7 +37,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1]))
 
-from score import cited_refs, contexts_of, score_answer  # noqa: E402
+from score import (  # noqa: E402
+    CITED_NOTHING,
+    SKIPPED,
+    cited_refs,
+    contexts_of,
+    escalated,
+    first_hop_kind,
+    score_answer,
+)
 
 from codex_core.llm.citations import CitationCheck  # noqa: E402
 from codex_core.llm.verify import verify_answer  # noqa: E402
@@ -83,21 +91,13 @@ def uncited_to_evidence(rows: list[dict[str, dict[str, Any]]], questions: Mappin
     """(small, escalating-1.5b, escalating-1.5b-evidence) correct answers, from a seeded run of the first two."""
     small = escalating = evidence = 0
     for by_config in rows:
-        draft, escalated = by_config["small"], by_config["escalating-1.5b"]
+        draft, chained = by_config["small"], by_config["escalating-1.5b"]
         right = (score_answer(draft, questions[draft["id"]]).correct,
-                 score_answer(escalated, questions[escalated["id"]]).correct)
-        hops = escalated.get("fallbacks") or []
-        cited_nothing = bool(hops) and str(hops[0].get("reason", "")).startswith("answer cited no retrieved snippet")
+                 score_answer(chained, questions[chained["id"]]).correct)
+        cited_nothing = first_hop_kind(chained) == CITED_NOTHING
         small, escalating = small + right[0], escalating + right[1]
         evidence += right[0] if cited_nothing else right[1]
     return small, escalating, evidence
-
-
-def escalated(record: Mapping[str, Any]) -> bool:
-    """The draft went to the next model: its first hop names one. (``escalated`` in the record says a
-    later model *answered*; it is false when the expert failed too and the answer is extractive.)"""
-    hops = record.get("fallbacks") or []
-    return bool(hops) and hops[0].get("to") not in ("extractive", hops[0].get("from"))
 
 
 def swap_expert(rows: list[dict[str, dict[str, Any]]], questions: Mapping[str, Mapping[str, Any]],
@@ -116,9 +116,7 @@ def swap_expert(rows: list[dict[str, dict[str, Any]]], questions: Mapping[str, M
         chosen = escalating
         if escalated(escalating):
             other = by_config[expert]
-            hops = escalating.get("fallbacks") or []
-            skipped = any(str(h.get("reason", "")).startswith("draft skipped") for h in hops)
-            seconds = (0.0 if skipped else seconds) + other["latency_ms"] / 1000
+            seconds = (0.0 if first_hop_kind(escalating) == SKIPPED else seconds) + other["latency_ms"] / 1000
             chosen = other if passes(other) else by_config["extractive"]
         after += score_answer(chosen, questions[chosen["id"]]).correct
         small_s.append(draft["latency_ms"] / 1000)
