@@ -32,7 +32,10 @@ HELDOUT4 = BENCHMARKS / "answer" / "questions_heldout4.jsonl"
 # Written by another such session for commander and viper, two repositories nothing was ever fitted on
 # (not in the localization benchmark: benchmarks/answer/repos.json), before any answer on them was read.
 HELDOUT5 = BENCHMARKS / "answer" / "questions_heldout5.jsonl"
-SETS = (QUESTIONS, HELDOUT, HELDOUT2, HELDOUT3, HELDOUT4, HELDOUT5)
+# Written by four such sessions for structlog, chi, express and anyhow (also only in answer/repos.json), one
+# repository each, from the code at the pinned commit alone, before the repositories were ingested here.
+HELDOUT6 = BENCHMARKS / "answer" / "questions_heldout6.jsonl"
+SETS = (QUESTIONS, HELDOUT, HELDOUT2, HELDOUT3, HELDOUT4, HELDOUT5, HELDOUT6)
 REPOS_JSONS = (BENCHMARKS / "localization" / "repos.json", BENCHMARKS / "answer" / "repos.json")
 
 
@@ -146,8 +149,8 @@ def _questions(path: Path = QUESTIONS) -> list[dict]:
 
 @pytest.mark.parametrize(("path", "at_least", "repos", "per_repo_min"),
                          [(QUESTIONS, 60, 3, 20), (HELDOUT, 30, 2, 15), (HELDOUT2, 30, 2, 15), (HELDOUT3, 30, 2, 15),
-                          (HELDOUT4, 30, 2, 15), (HELDOUT5, 30, 2, 15)],
-                         ids=["questions", "heldout", "heldout2", "heldout3", "heldout4", "heldout5"])
+                          (HELDOUT4, 30, 2, 15), (HELDOUT5, 30, 2, 15), (HELDOUT6, 60, 4, 15)],
+                         ids=["questions", "heldout", "heldout2", "heldout3", "heldout4", "heldout5", "heldout6"])
 def test_question_file_is_complete_and_well_formed(path: Path, at_least: int, repos: int, per_repo_min: int) -> None:
     questions = _questions(path)
     assert len(questions) >= at_least
@@ -180,10 +183,12 @@ def test_every_gold_span_exists_at_the_pinned_commit() -> None:
     assert root is not None
     commits = _pinned()
     lengths: dict[tuple[str, str], int] = {}
-    for q in [q for path in SETS for q in _questions(path)]:
+    questions = [q for path in SETS for q in _questions(path)]
+    present = {q["repo"] for q in questions if (root / q["repo"]).exists()}
+    if not present:
+        pytest.skip(f"no clone of a pinned repository in {root}")
+    for q in [q for q in questions if q["repo"] in present]:  # the repositories whose clones are here
         clone = root / q["repo"]
-        if not clone.exists():
-            pytest.skip(f"{clone} is missing")
         for span in q["gold"]:
             key = (q["repo"], span["path"])
             if key not in lengths:
