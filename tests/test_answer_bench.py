@@ -351,3 +351,44 @@ def test_signal_probe_measures_separation_and_what_the_cited_code_speaks_of() ->
     assert gold_position(first, elsewhere) == "gold file only"
     assert gold_position(first, {**QUESTION, "gold": [{"path": "lib/x.py", "start_line": 1, "end_line": 2}]}) \
         == "nothing of the gold"
+
+
+def test_calibration_probe_labels_the_top_file_and_counts_wrong_abstentions(tmp_path: Path) -> None:
+    """probe_calibration.py: the label is what a calibrator predicts (the first cited file is a gold
+    file); an abstention is right only where that file was wrong; the refitted variants read what
+    their names say, from the repository's own stored eval features."""
+    import numpy as np
+    import pandas as pd
+    from probe_calibration import STYLE_FEATURES, metrics, refit_variants, top_file_right
+
+    gold = [{"path": "app/config.py", "start_line": 10, "end_line": 12}]
+    assert top_file_right([{"path": "app/config.py"}, {"path": "x.py"}], gold)
+    assert not top_file_right([{"path": "x.py"}, {"path": "app/config.py"}], gold) and not top_file_right([], gold)
+
+    def row(label: bool, confidence: float) -> dict:
+        return {"repo": "demo", "label": label, "confidence": {"published": confidence}, "tau": {"published": 0.5}}
+
+    rows = [row(True, 0.9), row(True, 0.8), row(False, 0.7), row(True, 0.3), row(False, 0.2)]
+    m = metrics(rows, "published")
+    assert (m["n"], m["top1_right"], m["abstained"], m["abstained_wrong_top"]) == (5, 3, 2, 1)
+    assert m["abstention_precision"] == 0.5 and m["answered_precision"] == pytest.approx(0.667, abs=1e-3)
+    assert m["auc"] == pytest.approx(5 / 6, abs=1e-3)  # 5 of the 6 right/wrong pairs ordered right
+
+    rng = np.random.default_rng(0)
+    n = 120
+    lexical = rng.uniform(0, 10, n)
+    frame = pd.DataFrame({
+        "id": [f"q{i}" for i in range(n)], "style": ["plain" if i % 3 == 0 else "mined" for i in range(n)],
+        "query": [("where is the thing " * (1 + i % 4)).strip() + "?" for i in range(n)],
+        "label": (lexical + rng.normal(0, 2, n) > 5).astype(int), "heuristic": 0.5, "ndcg_at_5": 0.5,
+        "top_score": rng.uniform(0, 0.05, n), "margin": rng.uniform(0, 0.02, n), "agreement": 2.0,
+        "top_dense_cosine": rng.uniform(0.2, 0.7, n), "top_lexical": lexical, "verified_fraction": 1.0,
+        "citations": 20, "file_share": 0.5, "file_margin": 0.1, "distinct_files_top10": 4,
+        "top_file_dense_rr": 1.0, "top_file_lexical_rr": 1.0,
+    })
+    frame.to_parquet(tmp_path / "calibration_features.parquet")
+    variants = refit_variants(tmp_path)
+    assert set(variants) == {"no-style", "plain-only"}
+    assert not set(STYLE_FEATURES) & set(variants["no-style"].feature_names)
+    assert variants["plain-only"].n_samples < n / 3  # the plain items of the fit side only
+    assert all(0.0 <= v.tau <= 1.0 for v in variants.values())
