@@ -16,7 +16,9 @@ features (``eval/calibration_features.parquet``, the same fit-side split as the 
 - ``no-style``: every feature but ``query_length`` and ``question_like`` (the two that say how a
   query is phrased rather than how clearly retrieval found it);
 - ``plain-only``: fitted on the eval set's generated questions alone (the style closest to a
-  developer's question), its tau chosen the same way.
+  developer's question), its tau chosen the same way;
+- ``mined-only``: fitted on the mined commit messages alone (the ablation the calibration asset
+  reports beside the published calibrator).
 
     .venv/bin/python benchmarks/answer/probe_calibration.py --home DIR --out DIR \\
         --questions benchmarks/answer/questions*.jsonl
@@ -72,9 +74,12 @@ def refit_variants(results_dir: Path) -> dict[str, Any]:
     styles = frame["style"].astype(str).to_numpy()
     fit = ~holdout_mask(frame["id"].astype(str).tolist(), styles.tolist())
     keep = [i for i, name in enumerate(FEATURES) if name not in STYLE_FEATURES]
+    no_count = [i for i, name in enumerate(FEATURES) if name != "citations"]
     out: dict[str, Any] = {}
     every = list(range(len(FEATURES)))
-    for name, rows, cols in (("no-style", fit, keep), ("plain-only", fit & (styles == "plain"), every)):
+    for name, rows, cols in (("no-citations", fit, no_count), ("no-style", fit, keep),
+                             ("plain-only", fit & (styles == "plain"), every),
+                             ("mined-only", fit & (styles == "mined"), every)):
         if rows.sum() < 10:
             continue
         calibrator = fit_calibrator(X[rows][:, cols], y[rows], feature_names=[FEATURES[i] for i in cols])

@@ -142,7 +142,7 @@ def test_calibrator_on_retrieval_features() -> None:
     low = calibrator.predict_one({"top_dense_cosine": 0.15, "agreement": 2.0, "citations": 3.0}, "a b c d e f")
     high = calibrator.predict_one({"top_dense_cosine": 0.85, "agreement": 2.0, "citations": 3.0}, "a b c d e f")
     assert low < 0.4 < 0.6 < high
-    with pytest.raises(ValueError, match="expected rows of 9 features"):
+    with pytest.raises(ValueError, match=f"expected rows of {len(CORE_FEATURES)} features"):
         calibrator.predict(np.zeros((2, 3)))
 
 

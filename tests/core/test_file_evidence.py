@@ -139,3 +139,23 @@ def test_whole_file_bm25_brings_in_a_file_the_chunk_searches_missed() -> None:
     loader = [c for c in on.candidates if c.payload["path"] == "loader.py"]
     assert loader and loader[0].via == "file_lexical" and loader[0].file_score > 0
     assert "file_lexical_ms" in on.timings_ms
+
+
+def test_the_calibrator_reads_the_same_features_at_evaluation_and_at_serving() -> None:
+    """A calibrator is fitted on features of the evaluation's retrieval (``RANK_DEPTH`` citations,
+    one per file) and applied to the features of a served query (5 by default, ``max_per_file`` as
+    configured). Every feature it reads must describe the retrieval, not the request: the number of
+    citations did not (20 when fitted, 5 when served), which sent calibrated confidence to ~0 or ~1
+    on questions users ask (docs/benchmarks.md, "Confidence on hand-written questions")."""
+    from dataclasses import replace
+
+    from codex_core.calibration import FEATURES, feature_vector
+    from codex_core.evaluation import RANK_DEPTH
+
+    config = RetrievalConfig(**LEXICAL_ONLY)
+    evaluated = retriever().retrieve(QUERY, top_k=RANK_DEPTH, config=replace(config, max_per_file=1))
+    served = retriever().retrieve(QUERY, top_k=5, config=config)
+    assert len(evaluated.candidates) != len(served.candidates)  # the requests differ ...
+    np.testing.assert_allclose(feature_vector(evaluated.features, QUERY),  # ... what is read does not
+                               feature_vector(served.features, QUERY))
+    assert len(FEATURES) == len(set(FEATURES))
