@@ -388,7 +388,8 @@ def test_calibration_probe_labels_the_top_file_and_counts_wrong_abstentions(tmp_
     })
     frame.to_parquet(tmp_path / "calibration_features.parquet")
     variants = refit_variants(tmp_path)
-    assert set(variants) == {"no-style", "plain-only"}
+    assert set(variants) == {"refit", "no-style", "plain-only", "mined-only"}
     assert not set(STYLE_FEATURES) & set(variants["no-style"].feature_names)
     assert variants["plain-only"].n_samples < n / 3  # the plain items of the fit side only
+    assert n / 3 < variants["mined-only"].n_samples < 2 * n / 3
     assert all(0.0 <= v.tau <= 1.0 for v in variants.values())

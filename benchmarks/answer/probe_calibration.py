@@ -13,6 +13,10 @@ Beside the published calibrator it scores variants refitted from each repository
 features (``eval/calibration_features.parquet``, the same fit-side split as the published one):
 
 - ``heuristic``: the uncalibrated confidence with the engine's default threshold;
+- ``refit``: the published recipe refitted here (all features, the same split, unweighted): equal
+  to ``published`` when the published calibrator came from the same code and eval set (a check). At
+  598c118 this variant was ``no-citations`` (every feature but the citation count, which schema 3
+  then dropped): ``results/confidence-schema2/``;
 - ``no-style``: every feature but ``query_length`` and ``question_like`` (the two that say how a
   query is phrased rather than how clearly retrieval found it);
 - ``plain-only``: fitted on the eval set's generated questions alone (the style closest to a
@@ -74,10 +78,9 @@ def refit_variants(results_dir: Path) -> dict[str, Any]:
     styles = frame["style"].astype(str).to_numpy()
     fit = ~holdout_mask(frame["id"].astype(str).tolist(), styles.tolist())
     keep = [i for i, name in enumerate(FEATURES) if name not in STYLE_FEATURES]
-    no_count = [i for i, name in enumerate(FEATURES) if name != "citations"]
-    out: dict[str, Any] = {}
     every = list(range(len(FEATURES)))
-    for name, rows, cols in (("no-citations", fit, no_count), ("no-style", fit, keep),
+    out: dict[str, Any] = {}
+    for name, rows, cols in (("refit", fit, every), ("no-style", fit, keep),
                              ("plain-only", fit & (styles == "plain"), every),
                              ("mined-only", fit & (styles == "mined"), every)):
         if rows.sum() < 10:
