@@ -149,7 +149,7 @@ def test_the_calibrator_reads_the_same_features_at_evaluation_and_at_serving() -
     on questions users ask (docs/benchmarks.md, "Confidence on hand-written questions")."""
     from dataclasses import replace
 
-    from codex_core.calibration import FEATURES, feature_vector
+    from codex_core.calibration import feature_vector
     from codex_core.evaluation import RANK_DEPTH
 
     config = RetrievalConfig(**LEXICAL_ONLY)
@@ -158,4 +158,3 @@ def test_the_calibrator_reads_the_same_features_at_evaluation_and_at_serving() -
     assert len(evaluated.candidates) != len(served.candidates)  # the requests differ ...
     np.testing.assert_allclose(feature_vector(evaluated.features, QUERY),  # ... what is read does not
                                feature_vector(served.features, QUERY))
-    assert len(FEATURES) == len(set(FEATURES))
