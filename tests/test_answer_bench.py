@@ -359,7 +359,7 @@ def test_calibration_probe_labels_the_top_file_and_counts_wrong_abstentions(tmp_
     their names say, from the repository's own stored eval features."""
     import numpy as np
     import pandas as pd
-    from probe_calibration import STYLE_FEATURES, metrics, refit_variants, top_file_right
+    from probe_calibration import STYLE_FEATURES, feature_shift, metrics, refit_variants, top_file_right
 
     gold = [{"path": "app/config.py", "start_line": 10, "end_line": 12}]
     assert top_file_right([{"path": "app/config.py"}, {"path": "x.py"}], gold)
@@ -393,3 +393,11 @@ def test_calibration_probe_labels_the_top_file_and_counts_wrong_abstentions(tmp_
     assert variants["plain-only"].n_samples < n / 3  # the plain items of the fit side only
     assert n / 3 < variants["mined-only"].n_samples < 2 * n / 3
     assert all(0.0 <= v.tau <= 1.0 for v in variants.values())
+
+    # The served features against a calibrator's fit: the citation count of a schema-2 calibrator
+    # (fitted near 20, served 5) is the feature furthest away, in its own standard deviations.
+    (tmp_path / "demo.json").write_text(json.dumps({
+        "feature_names": ["top_dense_cosine", "citations", "query_length"],
+        "means": [0.5, 19.9, 10.0], "stds": [0.2, 0.5, 4.0]}))
+    served = [{"repo": "demo", "features": {"top_dense_cosine": 0.6, "citations": 5.0}}] * 3
+    assert feature_shift(served, tmp_path)[-1] == "| demo | citations | 19.90 ± 0.50 | 5.00 | -29.8 |"

@@ -28,7 +28,10 @@ features (``eval/calibration_features.parquet``, the same fit-side split as the 
         --questions benchmarks/answer/questions*.jsonl
 
 Writes ``raw.jsonl`` (one row per question: confidence per variant, label, features) and
-``report.md``; prints the report.
+``report.md``; prints the report. ``--calibrators DIR`` (``<repo>.json`` calibrator files, e.g. the
+schema-2 ones kept in ``results/confidence-schema2/calibrators/``) adds, per repository, the feature
+whose served values sit furthest from what its calibrator was fitted on: the mean served value in
+the calibrator's own standard deviations (the train/serve skew that broke schema 2).
 """
 
 from __future__ import annotations
@@ -108,8 +111,8 @@ def ask_all(home: Path, questions: Sequence[Mapping[str, Any]]) -> list[dict[str
         copied = copy_home(home, Path(scratch))
         settings = Settings.from_env({**os.environ, "CODEX_SEMANTIC_CACHE": "off"})
         answerer = build_answerers(["extractive"], "http://127.0.0.1:9", 1.0, None, None)["extractive"][0]
-        engine = QueryEngine(CodexHome(copied), answerer=answerer, settings=settings)
         codex = CodexHome(copied)
+        engine = QueryEngine(codex, answerer=answerer, settings=settings)
         variants: dict[str, dict[str, Any]] = {}
         try:
             for q in questions:
@@ -177,6 +180,29 @@ def report(rows: Sequence[Mapping[str, Any]], groups: Mapping[str, Sequence[str]
     return lines
 
 
+def feature_shift(rows: Sequence[Mapping[str, Any]], calibrators: Path) -> list[str]:
+    """Per repository: each feature the calibrator reads, its mean served value (from ``rows``) in the
+    calibrator's standardization, ``(mean - fitted mean) / fitted std``; the largest |z| is reported."""
+    from codex_core.calibration.features import feature_vector
+
+    lines = ["| repository | feature furthest from its fit | fitted mean ± std | served mean | z |",
+             "|---|---|---:|---:|---:|"]
+    for repo in sorted({r["repo"] for r in rows}):
+        path = calibrators / f"{repo}.json"
+        if not path.exists():
+            continue
+        fitted = json.loads(path.read_text())
+        names, means, stds = fitted["feature_names"], np.array(fitted["means"]), np.array(fitted["stds"])
+        # query_length / question_like come from the query, which raw.jsonl does not keep: skip them.
+        X = np.stack([feature_vector(r["features"], "", names) for r in rows if r["repo"] == repo])
+        z = np.where(stds > 0, (X.mean(axis=0) - means) / np.where(stds > 0, stds, 1.0), 0.0)
+        z[[i for i, n in enumerate(names) if n in STYLE_FEATURES]] = 0.0
+        worst = int(np.argmax(np.abs(z)))
+        lines.append(f"| {repo} | {names[worst]} | {means[worst]:.2f} ± {stds[worst]:.2f} | {X[:, worst].mean():.2f} "
+                     f"| {z[worst]:+.1f} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--home", type=Path, required=True,
@@ -184,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--questions", type=Path, nargs="+", required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--calibrators", type=Path, help="<repo>.json calibrators: report the served feature shift")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     raw = args.out / "raw.jsonl"
@@ -199,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     groups = {"all": sorted({r["repo"] for r in rows}), **by_file,
               **{repo: [repo] for repo in sorted({r["repo"] for r in rows})}}
     lines = report(rows, groups)
+    if args.calibrators:
+        lines += ["", "Served features against the calibrators' fit:", "", *feature_shift(rows, args.calibrators)]
     (args.out / "report.md").write_text("# Confidence on hand-written questions\n\n" + "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -146,7 +146,11 @@ def test_an_outdated_calibrator_falls_back_to_the_heuristic(evaluated, caplog) -
     pointer = CodexHome(home).calibration_dir("demo") / "current.json"
     path = pointer.parent / json.loads(pointer.read_text())["path"]
     original = path.read_bytes()
-    path.write_text(json.dumps({**json.loads(original), "schema": 1}))  # fitted on older features
+    from codex_core.calibration import SCHEMA
+
+    # What a user has after upgrading: the previous schema, fitted on other features (schema 2 read the
+    # citation count).
+    path.write_text(json.dumps({**json.loads(original), "schema": SCHEMA - 1}))
     os.utime(pointer)  # serving reloads when the pointer changes
     engine = QueryEngine(CodexHome(home), answerer=offline_answerer())
     try:
