@@ -11,7 +11,7 @@ import enum
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,6 +134,7 @@ class PublishedReader:
             reranker=self._reranker,
             rankers=rankers,
             fallback_ranker=fallback,
+            chunk_vectors=self._chunk_vectors,
         )
 
     def refresh(self, force: bool = False) -> PublishedView:
@@ -199,6 +200,11 @@ class PublishedReader:
     def _dense_search(self, vector: np.ndarray, repos, k: int) -> list[tuple[str, str, float]]:
         hits = self.index.search(vector, repos=list(repos), top_k=k)
         return [(h.repo, h.id, float(h.score)) for h in hits]
+
+    def _chunk_vectors(self, repo: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored vectors of ``ids`` in ``repo``'s published version (the in-file chunk order)."""
+        return {p.id: np.asarray(p.vector, dtype=np.float32)
+                for p in self.index.get(repo, ids, with_vectors=True) if p.vector is not None}
 
     def close(self) -> None:
         self.index.close()

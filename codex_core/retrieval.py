@@ -26,6 +26,7 @@ from codex_core.ranker import FileFeatures, LearnedRanker, without_asked_flags
 from codex_core.ranker import file_features as file_features_of
 
 RRF_K = 60
+IN_FILE_ORDERS = frozenset({"signals", "fused"})
 # A cross-encoder reads query and passage together: its rank counts twice a first-stage rank.
 RERANK_WEIGHT = 2.0
 _TEST_PATH_RE = re.compile(
@@ -250,6 +251,15 @@ class RetrievalConfig:
     # chosen, +0.009 held out (docs/benchmarks.md §1). False: such a repository gets the hand-set
     # order. Needs learned_ranker.
     global_ranker: bool = True
+    # Which of a file's chunks are cited once the file order is set. "signals": a cited file's best
+    # chunk by fused score is still cited first; its next citations are the file's other chunks ranked
+    # by their own BM25 score and cosine to the question within that file, the two in-file ranks fused
+    # as 1/(1 + rank) (module-level code times module_penalty); chunks no search returned can be cited.
+    # "fused": the retrievers' repository-wide fused scores alone, which only know the chunks in the
+    # first-stage pools (the order before 2026-12). Chosen on the 157 older hand-written answer
+    # questions: the gold span among the first 3 citations 99 times vs 91, first citation unchanged
+    # (docs/benchmarks.md §5, "Which part of the file").
+    in_file_order: str = "signals"
 
     @property
     def general_ranker_serves(self) -> bool:
@@ -263,6 +273,8 @@ class RetrievalConfig:
             raise ValueError(f"file_evidence_min_share must be within [0, 1], got {self.file_evidence_min_share}")
         if self.file_evidence_chunks < 1:
             raise ValueError(f"file_evidence_chunks must be at least 1, got {self.file_evidence_chunks}")
+        if self.in_file_order not in IN_FILE_ORDERS:
+            raise ValueError(f"in_file_order must be one of {sorted(IN_FILE_ORDERS)}, got {self.in_file_order!r}")
 
 
 @dataclass
@@ -337,10 +349,12 @@ class HybridRetriever:
         reranker: Reranker | None = None,
         rankers: Callable[[str], LearnedRanker | None] = lambda repo: None,
         fallback_ranker: LearnedRanker | None = None,
+        chunk_vectors: Callable[[str, Sequence[str]], dict[str, np.ndarray]] | None = None,
     ):
         """``dense_search(vector, repos, k)`` -> [(repo, point id, cosine)]; ``graphs(repo)`` -> CodeGraph or
         None; ``rankers(repo)`` -> the repository's published learned ranker or None; ``fallback_ranker``
-        re-orders a repository that has none (``RetrievalConfig.global_ranker``)."""
+        re-orders a repository that has none (``RetrievalConfig.global_ranker``); ``chunk_vectors(repo,
+        ids)`` -> {point id: stored vector} for the in-file order (None: BM25 alone orders a file's chunks)."""
         self._dense_search = dense_search
         self._embed_query = embed_query
         self._corpora = corpora
@@ -349,6 +363,7 @@ class HybridRetriever:
         self._reranker = reranker
         self._rankers = rankers
         self._fallback_ranker = fallback_ranker
+        self._chunk_vectors = chunk_vectors
         self._symbol_tokens: dict[tuple[str, str, str], list[set[str]]] = {}
 
     def embed_query(self, query: str) -> np.ndarray:
@@ -370,6 +385,7 @@ class HybridRetriever:
         # None means every repo; an empty list means none (a tenant with no repos sees nothing).
         wanted = [r for r in (list(corpora) if repos is None else repos) if r in corpora]
         pool: dict[tuple[str, int], Candidate] = {}
+        vector: np.ndarray | None = None
 
         def add(repo: str, index: int, retriever: str, rank: int, raw: float) -> None:
             corpus = corpora[repo]
@@ -480,14 +496,92 @@ class HybridRetriever:
                 ranked = _in_file_order(ranked, ranker.order(rows))
                 ranked_by = f"learned:{ranker.meta.get('id', '?')}"
             timings["learned_rank_ms"] = (time.perf_counter() - t1) * 1000
+        in_fused_order = ranked
+        if cfg.in_file_order == "signals":
+            t1 = time.perf_counter()
+            ranked = self._order_in_files(ranked, top_k, corpora, chunk_scores, vector, cfg.module_penalty)
+            timings["in_file_ms"] = (time.perf_counter() - t1) * 1000
         t1 = time.perf_counter()
         chosen = self._select(ranked, top_k, cfg)
         timings["select_verify_ms"] = (time.perf_counter() - t1) * 1000
         timings["total_ms"] = (time.perf_counter() - t0) * 1000
+        # Confidence describes how clearly the first cited file was found: its best chunk by the
+        # retrievers' fused score, whichever of its chunks the in-file order cites first (a
+        # calibrator was fitted on that chunk's scores).
+        top = None
+        if chosen:
+            first_file = (chosen[0].repo, chosen[0].payload["path"])
+            top = next((c for c in in_fused_order
+                        if (c.repo, c.payload["path"]) == first_file and c.verified is not False), chosen[0])
         return RetrievalResult(
-            chosen, ranked, {k: round(v, 2) for k, v in timings.items()}, _features(chosen, features_order),
+            chosen, ranked, {k: round(v, 2) for k, v in timings.items()}, _features(chosen, features_order, top),
             file_features, ranked_by,
         )
+
+    def _order_in_files(
+        self,
+        ranked: list[Candidate],
+        top_k: int,
+        corpora: dict[str, RepoCorpus],
+        chunk_scores: dict[str, np.ndarray | None],
+        vector: np.ndarray | None,
+        module_penalty: float,
+    ) -> list[Candidate]:
+        """``ranked`` (grouped by file, files in their final order) with the chunks of its first
+        ``top_k`` files re-ordered by ``RetrievalConfig.in_file_order = "signals"``: the file's best
+        chunk by fused score stays first (what the user reads first, and what confidence describes);
+        the rest of the file's chunks (not only the pooled ones) follow, ranked by BM25 and by cosine
+        to ``vector`` within the file,
+        scored sum(1 / (1 + rank)), times ``module_penalty`` for module-level code (imports and
+        constants rarely implement what is asked, as in the fused order); ties keep the retrievers'
+        order, then line order. Chunks that
+        enter here are candidates ``via="in_file"``. Later files are left as they were."""
+        files: list[tuple[str, str]] = []
+        for cand in ranked:
+            f = (cand.repo, cand.payload["path"])
+            if f not in files:
+                files.append(f)
+                if len(files) == top_k:
+                    break
+        by_key = {c.key: c for c in ranked}
+        position = {c.key: i for i, c in enumerate(ranked)}
+        head: list[Candidate] = []
+        for repo, path in files:
+            corpus = corpora[repo]
+            members = corpus.by_path.get(path, [])
+            pooled = [c for c in ranked if c.repo == repo and c.payload["path"] == path]
+            if not members:
+                head += pooled
+                continue
+            signals: list[np.ndarray] = []
+            scores = chunk_scores.get(repo)
+            if scores is not None:
+                signals.append(np.asarray(scores, dtype=float)[members])
+            if vector is not None and self._chunk_vectors is not None:
+                stored = self._chunk_vectors(repo, [corpus.ids[i] for i in members])
+                if len(stored) == len(members):
+                    signals.append(np.array([float(stored[corpus.ids[i]] @ vector) for i in members]))
+            if not signals:
+                head += pooled
+                continue
+            tie = [(position.get((repo, i), len(ranked)), corpus.payloads[i]["start_line"]) for i in members]
+            fused = np.zeros(len(members))
+            for values in signals:
+                order = sorted(range(len(members)), key=lambda j: (-values[j], tie[j]))
+                for rank, j in enumerate(order):
+                    fused[j] += 1.0 / (1 + rank)
+            fused *= [module_penalty if corpus.payloads[i].get("kind") == "module" else 1.0 for i in members]
+            file_score = pooled[0].file_score if pooled else 0.0
+            lead = pooled[0].index if pooled else None
+            for j in sorted(range(len(members)), key=lambda j: (members[j] != lead, -fused[j], tie[j])):
+                cand = by_key.get((repo, members[j]))
+                if cand is None:
+                    cand = Candidate(repo, members[j], corpus.payloads[members[j]],
+                                     via="in_file", file_score=file_score)
+                cand.raw_scores["in_file"] = round(float(fused[j]), 4)
+                head.append(cand)
+        chosen_files = set(files)
+        return head + [c for c in ranked if (c.repo, c.payload["path"]) not in chosen_files]
 
     def _symbols_of(self, corpus: RepoCorpus, path: str) -> list[set[str]]:
         """Token sets of the names defined in ``path`` (cached per corpus version)."""
@@ -630,14 +724,16 @@ def _in_file_order(ranked: list[Candidate], files: list[tuple[str, str]]) -> lis
     return sorted(ranked, key=lambda c: position.get((c.repo, c.payload["path"]), tail))
 
 
-def _features(chosen: list[Candidate], ranked: list[Candidate]) -> dict[str, float]:
+def _features(chosen: list[Candidate], ranked: list[Candidate], top: Candidate | None = None) -> dict[str, float]:
     """Signals for confidence from ``ranked`` in chunk order (best chunk first, ``file_score`` set):
     the top citation's fused score, retriever agreement, dense cosine and BM25 score, verification,
     and how clearly the top-1 *file* (what the calibrated confidence is about) stands out: its
     evidence lead over the next file (``margin``, and relative: ``file_margin``), its share of the
     top-10 score mass, how many distinct files the top 10 spread over, and the best dense /
-    lexical rank any of its chunks reached."""
-    top = chosen[0] if chosen else None
+    lexical rank any of its chunks reached. ``top`` is the first cited file's best chunk by fused
+    score (default: the first citation)."""
+    if top is None:
+        top = chosen[0] if chosen else None
     features = {
         "top_score": top.score if top else 0.0,
         "margin": 0.0,

@@ -65,6 +65,23 @@ def test_behaviour_questions_cite_the_implementation_exactly(engine, ingested, q
     assert result["index_commit"] == git(repo, "rev-parse", "HEAD")
 
 
+def test_the_in_file_order_reads_the_vectors_the_dense_search_scores(engine) -> None:
+    """``in_file_order = "signals"`` ranks a cited file's chunks by their stored vectors: those are the
+    vectors the dense search scored (same published version), for every chunk of the file."""
+    question = "Where are key = value configuration lines parsed?"
+    vector = engine.reader.retriever.embed_query(question)
+    engine.reader.refresh(force=True)
+    repo, pid, score = engine.reader._dense_search(vector, ["demo"], 1)[0]
+    corpus = engine.reader.view.corpora[repo]
+    path = corpus.payloads[corpus.by_id[pid]]["path"]
+    ids = [corpus.ids[i] for i in corpus.by_path[path]]
+    stored = engine.reader._chunk_vectors(repo, ids)
+    assert set(stored) == set(ids)
+    assert float(stored[pid] @ vector) == pytest.approx(score, abs=1e-4)
+    result = engine.retrieve(question, repo="demo", top_k=3).result
+    assert "in_file" in result.candidates[0].raw_scores and "in_file_ms" in result.timings_ms
+
+
 def test_no_llm_still_answers_extractively_and_health_says_why(ingested) -> None:
     home, _ = ingested
     app = create_app(lambda: QueryEngine(CodexHome(home), answerer=offline_answerer(), abstain_below=0.0))

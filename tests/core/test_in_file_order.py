@@ -1,0 +1,89 @@
+"""Which chunks of a cited file are cited (``RetrievalConfig.in_file_order``).
+
+The first-stage searches are cut repository-wide (``lexical_k``, ``dense_k``), so a file that is
+rightly cited first may be cited with the chunks that happened to be in those pools rather than
+with the part of it that answers. ``"signals"`` ranks every chunk of each cited file by its own
+BM25 score and cosine within that file; ``"fused"`` is the order before it.
+
+Real BM25 over a small corpus; dense is off here (no vectors), so BM25 alone orders a file's chunks.
+The reader's stored vectors are checked in tests/serving/test_query.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from codex_core.models import content_hash
+from codex_core.retrieval import HybridRetriever, RepoCorpus, RetrievalConfig
+
+CHUNKS = [
+    ("cart.py", "Cart.apply_coupon",
+     "def apply_coupon(self, coupon):\n    # a coupon takes its percent off the cart total\n"
+     "    self.total -= self.total * coupon.percent // 100"),
+    ("cart.py", "Cart.add_item",
+     "def add_item(self, sku, price):\n    self.items.append(sku)\n    self.total += price"),
+    ("cart.py", "Cart.checkout",
+     "def checkout(self, payment):\n    payment.charge(self.total)\n    self.items.clear()"),
+    ("cart.py", "Cart.coupon_total",
+     "def coupon_total(self, coupon):\n    # the total a coupon would leave on the cart\n    return self.total"),
+    ("coupons.py", "load_coupons", "def load_coupons(rows):\n    return [Coupon(**row) for row in rows]"),
+]
+QUERY = "how does a coupon take its percent off the cart total"
+NARROW = {"dense": False, "graph_hops": 0, "lexical_k": 1}  # the chunk search keeps its single best chunk
+
+
+class FilesOfTheChunks:
+    def file_lines(self, repo, commit, path):
+        return "\n".join(text for p, _, text in CHUNKS if p == path).split("\n")
+
+
+def retriever() -> HybridRetriever:
+    points, lines = [], {}
+    for i, (path, symbol, text) in enumerate(CHUNKS):
+        start = lines.get(path, 0) + 1
+        lines[path] = start + text.count("\n")
+        points.append((f"00000000-0000-0000-0000-{i:012d}", {
+            "repo": "r", "commit": "c", "path": path, "language": "python", "symbol": symbol, "kind": "function",
+            "start_line": start, "end_line": lines[path], "text": text, "content_hash": content_hash(text),
+        }))
+    corpus = RepoCorpus.build("r", "v1", "c", points)
+    return HybridRetriever(dense_search=lambda vector, repos, k: [],
+                           embed_query=lambda q: np.zeros(4, dtype=np.float32), corpora=lambda: {"r": corpus},
+                           graphs=lambda repo: None, verifier=FilesOfTheChunks())
+
+
+def cited(config: RetrievalConfig) -> list[str]:
+    return [c.payload["symbol"] for c in retriever().retrieve(QUERY, top_k=3, config=config).candidates]
+
+
+def test_the_file_is_cited_with_its_best_matching_parts_not_only_what_the_cut_pool_held() -> None:
+    # The repository-wide chunk search kept apply_coupon alone: under the old order cart.py is cited
+    # with it and nothing else of cart.py (coupons.py entered through the whole-file search).
+    assert cited(RetrievalConfig(**NARROW, in_file_order="fused")) == ["Cart.apply_coupon", "load_coupons"]
+    # In-file, coupon_total matches the question next best: it is cited with apply_coupon, before the
+    # next file, and its trace says it came from the in-file order.
+    result = retriever().retrieve(QUERY, top_k=3, config=RetrievalConfig(**NARROW))
+    symbols = [c.payload["symbol"] for c in result.candidates]
+    assert symbols == ["Cart.apply_coupon", "Cart.coupon_total", "load_coupons"]
+    second = result.candidates[1]
+    assert second.via == "in_file" and second.verified is True
+    assert second.to_trace()["raw_scores"]["in_file"] == pytest.approx(0.5)
+    assert "in_file_ms" in result.timings_ms
+
+
+def test_the_in_file_order_does_not_move_files_or_change_confidence() -> None:
+    old = retriever().retrieve(QUERY, top_k=3, config=RetrievalConfig(**NARROW, in_file_order="fused"))
+    new = retriever().retrieve(QUERY, top_k=3, config=RetrievalConfig(**NARROW))
+    files = [c.payload["path"] for c in new.candidates]
+    assert list(dict.fromkeys(files)) == list(dict.fromkeys(c.payload["path"] for c in old.candidates))
+    # What calibrated confidence reads is unchanged (the first cited file's best chunk by fused score);
+    # only the number of citations differs, which no calibrator reads (schema 3).
+    assert {k: v for k, v in new.features.items() if k != "citations"} == {
+        k: v for k, v in old.features.items() if k != "citations"}
+    assert (old.features["citations"], new.features["citations"]) == (2.0, 3.0)
+
+
+def test_an_unknown_in_file_order_is_refused() -> None:
+    with pytest.raises(ValueError, match="in_file_order"):
+        RetrievalConfig(in_file_order="random")
