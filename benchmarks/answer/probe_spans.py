@@ -1,0 +1,148 @@
+"""Which part of the file? Where the gold span sits among the served citations, per in-file order.
+
+Every hand-written answer question has a gold file and line span. A file can be cited first and the
+answer still be missed, because the citations hold another part of it: the compact prompt shows a
+small model the first 3 citations, and the extractive answer lists them. This probe asks every
+question once per ``RetrievalConfig.in_file_order`` (retrieval only, no model; the served defaults
+otherwise, ``top_k`` 5) and reports, per question set and per repository:
+
+- ``span@1`` / ``span@3`` / ``span@5``: the first citation overlapping a gold span is within the first
+  1 / 3 / 5;
+- ``file@1``: the first citation's file is a gold file (the in-file order must not change it);
+- ``first same``: the first citation is identical under every order (it must be: the in-file order
+  keeps a file's best chunk by fused score first).
+
+Per question and order, ``raw.jsonl`` keeps the citations (path, lines, symbol, ``via``, in-file score)
+and the gold-span position, so two runs can be diffed.
+
+    .venv/bin/python benchmarks/answer/probe_spans.py --home DIR --out DIR \\
+        --questions benchmarks/answer/questions*.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parents[1]))
+
+from score import overlaps_gold  # noqa: E402
+
+ORDERS = ("fused", "signals")
+METRICS = ("span@1", "span@3", "span@5", "file@1")
+
+
+def load(paths: Sequence[Path]) -> list[dict[str, Any]]:
+    out = []
+    for path in paths:
+        for line in path.read_text().splitlines():
+            if line.strip():
+                out.append({**json.loads(line), "set": path.stem})
+    return out
+
+
+def gold_position(refs: Sequence[str], gold: Sequence[Mapping[str, Any]]) -> int | None:
+    """0-based position of the first citation overlapping a gold span, or None."""
+    return next((i for i, ref in enumerate(refs) if overlaps_gold(ref, gold)), None)
+
+
+def ask_all(home: Path, questions: Sequence[Mapping[str, Any]], orders: Sequence[str]) -> list[dict[str, Any]]:
+    from answer_bench import build_answerers, copy_home
+
+    from codex_core.home import CodexHome
+    from codex_core.retrieval import RetrievalConfig
+    from codex_core.settings import Settings
+    from serving.engine import QueryEngine
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="probe-spans-") as scratch:
+        copied = copy_home(home, Path(scratch))
+        settings = Settings.from_env({**os.environ, "CODEX_SEMANTIC_CACHE": "off"})
+        answerer = build_answerers(["extractive"], "http://127.0.0.1:9", 1.0, None, None)["extractive"][0]
+        engine = QueryEngine(CodexHome(copied), answerer=answerer, settings=settings)
+        try:
+            for q in questions:
+                for order in orders:
+                    config = dataclasses.replace(RetrievalConfig(), in_file_order=order)
+                    result = engine.retrieve(q["question"], repo=q["repo"], top_k=5, config=config).result
+                    citations = [{"ref": c.ref, "symbol": c.payload.get("symbol"), "via": c.via,
+                                  "in_file": c.raw_scores.get("in_file")} for c in result.candidates]
+                    refs = [c["ref"] for c in citations]
+                    gold_files = {g["path"] for g in q["gold"]}
+                    rows.append({"id": q["id"], "set": q["set"], "repo": q["repo"], "kind": q["kind"],
+                                 "order": order, "gold_position": gold_position(refs, q["gold"]),
+                                 "top_file_right": bool(refs) and refs[0].rsplit(":", 1)[0] in gold_files,
+                                 "citations": citations})
+        finally:
+            engine.close()
+    return rows
+
+
+def metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    out = Counter({m: 0 for m in METRICS})
+    for r in rows:
+        pos = r["gold_position"]
+        out["span@1"] += pos is not None and pos < 1
+        out["span@3"] += pos is not None and pos < 3
+        out["span@5"] += pos is not None
+        out["file@1"] += bool(r["top_file_right"])
+    return dict(out)
+
+
+def report(rows: Sequence[Mapping[str, Any]], orders: Sequence[str]) -> list[str]:
+    groups: dict[str, set[str]] = {"all": {r["id"] for r in rows}}
+    for key in ("set", "repo"):
+        for value in sorted({r[key] for r in rows}):
+            groups[value] = {r["id"] for r in rows if r[key] == value}
+    first: dict[str, set[str]] = {}
+    for r in rows:
+        first.setdefault(r["id"], set()).add(r["citations"][0]["ref"] if r["citations"] else "")
+    lines = ["| questions | n | order | " + " | ".join(METRICS) + " | first same |",
+             "|---|---:|---|" + "---:|" * (len(METRICS) + 1)]
+    for name, ids in groups.items():
+        same = sum(1 for i in ids if len(first[i]) == 1)
+        for order in orders:
+            m = metrics([r for r in rows if r["id"] in ids and r["order"] == order])
+            lines.append(f"| {name} | {len(ids)} | {order} | " + " | ".join(str(m[k]) for k in METRICS)
+                         + f" | {same} |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--home", type=Path, help="CODEX_HOME with the questions' repositories ingested")
+    parser.add_argument("--questions", type=Path, nargs="+", required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--orders", nargs="+", default=list(ORDERS), choices=ORDERS)
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    raw = args.out / "raw.jsonl"
+    if not args.report_only:
+        if args.home is None:
+            parser.error("--home is needed unless --report-only")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        repos = set(json.loads((args.home / "repos.json").read_text()))
+        questions = [q for q in load(args.questions) if q["repo"] in repos]
+        raw.write_text("".join(json.dumps(r) + "\n" for r in ask_all(args.home, questions, args.orders)))
+    rows = [json.loads(line) for line in raw.read_text().splitlines()]
+    lines = report(rows, args.orders)
+    (args.out / "report.md").write_text("# Which part of the file: the gold span among the citations\n\n"
+                                        + "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
