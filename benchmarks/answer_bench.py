@@ -234,7 +234,7 @@ def copy_home(home: Path, into: Path) -> Path:
 
 
 def ask(engine: Any, answerer: Any, counters: list[CountingBackend], question: dict[str, Any],
-        config: str) -> dict[str, Any]:
+        config: str, retrieval: Any = None) -> dict[str, Any]:
     for counter in counters:
         counter.calls.clear()
     engine.answerer = answerer
@@ -242,7 +242,7 @@ def ask(engine: Any, answerer: Any, counters: list[CountingBackend], question: d
                               "config": config, "question": question["question"]}
     started = time.perf_counter()
     try:
-        answer = engine.query(question["question"], repo=question["repo"])
+        answer = engine.query(question["question"], repo=question["repo"], config=retrieval)
     except Exception as exc:  # recorded and reported: one failing query must not end a 2-hour run
         record |= {"error": f"{type(exc).__name__}: {exc}",
                    "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
@@ -294,6 +294,9 @@ def run(args: argparse.Namespace, questions: list[dict[str, Any]], raw: Path) ->
     if not args.resume and raw.exists():
         raise SystemExit(f"{raw} exists: pass --resume to continue that run, or choose another --label/--out")
     answerers = build_answerers(args.configs, args.llm_url, args.timeout, args.expert_url, args.seed)
+    from codex_core.retrieval import RetrievalConfig
+
+    retrieval = RetrievalConfig(in_file_order=args.in_file_order)
     with tempfile.TemporaryDirectory(prefix="answer-bench-") as scratch:
         home = copy_home(args.home, Path(scratch))
         # The semantic cache off: every configuration answers the same questions, and each must ask its model.
@@ -302,7 +305,7 @@ def run(args: argparse.Namespace, questions: list[dict[str, Any]], raw: Path) ->
         # Warm-up (not recorded): the embedder, the index, each model's first request.
         warm = questions[0]
         for config in args.configs:
-            ask(engine, *answerers[config], warm, config)
+            ask(engine, *answerers[config], warm, config, retrieval)
         with raw.open("a") as out:
             for number, question in enumerate(questions):
                 # Rotate the order so no configuration is always first (or right after another).
@@ -310,7 +313,7 @@ def run(args: argparse.Namespace, questions: list[dict[str, Any]], raw: Path) ->
                 for config in order:
                     if (question["id"], config) in done:
                         continue
-                    record = ask(engine, *answerers[config], question, config)
+                    record = ask(engine, *answerers[config], question, config, retrieval)
                     record["load_avg"] = round(os.getloadavg()[0], 2)
                     out.write(json.dumps(record, ensure_ascii=False) + "\n")
                     out.flush()
@@ -431,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="every model's sampling seed (models.toml seed): configurations that share a first "
                              "call then share its answer; default: none (the server's random seed)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds for one model generation")
+    parser.add_argument("--in-file-order", default="signals", choices=["signals", "fused"],
+                        help="RetrievalConfig.in_file_order for every question (fused: the order before 2026-12)")
     parser.add_argument("--label", default=time.strftime("%Y%m%d-%H%M"))
     parser.add_argument("--out", type=Path, default=None, help="default benchmarks/answer/results/<label>")
     parser.add_argument("--resume", action="store_true", help="append to an existing raw.jsonl, skipping done answers")
@@ -460,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
                 "load_before": round(os.getloadavg()[0], 2), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "expert_url": args.expert_url,
                 "expert_model": _served_model(args.expert_url) if args.expert_url else None,
-                "seed": args.seed, "code": _git_head(),
+                "seed": args.seed, "code": _git_head(), "in_file_order": args.in_file_order,
                 "configurations": llm_configs(args.llm_url, args.timeout, args.expert_url, args.seed)}
         meta_path.write_text(json.dumps(meta, indent=1) + "\n")
         run(args, questions, raw)

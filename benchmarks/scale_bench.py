@@ -261,10 +261,14 @@ def main(argv: list[str] | None = None) -> int:
             ranker = LearnedRanker(mean=[0.0] * len(FEATURES), scale=[1.0] * len(FEATURES),
                                    coef=[1.0 / (i + 1) for i in range(len(FEATURES))], intercept=0.0)
 
+        def chunk_vectors(repo: str, ids) -> dict[str, np.ndarray]:  # as PublishedReader reads them
+            return {p.id: np.asarray(p.vector, dtype=np.float32) for p in index.get(repo, ids, with_vectors=True)}
+
         def retriever(embed_query: Callable[[str], np.ndarray]) -> HybridRetriever:
             return HybridRetriever(
                 dense_search=dense_search, embed_query=embed_query, corpora=lambda: {REPO: corpus},
                 graphs=lambda repo: graph, verifier=DiskVerificationSource(files), rankers=lambda repo: ranker,
+                chunk_vectors=chunk_vectors,
             )
 
         config = RetrievalConfig(dense_k=DENSE_K, file_lexical_weight=args.file_lexical_weight)
