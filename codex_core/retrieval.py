@@ -6,6 +6,7 @@ fused score, why it was dropped) is kept in a trace a user can read.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections import OrderedDict, defaultdict
@@ -24,6 +25,8 @@ from codex_core.models import content_hash, span_text
 from codex_core.query_style import is_question
 from codex_core.ranker import FileFeatures, LearnedRanker, without_asked_flags
 from codex_core.ranker import file_features as file_features_of
+
+_log = logging.getLogger(__name__)
 
 RRF_K = 60
 IN_FILE_ORDERS = frozenset({"signals", "fused"})
@@ -497,7 +500,7 @@ class HybridRetriever:
                 ranked_by = f"learned:{ranker.meta.get('id', '?')}"
             timings["learned_rank_ms"] = (time.perf_counter() - t1) * 1000
         in_fused_order = ranked
-        if cfg.in_file_order == "signals":
+        if cfg.in_file_order == "signals" and cfg.max_per_file > 1:  # with one citation per file, the lead is it
             t1 = time.perf_counter()
             ranked = self._order_in_files(ranked, top_k, corpora, chunk_scores, vector, cfg.module_penalty)
             timings["in_file_ms"] = (time.perf_counter() - t1) * 1000
@@ -530,12 +533,12 @@ class HybridRetriever:
         """``ranked`` (grouped by file, files in their final order) with the chunks of its first
         ``top_k`` files re-ordered by ``RetrievalConfig.in_file_order = "signals"``: the file's best
         chunk by fused score stays first (what the user reads first, and what confidence describes);
-        the rest of the file's chunks (not only the pooled ones) follow, ranked by BM25 and by cosine
-        to ``vector`` within the file,
-        scored sum(1 / (1 + rank)), times ``module_penalty`` for module-level code (imports and
-        constants rarely implement what is asked, as in the fused order); ties keep the retrievers'
-        order, then line order. Chunks that
-        enter here are candidates ``via="in_file"``. Later files are left as they were."""
+        the file's other chunks, pooled or not, follow, ranked within the file by BM25 and by cosine
+        to ``vector`` and scored sum(1 / (1 + rank)), times ``module_penalty`` for module-level code
+        (imports and constants rarely implement what is asked, as in the fused order); ties keep the
+        retrievers' order, then line order. Chunks that enter here are candidates ``via="in_file"``.
+        Later files are left as they were. If the stored vectors cannot be read, BM25 alone orders
+        the file (logged)."""
         files: list[tuple[str, str]] = []
         for cand in ranked:
             f = (cand.repo, cand.payload["path"])
@@ -550,7 +553,7 @@ class HybridRetriever:
             corpus = corpora[repo]
             members = corpus.by_path.get(path, [])
             pooled = [c for c in ranked if c.repo == repo and c.payload["path"] == path]
-            if not members:
+            if len(members) <= 1:
                 head += pooled
                 continue
             signals: list[np.ndarray] = []
@@ -558,8 +561,13 @@ class HybridRetriever:
             if scores is not None:
                 signals.append(np.asarray(scores, dtype=float)[members])
             if vector is not None and self._chunk_vectors is not None:
-                stored = self._chunk_vectors(repo, [corpus.ids[i] for i in members])
-                if len(stored) == len(members):
+                try:
+                    stored = self._chunk_vectors(repo, [corpus.ids[i] for i in members])
+                except Exception as exc:  # an enhancement: the query is answered without it
+                    _log.warning("in-file order of %s in %s without cosine: stored vectors unreadable (%s: %s)",
+                                 path, repo, type(exc).__name__, exc)
+                    stored = {}
+                if all(corpus.ids[i] in stored for i in members):  # else another version: BM25 alone
                     signals.append(np.array([float(stored[corpus.ids[i]] @ vector) for i in members]))
             if not signals:
                 head += pooled

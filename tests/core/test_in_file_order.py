@@ -38,7 +38,7 @@ class FilesOfTheChunks:
         return "\n".join(text for p, _, text in CHUNKS if p == path).split("\n")
 
 
-def retriever() -> HybridRetriever:
+def retriever(chunk_vectors=None) -> HybridRetriever:
     points, lines = [], {}
     for i, (path, symbol, text) in enumerate(CHUNKS):
         start = lines.get(path, 0) + 1
@@ -50,7 +50,7 @@ def retriever() -> HybridRetriever:
     corpus = RepoCorpus.build("r", "v1", "c", points)
     return HybridRetriever(dense_search=lambda vector, repos, k: [],
                            embed_query=lambda q: np.zeros(4, dtype=np.float32), corpora=lambda: {"r": corpus},
-                           graphs=lambda repo: None, verifier=FilesOfTheChunks())
+                           graphs=lambda repo: None, verifier=FilesOfTheChunks(), chunk_vectors=chunk_vectors)
 
 
 def cited(config: RetrievalConfig) -> list[str]:
@@ -87,3 +87,22 @@ def test_the_in_file_order_does_not_move_files_or_change_confidence() -> None:
 def test_an_unknown_in_file_order_is_refused() -> None:
     with pytest.raises(ValueError, match="in_file_order"):
         RetrievalConfig(in_file_order="random")
+
+
+def test_unreadable_stored_vectors_leave_bm25_to_order_the_file_and_say_so(caplog) -> None:
+    def unreadable(repo, ids):
+        raise ConnectionError("vector store unreachable")
+
+    config = RetrievalConfig(**{**NARROW, "dense": True})  # the query is embedded: cosine would be read
+    with caplog.at_level("WARNING", logger="codex_core.retrieval"):
+        result = retriever(unreadable).retrieve(QUERY, top_k=3, config=config)
+    assert [c.payload["symbol"] for c in result.candidates] == ["Cart.apply_coupon", "Cart.coupon_total",
+                                                                "load_coupons"]
+    assert "cart.py" in caplog.text and "vector store unreachable" in caplog.text
+
+
+def test_one_citation_per_file_skips_the_in_file_order() -> None:
+    """The self-evaluation cites one chunk per file: the lead, whatever the order, so no work is done."""
+    result = retriever().retrieve(QUERY, top_k=3, config=RetrievalConfig(**NARROW, max_per_file=1))
+    assert "in_file_ms" not in result.timings_ms
+    assert [c.payload["symbol"] for c in result.candidates] == ["Cart.apply_coupon", "load_coupons"]
