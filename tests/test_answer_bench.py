@@ -405,3 +405,26 @@ def test_calibration_probe_labels_the_top_file_and_counts_wrong_abstentions(tmp_
         "means": [0.5, 19.9, 10.0], "stds": [0.2, 0.5, 4.0]}))
     served = [{"repo": "demo", "features": {"top_dense_cosine": 0.6, "citations": 5.0}}] * 3
     assert feature_shift(served, tmp_path)[-1] == "| demo | citations | 19.90 ± 0.50 | 5.00 | -29.8 |"
+
+
+def test_span_probe_counts_where_the_gold_span_sits_and_whether_the_first_citation_moved() -> None:
+    """probe_spans.py: the position of the first citation overlapping a gold span (a citation of the
+    gold file elsewhere does not count), and per order the counts a reader compares."""
+    from probe_spans import gold_position, metrics, report
+
+    gold = [{"path": "app/config.py", "start_line": 10, "end_line": 12}]
+    assert gold_position(["app/config.py:40-60", "x.py:1-5", "app/config.py:12-20"], gold) == 2
+    assert gold_position(["app/config.py:13-30"], gold) is None and gold_position([], gold) is None
+
+    def row(qid: str, order: str, position: int | None, first: str) -> dict:
+        return {"id": qid, "set": "s", "repo": "demo", "order": order, "gold_position": position,
+                "top_file_right": first.startswith("app/"), "citations": [{"ref": first}]}
+
+    rows = [row("q1", "fused", None, "app/config.py:40-60"), row("q1", "signals", 1, "app/config.py:40-60"),
+            row("q2", "fused", 0, "app/config.py:10-12"), row("q2", "signals", 0, "app/config.py:10-12"),
+            row("q3", "fused", 4, "x.py:1-5"), row("q3", "signals", 2, "y.py:1-5")]
+    assert metrics([r for r in rows if r["order"] == "fused"]) == {"span@1": 1, "span@3": 1, "span@5": 2, "file@1": 2}
+    assert metrics([r for r in rows if r["order"] == "signals"]) == {"span@1": 1, "span@3": 3, "span@5": 3,
+                                                                     "file@1": 2}
+    table = report(rows, ["fused", "signals"])
+    assert "| all | 3 | signals | 1 | 3 | 3 | 2 | 2 |" in table  # q3's first citation moved: 2 of 3 the same
