@@ -17,13 +17,15 @@ What is built (all in a temporary ``CODEX_HOME``):
 * Queries: ``--queries`` real natural-language / identifier queries (docstring first lines and
   split function names from the same files).
 
-Measured over every query (after warm-up), in one run, the four measurements interleaved per query:
+Measured over every query (after warm-up), in one run, the five measurements interleaved per query:
 
 * ``retrieve (embedding excluded)``: ``HybridRetriever.retrieve`` with precomputed query vectors;
   per stage too (dense, lexical, graph, select+verify).
 * ``retrieve (embedding included)``: the same with the real embedder, the query embedded per call.
 * baseline ``numpy brute force``: exact cosine of the query against the same 80k vectors
   (float32 matmul + top-50), embedding excluded and included.
+* ``retrieve (embedding excluded), in_file_order=fused``: the order of a file's chunks before the
+  in-file order (no stored-vector reads), paired with the first, so its cost shows as a ratio.
 
 Target: retrieval P95 <= 50 ms. Run: ``.venv/bin/python benchmarks/scale_bench.py --points 80000``
 """
@@ -42,7 +44,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -262,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                                    coef=[1.0 / (i + 1) for i in range(len(FEATURES))], intercept=0.0)
 
         def chunk_vectors(repo: str, ids) -> dict[str, np.ndarray]:  # as PublishedReader reads them
-            return {p.id: np.asarray(p.vector, dtype=np.float32) for p in index.get(repo, ids, with_vectors=True)}
+            return index.vectors(repo, ids)
 
         def retriever(embed_query: Callable[[str], np.ndarray]) -> HybridRetriever:
             return HybridRetriever(
@@ -279,6 +281,13 @@ def main(argv: list[str] | None = None) -> int:
             for key, value in result.timings_ms.items():
                 stage_times.setdefault(key, []).append(value)
             return result
+
+        # The in-file order before it (a file's chunks by fused score only): what the stored-vector
+        # reads of the default order cost, paired per query.
+        fused_config = replace(config, in_file_order="fused")
+
+        def excluded_fused(q: str):
+            return precomputed.retrieve(q, repos=[REPO], top_k=args.top_k, config=fused_config)
 
         precomputed = retriever(lambda q: query_vectors[q])
         live = retriever(lambda q: embedder.embed([q])[0])
@@ -301,11 +310,13 @@ def main(argv: list[str] | None = None) -> int:
                 "included": included,
                 "numpy_excluded": lambda q: brute(query_vectors[q]),
                 "numpy_included": lambda q: brute(embedder.embed([q])[0]),
+                "excluded_fused": excluded_fused,
             },
             queries,
         )
         lat_excl, results = measured["excluded"]
-        lat_incl, lat_np_excl, lat_np_incl = (measured[k][0] for k in ("included", "numpy_excluded", "numpy_included"))
+        lat_incl, lat_np_excl, lat_np_incl, lat_fused = (
+            measured[k][0] for k in ("included", "numpy_excluded", "numpy_included", "excluded_fused"))
         index.close()
     finally:
         shutil.rmtree(home, ignore_errors=True)
@@ -315,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         summarize("retrieve, embedding included", lat_incl, "same, query embedded by MiniLM per call"),
         summarize("baseline numpy brute force, embedding excluded", lat_np_excl, "float32 matmul + top-50"),
         summarize("baseline numpy brute force, embedding included", lat_np_incl, "MiniLM embed + matmul + top-50"),
+        summarize("retrieve, embedding excluded, in_file_order=fused", lat_fused,
+                  "the order before 2026-12: no stored-vector reads"),
     ]
     stages = {k: summarize(k, v[WARMUP:]) for k, v in stage_times.items() if k not in ("total_ms", "embed_ms")}
     citations = [len(r.candidates) for r in results]

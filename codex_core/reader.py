@@ -203,8 +203,7 @@ class PublishedReader:
 
     def _chunk_vectors(self, repo: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
         """The stored vectors of ``ids`` in ``repo``'s published version (the in-file chunk order)."""
-        return {p.id: np.asarray(p.vector, dtype=np.float32)
-                for p in self.index.get(repo, ids, with_vectors=True) if p.vector is not None}
+        return self.index.vectors(repo, ids)
 
     def close(self) -> None:
         self.index.close()

@@ -502,7 +502,8 @@ class HybridRetriever:
         in_fused_order = ranked
         if cfg.in_file_order == "signals" and cfg.max_per_file > 1:  # with one citation per file, the lead is it
             t1 = time.perf_counter()
-            ranked = self._order_in_files(ranked, top_k, corpora, chunk_scores, vector, cfg.module_penalty)
+            ranked = self._order_in_files(ranked, top_k, cfg.max_per_file, corpora, chunk_scores, vector,
+                                          cfg.module_penalty)
             timings["in_file_ms"] = (time.perf_counter() - t1) * 1000
         t1 = time.perf_counter()
         chosen = self._select(ranked, top_k, cfg)
@@ -525,26 +526,29 @@ class HybridRetriever:
         self,
         ranked: list[Candidate],
         top_k: int,
+        max_per_file: int,
         corpora: dict[str, RepoCorpus],
         chunk_scores: dict[str, np.ndarray | None],
         vector: np.ndarray | None,
         module_penalty: float,
     ) -> list[Candidate]:
         """``ranked`` (grouped by file, files in their final order) with the chunks of its first
-        ``top_k`` files re-ordered by ``RetrievalConfig.in_file_order = "signals"``: the file's best
-        chunk by fused score stays first (what the user reads first, and what confidence describes);
-        the file's other chunks, pooled or not, follow, ranked within the file by BM25 and by cosine
-        to ``vector`` and scored sum(1 / (1 + rank)), times ``module_penalty`` for module-level code
-        (imports and constants rarely implement what is asked, as in the fused order); ties keep the
-        retrievers' order, then line order. Chunks that enter here are candidates ``via="in_file"``.
-        Later files are left as they were. If the stored vectors cannot be read, BM25 alone orders
-        the file (logged)."""
+        files (as many as can fill ``top_k`` citations at ``max_per_file`` each) re-ordered by
+        ``RetrievalConfig.in_file_order = "signals"``: the file's best chunk by fused score stays
+        first (what the user reads first, and what confidence describes); the file's other chunks,
+        pooled or not, follow, ranked within the file by BM25 and by cosine to ``vector`` and scored
+        sum(1 / (1 + rank)), times ``module_penalty`` for module-level code (imports and constants
+        rarely implement what is asked, as in the fused order); ties keep the retrievers' order,
+        then line order. Chunks that enter here are candidates ``via="in_file"``. Later files are
+        left as they were. If the stored vectors cannot be read, BM25 alone orders the file (logged)."""
         files: list[tuple[str, str]] = []
+        slots = 0
         for cand in ranked:
             f = (cand.repo, cand.payload["path"])
             if f not in files:
                 files.append(f)
-                if len(files) == top_k:
+                slots += min(max_per_file, len(corpora[cand.repo].by_path.get(cand.payload["path"], [])) or 1)
+                if slots >= top_k:
                     break
         by_key = {c.key: c for c in ranked}
         position = {c.key: i for i, c in enumerate(ranked)}

@@ -559,6 +559,20 @@ class EmbeddedVectorIndex(VectorIndex):
             if pid in by_id
         ]
 
+    def vectors(self, repo: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        wanted = [checked_point_id(i) for i in ids]
+        if not wanted:
+            return {}
+        with self._lock:
+            self._require_open()
+            (opened,) = self._readers_for([repo])
+            records = opened.shard.retrieve(wanted, with_payload=False, with_vector=True)
+        records = [r for r in records if r.vector is not None]
+        if not records:
+            return {}
+        matrix = np.asarray([r.vector for r in records], dtype=np.float32)  # one conversion, no payloads
+        return {str(r.id): row for r, row in zip(records, matrix, strict=True)}
+
     def close(self) -> None:
         with self._lock:
             for opened in self._open.values():

@@ -222,6 +222,12 @@ class VectorIndex(ABC):
     @abstractmethod
     def get(self, repo: str, ids: Sequence[str], *, with_vectors: bool = False) -> list[StoredPoint]: ...
 
+    def vectors(self, repo: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored (unit-normalized, float32) vectors of ``ids`` in ``repo``'s published version,
+        those that exist, without their payloads: what retrieval's in-file order reads per query."""
+        return {p.id: np.asarray(p.vector, dtype=np.float32) for p in self.get(repo, ids, with_vectors=True)
+                if p.vector is not None}
+
     def refresh(self, repos: Sequence[str] | None = None) -> dict[str, str]:
         """Prepare to read the current versions of ``repos`` now rather than on the next search
         (embedded: copy and load them). Nothing to prepare for a server; returns repo -> version."""
