@@ -11,7 +11,7 @@ import enum
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,7 +134,7 @@ class PublishedReader:
             reranker=self._reranker,
             rankers=rankers,
             fallback_ranker=fallback,
-            chunk_vectors=self._chunk_vectors,
+            file_scores=self.index.file_scores,
         )
 
     def refresh(self, force: bool = False) -> PublishedView:
@@ -200,10 +200,6 @@ class PublishedReader:
     def _dense_search(self, vector: np.ndarray, repos, k: int) -> list[tuple[str, str, float]]:
         hits = self.index.search(vector, repos=list(repos), top_k=k)
         return [(h.repo, h.id, float(h.score)) for h in hits]
-
-    def _chunk_vectors(self, repo: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        """The stored vectors of ``ids`` in ``repo``'s published version (the in-file chunk order)."""
-        return self.index.vectors(repo, ids)
 
     def close(self) -> None:
         self.index.close()

@@ -30,6 +30,9 @@ _log = logging.getLogger(__name__)
 
 RRF_K = 60
 IN_FILE_ORDERS = frozenset({"signals", "fused"})
+# The in-file order reads the cosine of a file's best chunks by one search filtered to the file; the
+# chunks below this depth tie (at 1/(1 + rank) they would add under 0.016).
+IN_FILE_DENSE_DEPTH = 64
 # A cross-encoder reads query and passage together: its rank counts twice a first-stage rank.
 RERANK_WEIGHT = 2.0
 _TEST_PATH_RE = re.compile(
@@ -352,12 +355,13 @@ class HybridRetriever:
         reranker: Reranker | None = None,
         rankers: Callable[[str], LearnedRanker | None] = lambda repo: None,
         fallback_ranker: LearnedRanker | None = None,
-        chunk_vectors: Callable[[str, Sequence[str]], dict[str, np.ndarray]] | None = None,
+        file_scores: Callable[[str, str, np.ndarray, int], dict[str, float]] | None = None,
     ):
         """``dense_search(vector, repos, k)`` -> [(repo, point id, cosine)]; ``graphs(repo)`` -> CodeGraph or
         None; ``rankers(repo)`` -> the repository's published learned ranker or None; ``fallback_ranker``
-        re-orders a repository that has none (``RetrievalConfig.global_ranker``); ``chunk_vectors(repo,
-        ids)`` -> {point id: stored vector} for the in-file order (None: BM25 alone orders a file's chunks)."""
+        re-orders a repository that has none (``RetrievalConfig.global_ranker``); ``file_scores(repo, path,
+        vector, k)`` -> {point id: cosine} of the file's best k chunks, for the in-file order (None: BM25
+        alone orders a file's chunks)."""
         self._dense_search = dense_search
         self._embed_query = embed_query
         self._corpora = corpora
@@ -366,7 +370,7 @@ class HybridRetriever:
         self._reranker = reranker
         self._rankers = rankers
         self._fallback_ranker = fallback_ranker
-        self._chunk_vectors = chunk_vectors
+        self._file_scores = file_scores
         self._symbol_tokens: dict[tuple[str, str, str], list[set[str]]] = {}
 
     def embed_query(self, query: str) -> np.ndarray:
@@ -540,7 +544,7 @@ class HybridRetriever:
         sum(1 / (1 + rank)), times ``module_penalty`` for module-level code (imports and constants
         rarely implement what is asked, as in the fused order); ties keep the retrievers' order,
         then line order. Chunks that enter here are candidates ``via="in_file"``. Later files are
-        left as they were. If the stored vectors cannot be read, BM25 alone orders the file (logged)."""
+        left as they were. If the file's search fails, BM25 alone orders the file (logged)."""
         files: list[tuple[str, str]] = []
         slots = 0
         for cand in ranked:
@@ -564,15 +568,15 @@ class HybridRetriever:
             scores = chunk_scores.get(repo)
             if scores is not None:
                 signals.append(np.asarray(scores, dtype=float)[members])
-            if vector is not None and self._chunk_vectors is not None:
+            if vector is not None and self._file_scores is not None:
                 try:
-                    stored = self._chunk_vectors(repo, [corpus.ids[i] for i in members])
+                    cosines = self._file_scores(repo, path, vector, min(len(members), IN_FILE_DENSE_DEPTH))
                 except Exception as exc:  # an enhancement: the query is answered without it
-                    _log.warning("in-file order of %s in %s without cosine: stored vectors unreadable (%s: %s)",
+                    _log.warning("in-file order of %s in %s without cosine: the file's search failed (%s: %s)",
                                  path, repo, type(exc).__name__, exc)
-                    stored = {}
-                if all(corpus.ids[i] in stored for i in members):  # else another version: BM25 alone
-                    signals.append(np.array([float(stored[corpus.ids[i]] @ vector) for i in members]))
+                    cosines = {}
+                if any(corpus.ids[i] in cosines for i in members):  # none: another version, BM25 alone
+                    signals.append(np.array([cosines.get(corpus.ids[i], -np.inf) for i in members]))
             if not signals:
                 head += pooled
                 continue

@@ -559,19 +559,20 @@ class EmbeddedVectorIndex(VectorIndex):
             if pid in by_id
         ]
 
-    def vectors(self, repo: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        wanted = [checked_point_id(i) for i in ids]
-        if not wanted:
+    def file_scores(self, repo: str, path: str, vector: Sequence[float] | np.ndarray, top_k: int) -> dict[str, float]:
+        import qdrant_edge as qe
+
+        if top_k <= 0:
             return {}
         with self._lock:
             self._require_open()
             (opened,) = self._readers_for([repo])
-            records = opened.shard.retrieve(wanted, with_payload=False, with_vector=True)
-        records = [r for r in records if r.vector is not None]
-        if not records:
-            return {}
-        matrix = np.asarray([r.vector for r in records], dtype=np.float32)  # one conversion, no payloads
-        return {str(r.id): row for r, row in zip(records, matrix, strict=True)}
+            query = checked_vector(vector, opened.published.dim, f"query vector for repo {opened.repo!r}")
+            scored = opened.shard.query(qe.QueryRequest(
+                limit=top_k, query=qe.Query.Nearest(query.tolist()), filter=self._filter(None, {"path": path}),
+                params=self._search_params(opened.index), with_payload=False,
+            ))
+        return {str(p.id): float(p.score) for p in scored}
 
     def close(self) -> None:
         with self._lock:

@@ -222,11 +222,11 @@ class VectorIndex(ABC):
     @abstractmethod
     def get(self, repo: str, ids: Sequence[str], *, with_vectors: bool = False) -> list[StoredPoint]: ...
 
-    def vectors(self, repo: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        """The stored (unit-normalized, float32) vectors of ``ids`` in ``repo``'s published version,
-        those that exist, without their payloads: what retrieval's in-file order reads per query."""
-        return {p.id: np.asarray(p.vector, dtype=np.float32) for p in self.get(repo, ids, with_vectors=True)
-                if p.vector is not None}
+    def file_scores(self, repo: str, path: str, vector: Sequence[float] | np.ndarray, top_k: int) -> dict[str, float]:
+        """Cosine of ``vector`` to the best ``top_k`` chunks of one file of ``repo``'s published
+        version, by point id: a search filtered to the file (payload index on ``path``), what
+        retrieval's in-file order reads per cited file."""
+        return {h.id: h.score for h in self.search(vector, repos=[repo], top_k=top_k, where={"path": path})}
 
     def refresh(self, repos: Sequence[str] | None = None) -> dict[str, str]:
         """Prepare to read the current versions of ``repos`` now rather than on the next search

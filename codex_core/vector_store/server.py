@@ -378,20 +378,6 @@ class QdrantServerIndex(VectorIndex):
             out.append(StoredPoint(pid, dict(record.payload or {}), vec))
         return out
 
-    def vectors(self, repo: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        wanted = [checked_point_id(i) for i in ids]
-        alias = self._alias(repo)
-        if alias not in self._aliases():
-            raise UnknownRepoError(f"repo {repo!r} has no published version (no alias {alias})")
-        if not wanted:
-            return {}
-        records = [r for r in self.client.retrieve(alias, ids=wanted, with_payload=False, with_vectors=True)
-                   if isinstance(r.vector, list)]
-        if not records:
-            return {}
-        matrix = np.asarray([r.vector for r in records], dtype=np.float32)
-        return {str(r.id): row for r, row in zip(records, matrix, strict=True)}
-
     def refresh(self, repos: Sequence[str] | None = None) -> dict[str, str]:
         """Nothing to open (the server resolves the alias on every request): repo -> current version
         of ``repos`` (all published), unpublished ones left out, as the embedded index answers."""

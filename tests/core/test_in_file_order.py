@@ -6,7 +6,8 @@ with the part of it that answers. ``"signals"`` ranks every chunk of each cited 
 BM25 score and cosine within that file; ``"fused"`` is the order before it.
 
 Real BM25 over a small corpus; dense is off here (no vectors), so BM25 alone orders a file's chunks.
-The reader's stored vectors are checked in tests/serving/test_query.py.
+The reader's per-file dense search is checked in tests/serving/test_query.py and
+tests/core/test_vector_store.py.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class FilesOfTheChunks:
         return "\n".join(text for p, _, text in CHUNKS if p == path).split("\n")
 
 
-def retriever(chunk_vectors=None) -> HybridRetriever:
+def retriever(file_scores=None) -> HybridRetriever:
     points, lines = [], {}
     for i, (path, symbol, text) in enumerate(CHUNKS):
         start = lines.get(path, 0) + 1
@@ -50,7 +51,7 @@ def retriever(chunk_vectors=None) -> HybridRetriever:
     corpus = RepoCorpus.build("r", "v1", "c", points)
     return HybridRetriever(dense_search=lambda vector, repos, k: [],
                            embed_query=lambda q: np.zeros(4, dtype=np.float32), corpora=lambda: {"r": corpus},
-                           graphs=lambda repo: None, verifier=FilesOfTheChunks(), chunk_vectors=chunk_vectors)
+                           graphs=lambda repo: None, verifier=FilesOfTheChunks(), file_scores=file_scores)
 
 
 def cited(config: RetrievalConfig) -> list[str]:
@@ -89,8 +90,8 @@ def test_an_unknown_in_file_order_is_refused() -> None:
         RetrievalConfig(in_file_order="random")
 
 
-def test_unreadable_stored_vectors_leave_bm25_to_order_the_file_and_say_so(caplog) -> None:
-    def unreadable(repo, ids):
+def test_a_failed_file_search_leaves_bm25_to_order_the_file_and_says_so(caplog) -> None:
+    def unreadable(repo, path, vector, k):
         raise ConnectionError("vector store unreachable")
 
     config = RetrievalConfig(**{**NARROW, "dense": True})  # the query is embedded: cosine would be read

@@ -311,12 +311,14 @@ def test_payload_round_trip_and_get(make_store: Callable[[], VectorIndex]) -> No
     assert got[0].payload == points[3].payload
     np.testing.assert_allclose(got[0].vector, unit(vectors[3]), atol=1e-6)  # stored unit-normalized
     assert store.get("alpha", [odd.id])[0].vector is None
-    # Vectors alone (retrieval's in-file order): the same ones, without payloads, missing ids left out
-    only = store.vectors("alpha", [points[3].id, "00000000-0000-0000-0000-000000000000", odd.id])
-    assert set(only) == {points[3].id, odd.id} and only[odd.id].dtype == np.float32
-    np.testing.assert_allclose(only[points[3].id], got[0].vector, atol=1e-6)
-    np.testing.assert_allclose(only[odd.id], got[1].vector, atol=1e-6)
-    assert store.vectors("alpha", []) == {}
+    # One file's best chunks by cosine (retrieval's in-file order): that file only, the search's scores
+    by_file = store.file_scores("alpha", "docs/ü.md", odd.vector, 5)
+    assert list(by_file) == [odd.id]
+    assert by_file[odd.id] == pytest.approx(store.search(odd.vector, top_k=1)[0].score, abs=1e-5)
+    some_path = points[3].payload["path"]
+    same_file = [p.id for p in points if p.payload["path"] == some_path]
+    assert set(store.file_scores("alpha", some_path, vectors[3], len(same_file))) == set(same_file)
+    assert store.file_scores("alpha", some_path, vectors[3], 0) == {}
 
 
 def test_duplicate_ids_are_counted_once(make_store: Callable[[], VectorIndex]) -> None:

@@ -65,19 +65,20 @@ def test_behaviour_questions_cite_the_implementation_exactly(engine, ingested, q
     assert result["index_commit"] == git(repo, "rev-parse", "HEAD")
 
 
-def test_the_in_file_order_reads_the_vectors_the_dense_search_scores(engine) -> None:
-    """``in_file_order = "signals"`` ranks a cited file's chunks by their stored vectors: those are the
-    vectors the dense search scored (same published version), for every chunk of the file."""
+def test_the_in_file_order_reads_the_cosines_the_dense_search_scores(engine) -> None:
+    """``in_file_order = "signals"`` ranks a cited file's chunks by a dense search filtered to that
+    file: the same published version and cosines as the repository-wide search, every chunk of it."""
     question = "Where are key = value configuration lines parsed?"
     vector = engine.reader.retriever.embed_query(question)
     engine.reader.refresh(force=True)
     repo, pid, score = engine.reader._dense_search(vector, ["demo"], 1)[0]
     corpus = engine.reader.view.corpora[repo]
     path = corpus.payloads[corpus.by_id[pid]]["path"]
-    ids = [corpus.ids[i] for i in corpus.by_path[path]]
-    stored = engine.reader._chunk_vectors(repo, ids)
-    assert set(stored) == set(ids)
-    assert float(stored[pid] @ vector) == pytest.approx(score, abs=1e-4)
+    ids = {corpus.ids[i] for i in corpus.by_path[path]}
+    cosines = engine.reader.index.file_scores(repo, path, vector, len(ids))
+    assert set(cosines) == ids  # this file's chunks, no other file's
+    assert cosines[pid] == pytest.approx(score, abs=1e-5)
+    assert max(cosines.values()) == pytest.approx(score, abs=1e-5)
     result = engine.retrieve(question, repo="demo", top_k=3).result
     assert "in_file" in result.candidates[0].raw_scores and "in_file_ms" in result.timings_ms
 
