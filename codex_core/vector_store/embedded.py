@@ -559,17 +559,20 @@ class EmbeddedVectorIndex(VectorIndex):
             if pid in by_id
         ]
 
-    def file_scores(self, repo: str, path: str, vector: Sequence[float] | np.ndarray, top_k: int) -> dict[str, float]:
+    def file_scores(
+        self, repo: str, paths: Sequence[str], vector: Sequence[float] | np.ndarray, top_k: int
+    ) -> dict[str, float]:
         import qdrant_edge as qe
 
-        if top_k <= 0:
+        if top_k <= 0 or not paths:
             return {}
+        in_files = qe.Filter(must=[qe.FieldCondition(key="path", match=qe.MatchAny(list(paths)))])
         with self._lock:
             self._require_open()
             (opened,) = self._readers_for([repo])
             query = checked_vector(vector, opened.published.dim, f"query vector for repo {opened.repo!r}")
             scored = opened.shard.query(qe.QueryRequest(
-                limit=top_k, query=qe.Query.Nearest(query.tolist()), filter=self._filter(None, {"path": path}),
+                limit=top_k, query=qe.Query.Nearest(query.tolist()), filter=in_files,
                 params=self._search_params(opened.index), with_payload=False,
             ))
         return {str(p.id): float(p.score) for p in scored}

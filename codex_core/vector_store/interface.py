@@ -222,11 +222,16 @@ class VectorIndex(ABC):
     @abstractmethod
     def get(self, repo: str, ids: Sequence[str], *, with_vectors: bool = False) -> list[StoredPoint]: ...
 
-    def file_scores(self, repo: str, path: str, vector: Sequence[float] | np.ndarray, top_k: int) -> dict[str, float]:
-        """Cosine of ``vector`` to the best ``top_k`` chunks of one file of ``repo``'s published
-        version, by point id: a search filtered to the file (payload index on ``path``), what
-        retrieval's in-file order reads per cited file."""
-        return {h.id: h.score for h in self.search(vector, repos=[repo], top_k=top_k, where={"path": path})}
+    def file_scores(
+        self, repo: str, paths: Sequence[str], vector: Sequence[float] | np.ndarray, top_k: int
+    ) -> dict[str, float]:
+        """Cosine of ``vector`` to the best ``top_k`` chunks of the files ``paths`` in ``repo``'s
+        published version, by point id: a search filtered to those files (payload index on
+        ``path``), what retrieval's in-file order reads per query. This default searches file by file."""
+        out: dict[str, float] = {}
+        for path in paths:
+            out |= {h.id: h.score for h in self.search(vector, repos=[repo], top_k=top_k, where={"path": path})}
+        return dict(sorted(out.items(), key=lambda item: -item[1])[:top_k])
 
     def refresh(self, repos: Sequence[str] | None = None) -> dict[str, str]:
         """Prepare to read the current versions of ``repos`` now rather than on the next search

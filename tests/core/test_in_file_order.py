@@ -91,7 +91,7 @@ def test_an_unknown_in_file_order_is_refused() -> None:
 
 
 def test_a_failed_file_search_leaves_bm25_to_order_the_file_and_says_so(caplog) -> None:
-    def unreadable(repo, path, vector, k):
+    def unreadable(repo, paths, vector, k):
         raise ConnectionError("vector store unreachable")
 
     config = RetrievalConfig(**{**NARROW, "dense": True})  # the query is embedded: cosine would be read

@@ -312,13 +312,16 @@ def test_payload_round_trip_and_get(make_store: Callable[[], VectorIndex]) -> No
     np.testing.assert_allclose(got[0].vector, unit(vectors[3]), atol=1e-6)  # stored unit-normalized
     assert store.get("alpha", [odd.id])[0].vector is None
     # One file's best chunks by cosine (retrieval's in-file order): that file only, the search's scores
-    by_file = store.file_scores("alpha", "docs/ü.md", odd.vector, 5)
+    by_file = store.file_scores("alpha", ["docs/ü.md"], odd.vector, 5)
     assert list(by_file) == [odd.id]
     assert by_file[odd.id] == pytest.approx(store.search(odd.vector, top_k=1)[0].score, abs=1e-5)
     some_path = points[3].payload["path"]
     same_file = [p.id for p in points if p.payload["path"] == some_path]
-    assert set(store.file_scores("alpha", some_path, vectors[3], len(same_file))) == set(same_file)
-    assert store.file_scores("alpha", some_path, vectors[3], 0) == {}
+    assert set(store.file_scores("alpha", [some_path], vectors[3], len(same_file))) == set(same_file)
+    both = store.file_scores("alpha", [some_path, "docs/ü.md"], vectors[3], len(same_file) + 1)
+    assert set(both) == {*same_file, odd.id}
+    assert len(store.file_scores("alpha", [some_path, "docs/ü.md"], vectors[3], 3)) == 3  # the best 3 of both
+    assert store.file_scores("alpha", [some_path], vectors[3], 0) == {}
 
 
 def test_duplicate_ids_are_counted_once(make_store: Callable[[], VectorIndex]) -> None:

@@ -75,7 +75,7 @@ def test_the_in_file_order_reads_the_cosines_the_dense_search_scores(engine) -> 
     corpus = engine.reader.view.corpora[repo]
     path = corpus.payloads[corpus.by_id[pid]]["path"]
     ids = {corpus.ids[i] for i in corpus.by_path[path]}
-    cosines = engine.reader.index.file_scores(repo, path, vector, len(ids))
+    cosines = engine.reader.index.file_scores(repo, [path], vector, len(ids))
     assert set(cosines) == ids  # this file's chunks, no other file's
     assert cosines[pid] == pytest.approx(score, abs=1e-5)
     assert max(cosines.values()) == pytest.approx(score, abs=1e-5)
