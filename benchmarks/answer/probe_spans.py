@@ -9,8 +9,13 @@ otherwise, ``top_k`` 5) and reports, per question set and per repository:
 - ``span@1`` / ``span@3`` / ``span@5``: the first citation overlapping a gold span is within the first
   1 / 3 / 5;
 - ``file@1``: the first citation's file is a gold file (the in-file order must not change it);
-- ``first same``: the first citation is identical under every order (it must be: the in-file order
-  keeps a file's best chunk by fused score first).
+- ``first same``: the first citation is identical under the product's orders (it must be: the in-file
+  order keeps a file's best chunk by fused score first).
+
+Beside the product's two orders, a baseline a competent engineer would try first, ``bm25``: the
+``fused`` retrieval's files with the same number of citations each, every file's chunks (all of
+them, its first citation included) ordered by their BM25 score alone (the lexical index's own
+scores; computed here, not a product setting; no near-duplicate or verification step).
 
 Per question and order, ``raw.jsonl`` keeps the citations (path, lines, symbol, ``via``, in-file score)
 and the gold-span position, so two runs can be diffed.
@@ -39,7 +44,8 @@ sys.path.insert(0, str(HERE.parents[1]))
 
 from score import overlaps_gold  # noqa: E402
 
-ORDERS = ("fused", "signals")
+ORDERS = ("fused", "signals")  # RetrievalConfig.in_file_order
+BASELINE = "bm25"
 METRICS = ("span@1", "span@3", "span@5", "file@1")
 
 
@@ -55,6 +61,24 @@ def load(paths: Sequence[Path]) -> list[dict[str, Any]]:
 def gold_position(refs: Sequence[str], gold: Sequence[Mapping[str, Any]]) -> int | None:
     """0-based position of the first citation overlapping a gold span, or None."""
     return next((i for i, ref in enumerate(refs) if overlaps_gold(ref, gold)), None)
+
+
+def bm25_in_file(refs: Sequence[str], corpus: Any, question: str) -> list[str]:
+    """``refs`` (one retrieval's citations) with each file's citations replaced by its chunks of
+    highest BM25 score, as many as the file had, in the same slots."""
+    scores = corpus.lexical.scores(question)
+    paths = [ref.rsplit(":", 1)[0] for ref in refs]
+    best: dict[str, list[str]] = {}
+    for path in dict.fromkeys(paths):
+        members = sorted(corpus.by_path.get(path, []), key=lambda i: (
+            -(float(scores[i]) if scores is not None else 0.0), corpus.payloads[i]["start_line"]))
+        best[path] = [f"{path}:{corpus.payloads[i]['start_line']}-{corpus.payloads[i]['end_line']}" for i in members]
+    used: Counter[str] = Counter()
+    out = []
+    for path in paths:
+        out.append(best[path][used[path]])
+        used[path] += 1
+    return out
 
 
 def ask_all(home: Path, questions: Sequence[Mapping[str, Any]], orders: Sequence[str]) -> list[dict[str, Any]]:
@@ -78,15 +102,22 @@ def ask_all(home: Path, questions: Sequence[Mapping[str, Any]], orders: Sequence
                     result = engine.retrieve(q["question"], repo=q["repo"], top_k=5, config=config).result
                     citations = [{"ref": c.ref, "symbol": c.payload.get("symbol"), "via": c.via,
                                   "in_file": c.raw_scores.get("in_file")} for c in result.candidates]
-                    refs = [c["ref"] for c in citations]
-                    gold_files = {g["path"] for g in q["gold"]}
-                    rows.append({"id": q["id"], "set": q["set"], "repo": q["repo"], "kind": q["kind"],
-                                 "order": order, "gold_position": gold_position(refs, q["gold"]),
-                                 "top_file_right": bool(refs) and refs[0].rsplit(":", 1)[0] in gold_files,
-                                 "citations": citations})
+                    rows.append(row(q, order, citations))
+                    if order == "fused":
+                        corpus = engine.reader.view.corpora[q["repo"]]
+                        baseline = bm25_in_file([c["ref"] for c in citations], corpus, q["question"])
+                        rows.append(row(q, BASELINE, [{"ref": ref} for ref in baseline]))
         finally:
             engine.close()
     return rows
+
+
+def row(q: Mapping[str, Any], order: str, citations: list[dict[str, Any]]) -> dict[str, Any]:
+    refs = [c["ref"] for c in citations]
+    gold_files = {g["path"] for g in q["gold"]}
+    return {"id": q["id"], "set": q["set"], "repo": q["repo"], "kind": q["kind"], "order": order,
+            "gold_position": gold_position(refs, q["gold"]),
+            "top_file_right": bool(refs) and refs[0].rsplit(":", 1)[0] in gold_files, "citations": citations}
 
 
 def metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
@@ -107,7 +138,8 @@ def report(rows: Sequence[Mapping[str, Any]], orders: Sequence[str]) -> list[str
             groups[value] = {r["id"] for r in rows if r[key] == value}
     first: dict[str, set[str]] = {}
     for r in rows:
-        first.setdefault(r["id"], set()).add(r["citations"][0]["ref"] if r["citations"] else "")
+        if r["order"] in ORDERS:
+            first.setdefault(r["id"], set()).add(r["citations"][0]["ref"] if r["citations"] else "")
     lines = ["| questions | n | order | " + " | ".join(METRICS) + " | first same |",
              "|---|---:|---|" + "---:|" * (len(METRICS) + 1)]
     for name, ids in groups.items():
@@ -137,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         questions = [q for q in load(args.questions) if q["repo"] in repos]
         raw.write_text("".join(json.dumps(r) + "\n" for r in ask_all(args.home, questions, args.orders)))
     rows = [json.loads(line) for line in raw.read_text().splitlines()]
-    lines = report(rows, args.orders)
+    shown = [*args.orders, *([BASELINE] if any(r["order"] == BASELINE for r in rows) else [])]
+    lines = report(rows, shown)
     (args.out / "report.md").write_text("# Which part of the file: the gold span among the citations\n\n"
                                         + "\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from codex_core.models import content_hash
-from codex_core.retrieval import Candidate, HybridRetriever, RepoCorpus, RetrievalConfig, _by_file_evidence
+from codex_core.retrieval import Candidate, HybridRetriever, RetrievalConfig, _by_file_evidence
+from tests.support.corpus import chunk_retriever
 
 CHUNKS = [
     ("settings.py", "parse_config_value", "def parse_config_value(raw):\n    # parse a config value\n    return raw"),
@@ -24,31 +24,8 @@ QUERY = "parse config value"
 LEXICAL_ONLY = {"dense": False, "graph_hops": 0, "file_lexical_weight": 0.0}  # chunk evidence alone
 
 
-class FilesOfTheChunks:
-    """The files the chunks were cut from (each file is its chunks in order)."""
-
-    def file_lines(self, repo, commit, path):
-        return "\n".join(text for p, _, text in CHUNKS if p == path).split("\n")
-
-
 def retriever() -> HybridRetriever:
-    points = []
-    lines: dict[str, int] = {}
-    for i, (path, symbol, text) in enumerate(CHUNKS):
-        start = lines.get(path, 0) + 1
-        lines[path] = start + text.count("\n")
-        points.append((f"00000000-0000-0000-0000-{i:012d}", {
-            "repo": "r", "commit": "c", "path": path, "language": "python", "symbol": symbol, "kind": "function",
-            "start_line": start, "end_line": lines[path], "text": text, "content_hash": content_hash(text),
-        }))
-    corpus = RepoCorpus.build("r", "v1", "c", points)
-    return HybridRetriever(
-        dense_search=lambda vector, repos, k: [],
-        embed_query=lambda q: np.zeros(4, dtype=np.float32),
-        corpora=lambda: {"r": corpus},
-        graphs=lambda repo: None,
-        verifier=FilesOfTheChunks(),
-    )
+    return chunk_retriever(CHUNKS)
 
 
 def paths(result) -> list[str]:

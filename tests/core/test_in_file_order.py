@@ -12,11 +12,10 @@ tests/core/test_vector_store.py.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from codex_core.models import content_hash
-from codex_core.retrieval import HybridRetriever, RepoCorpus, RetrievalConfig
+from codex_core.retrieval import HybridRetriever, RetrievalConfig
+from tests.support.corpus import chunk_retriever
 
 CHUNKS = [
     ("cart.py", "Cart.apply_coupon",
@@ -34,24 +33,8 @@ QUERY = "how does a coupon take its percent off the cart total"
 NARROW = {"dense": False, "graph_hops": 0, "lexical_k": 1}  # the chunk search keeps its single best chunk
 
 
-class FilesOfTheChunks:
-    def file_lines(self, repo, commit, path):
-        return "\n".join(text for p, _, text in CHUNKS if p == path).split("\n")
-
-
 def retriever(file_scores=None) -> HybridRetriever:
-    points, lines = [], {}
-    for i, (path, symbol, text) in enumerate(CHUNKS):
-        start = lines.get(path, 0) + 1
-        lines[path] = start + text.count("\n")
-        points.append((f"00000000-0000-0000-0000-{i:012d}", {
-            "repo": "r", "commit": "c", "path": path, "language": "python", "symbol": symbol, "kind": "function",
-            "start_line": start, "end_line": lines[path], "text": text, "content_hash": content_hash(text),
-        }))
-    corpus = RepoCorpus.build("r", "v1", "c", points)
-    return HybridRetriever(dense_search=lambda vector, repos, k: [],
-                           embed_query=lambda q: np.zeros(4, dtype=np.float32), corpora=lambda: {"r": corpus},
-                           graphs=lambda repo: None, verifier=FilesOfTheChunks(), file_scores=file_scores)
+    return chunk_retriever(CHUNKS, file_scores=file_scores)
 
 
 def cited(config: RetrievalConfig) -> list[str]:
