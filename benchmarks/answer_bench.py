@@ -434,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="every model's sampling seed (models.toml seed): configurations that share a first "
                              "call then share its answer; default: none (the server's random seed)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds for one model generation")
-    parser.add_argument("--in-file-order", default="signals", choices=["signals", "fused"],
+    parser.add_argument("--in-file-order", default="signals", choices=["signals", "bm25", "fused"],
                         help="RetrievalConfig.in_file_order for every question (fused: the order before 2026-12)")
     parser.add_argument("--label", default=time.strftime("%Y%m%d-%H%M"))
     parser.add_argument("--out", type=Path, default=None, help="default benchmarks/answer/results/<label>")

@@ -10,7 +10,7 @@ import logging
 import re
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,7 +29,7 @@ from codex_core.ranker import file_features as file_features_of
 _log = logging.getLogger(__name__)
 
 RRF_K = 60
-IN_FILE_ORDERS = frozenset({"signals", "fused"})
+IN_FILE_ORDERS = frozenset({"signals", "bm25", "fused"})
 # The in-file order reads the cosines of the cited files' chunks by one search filtered to those files,
 # limited to this many per file, summed (a large file can take another's share: its chunks below the
 # limit tie, at 1/(1 + rank) under 0.016 each; on the 674 probe retrievals 2 citations moved).
@@ -505,10 +505,9 @@ class HybridRetriever:
                 ranked_by = f"learned:{ranker.meta.get('id', '?')}"
             timings["learned_rank_ms"] = (time.perf_counter() - t1) * 1000
         in_fused_order = ranked
-        if cfg.in_file_order == "signals" and cfg.max_per_file > 1:  # with one citation per file, the lead is it
+        if cfg.in_file_order != "fused" and cfg.max_per_file > 1:  # with one citation per file, the lead is it
             t1 = time.perf_counter()
-            ranked = self._order_in_files(ranked, top_k, cfg.max_per_file, corpora, chunk_scores, vector,
-                                          cfg.module_penalty)
+            ranked = self._order_in_files(ranked, top_k, cfg, corpora, chunk_scores, vector)
             timings["in_file_ms"] = (time.perf_counter() - t1) * 1000
         t1 = time.perf_counter()
         chosen = self._select(ranked, top_k, cfg)
@@ -531,59 +530,62 @@ class HybridRetriever:
         self,
         ranked: list[Candidate],
         top_k: int,
-        max_per_file: int,
+        cfg: RetrievalConfig,
         corpora: dict[str, RepoCorpus],
         chunk_scores: dict[str, np.ndarray | None],
         vector: np.ndarray | None,
-        module_penalty: float,
     ) -> list[Candidate]:
         """``ranked`` (grouped by file, files in their final order) with the chunks of its first
         files (as many as can fill ``top_k`` citations at ``max_per_file`` each) re-ordered by
-        ``RetrievalConfig.in_file_order = "signals"``: the file's best chunk by fused score stays
-        first (what the user reads first, and what confidence describes); the file's other chunks,
-        pooled or not, follow, ranked within the file by BM25 and by cosine to ``vector`` and scored
-        sum(1 / (1 + rank)), times ``module_penalty`` for module-level code (imports and constants
-        rarely implement what is asked, as in the fused order); ties keep the retrievers' order,
-        then line order. Chunks that enter here are candidates ``via="in_file"``. Later files are
-        left as they were. If the files' dense search fails, BM25 alone orders them (logged)."""
+        ``cfg.in_file_order``; later files are left as they were. Chunks that enter here are
+        candidates ``via="in_file"``; ties keep the retrievers' order, then line order.
+
+        - ``"bm25"``: every chunk of the file, pooled or not, by its BM25 score for the question,
+          times ``module_penalty`` for module-level code (imports and constants rarely implement
+          what is asked, as in the fused order); if the best is module-level code, the file's best
+          chunk by fused score leads instead. A file no question term occurs in keeps its order.
+        - ``"signals"``: the file's best chunk by fused score stays first; the others follow, ranked
+          within the file by BM25 and by cosine to ``vector`` and scored sum(1 / (1 + rank)), times
+          ``module_penalty`` for module-level code. If the files' dense search fails, BM25 alone
+          orders them (logged)."""
         files: list[tuple[str, str]] = []
         slots = 0
         for cand in ranked:
             f = (cand.repo, cand.payload["path"])
             if f not in files:
                 files.append(f)
-                slots += min(max_per_file, len(corpora[cand.repo].by_path.get(cand.payload["path"], [])) or 1)
+                slots += min(cfg.max_per_file, len(corpora[cand.repo].by_path.get(cand.payload["path"], [])) or 1)
                 if slots >= top_k:
                     break
         by_key = {c.key: c for c in ranked}
         position = {c.key: i for i, c in enumerate(ranked)}
-        cosines = self._cosines_in(files, corpora, vector)
+        keep_lead = cfg.in_file_order == "signals"
+        cosines = self._cosines_in(files, corpora, vector) if keep_lead else {}
         head: list[Candidate] = []
         for repo, path in files:
             corpus = corpora[repo]
             members = corpus.by_path.get(path, [])
             pooled = [c for c in ranked if c.repo == repo and c.payload["path"] == path]
-            if len(members) <= 1:
-                head += pooled
-                continue
-            signals: list[np.ndarray] = []
             scores = chunk_scores.get(repo)
-            if scores is not None:
-                signals.append(np.asarray(scores, dtype=float)[members])
-            if any(corpus.ids[i] in cosines for i in members):  # none: no search, or another version
-                signals.append(np.array([cosines.get(corpus.ids[i], -np.inf) for i in members]))
-            if not signals:
+            if len(members) <= 1 or (scores is None and not keep_lead):
                 head += pooled
                 continue
             tie = [(position.get((repo, i), len(ranked)), corpus.payloads[i]["start_line"]) for i in members]
-            fused = np.zeros(len(members))
-            for values in signals:
-                order = sorted(range(len(members)), key=lambda j: (-values[j], tie[j]))
-                for rank, j in enumerate(order):
-                    fused[j] += 1.0 / (1 + rank)
-            fused *= [module_penalty if corpus.payloads[i].get("kind") == "module" else 1.0 for i in members]
+            penalty = np.array([cfg.module_penalty if corpus.payloads[i].get("kind") == "module" else 1.0
+                                for i in members])
+            if keep_lead:
+                fused = _rank_fused(members, tie, corpus, scores, cosines) * penalty
+            else:
+                fused = np.asarray(scores, dtype=float)[members] * penalty
+            if not fused.any():
+                head += pooled
+                continue
             file_score = pooled[0].file_score if pooled else 0.0
             lead = pooled[0].index if pooled else None
+            if not keep_lead:  # BM25's best leads, unless it is module-level code
+                best = min(range(len(members)), key=lambda j: (-fused[j], tie[j]))
+                if corpus.payloads[members[best]].get("kind") != "module" or lead is None:
+                    lead = members[best]
             for j in sorted(range(len(members)), key=lambda j: (members[j] != lead, -fused[j], tie[j])):
                 cand = by_key.get((repo, members[j]))
                 if cand is None:
@@ -747,6 +749,23 @@ def _by_file_evidence(
     return sorted(ranked, key=lambda c: (
         (c.repo, c.payload["path"]) != unanimous, -c.file_score, first[(c.repo, c.payload["path"])]
     ))
+
+
+def _rank_fused(members: Sequence[int], tie: Sequence[tuple[int, int]], corpus: RepoCorpus,
+                scores: np.ndarray | None, cosines: Mapping[str, float]) -> np.ndarray:
+    """sum(1 / (1 + rank)) of ``members`` over the in-file signals there are: BM25 ``scores`` and the
+    ``cosines`` by point id (none of the file's: no search, or another version); zeros without any."""
+    signals: list[np.ndarray] = []
+    if scores is not None:
+        signals.append(np.asarray(scores, dtype=float)[list(members)])
+    if any(corpus.ids[i] in cosines for i in members):
+        signals.append(np.array([cosines.get(corpus.ids[i], -np.inf) for i in members]))
+    fused = np.zeros(len(members))
+    for values in signals:
+        order = sorted(range(len(members)), key=lambda j: (-values[j], tie[j]))
+        for rank, j in enumerate(order):
+            fused[j] += 1.0 / (1 + rank)
+    return fused
 
 
 def _in_file_order(ranked: list[Candidate], files: list[tuple[str, str]]) -> list[Candidate]:

@@ -90,3 +90,41 @@ def test_one_citation_per_file_skips_the_in_file_order() -> None:
     result = retriever().retrieve(QUERY, top_k=3, config=RetrievalConfig(**NARROW, max_per_file=1))
     assert "in_file_ms" not in result.timings_ms
     assert [c.payload["symbol"] for c in result.candidates] == ["Cart.apply_coupon", "load_coupons"]
+
+
+def test_bm25_orders_every_chunk_of_the_file_by_its_own_score_without_a_dense_search() -> None:
+    """``in_file_order = "bm25"``: the cited file's chunks by their BM25 score for the question, the
+    lead included; no search of the vector store is made for it (the query's one dense search aside)."""
+    calls = []
+
+    def file_scores(repo, paths, vector, k):
+        calls.append(paths)
+        return {}
+
+    config = RetrievalConfig(**{**NARROW, "dense": True}, in_file_order="bm25")
+    result = chunk_retriever(CHUNKS, file_scores=file_scores).retrieve(QUERY, top_k=3, config=config)
+    assert [c.payload["symbol"] for c in result.candidates] == ["Cart.apply_coupon", "Cart.coupon_total",
+                                                                "load_coupons"]
+    assert calls == []
+    assert result.candidates[1].via == "in_file" and "in_file_ms" in result.timings_ms
+
+
+def test_bm25_puts_module_level_code_behind_a_function_that_matches_about_as_well() -> None:
+    """Imports and constants name what a question asks about without implementing it: a module chunk
+    scores ``module_penalty`` times its BM25 score, so the function that parses is cited first."""
+    module = "import re\n# a key = value configuration line\nKEY_VALUE = re.compile(r'(\\w+) = (.*)')"
+    parser = ("def parse_line(raw):\n    # split one configuration entry\n"
+              "    name, _, value = raw.partition('=')\n    return name.strip(), value.strip()")
+    chunks = [("cfg.py", "cfg", module), ("cfg.py", "parse_line", parser)]
+    query = "where is a key = value configuration line parsed"
+
+    def order(penalty: float) -> list[str]:
+        retriever = chunk_retriever(chunks)
+        corpus = retriever._corpora()["r"]
+        corpus.payloads[0]["kind"] = "module"
+        config = RetrievalConfig(dense=False, graph_hops=0, lexical_k=1, in_file_order="bm25",
+                                 module_penalty=penalty)
+        return [c.payload["symbol"] for c in retriever.retrieve(query, top_k=2, config=config).candidates]
+
+    assert order(1.0) == ["cfg", "parse_line"]  # by BM25 alone the constant comes first
+    assert order(0.85) == ["parse_line", "cfg"]
