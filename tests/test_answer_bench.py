@@ -38,7 +38,8 @@ HELDOUT6 = BENCHMARKS / "answer" / "questions_heldout6.jsonl"
 # Written the same way for attrs, pflag, pino and walkdir, to test the in-file chunk order chosen on the older sets.
 HELDOUT7 = BENCHMARKS / "answer" / "questions_heldout7.jsonl"
 HELDOUT8 = BENCHMARKS / "answer" / "questions_heldout8.jsonl"
-SETS = (QUESTIONS, HELDOUT, HELDOUT2, HELDOUT3, HELDOUT4, HELDOUT5, HELDOUT6, HELDOUT7, HELDOUT8)
+HELDOUT9 = BENCHMARKS / "answer" / "questions_heldout9.jsonl"
+SETS = (QUESTIONS, HELDOUT, HELDOUT2, HELDOUT3, HELDOUT4, HELDOUT5, HELDOUT6, HELDOUT7, HELDOUT8, HELDOUT9)
 REPOS_JSONS = (BENCHMARKS / "localization" / "repos.json", BENCHMARKS / "answer" / "repos.json")
 
 
@@ -153,9 +154,10 @@ def _questions(path: Path = QUESTIONS) -> list[dict]:
 @pytest.mark.parametrize(("path", "at_least", "repos", "per_repo_min"),
                          [(QUESTIONS, 60, 3, 20), (HELDOUT, 30, 2, 15), (HELDOUT2, 30, 2, 15), (HELDOUT3, 30, 2, 15),
                           (HELDOUT4, 30, 2, 15), (HELDOUT5, 30, 2, 15), (HELDOUT6, 60, 4, 15),
-                          (HELDOUT7, 60, 4, 15), (HELDOUT8, 60, 4, 15)],
+                          (HELDOUT7, 60, 4, 15), (HELDOUT8, 60, 4, 15),
+                          (HELDOUT9, 60, 4, 15)],
                          ids=["questions", "heldout", "heldout2", "heldout3", "heldout4", "heldout5", "heldout6",
-                              "heldout7", "heldout8"])
+                              "heldout7", "heldout8", "heldout9"])
 def test_question_file_is_complete_and_well_formed(path: Path, at_least: int, repos: int, per_repo_min: int) -> None:
     questions = _questions(path)
     assert len(questions) >= at_least
