@@ -28,7 +28,7 @@ _RETIRED: dict[str, Any] = {"reranker": None, "router_policy": "configs/models.t
 # did before them: at that value a field stays out of the id, so every existing id still names the
 # same behaviour (a stored config without the field loads with that value).
 _ADDED_RETRIEVAL: dict[str, Any] = {"file_lexical_weight": 0.0, "file_lexical_k": 50, "learned_ranker": True,
-                                   "global_ranker": False, "in_file_order": "fused"}
+                                   "global_ranker": False, "in_file_order": "fused", "in_file_prose_weight": 0.0}
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from codex_core.files import indexed_text
 from codex_core.git import GitError, show_file
 from codex_core.lexical import LexicalIndex, code_tokens
 from codex_core.models import content_hash, span_text
+from codex_core.prose import prose_share
 from codex_core.query_style import is_question
 from codex_core.ranker import FileFeatures, LearnedRanker, without_asked_flags
 from codex_core.ranker import file_features as file_features_of
@@ -112,6 +113,8 @@ class RepoCorpus:
     # Whole files as BM25 documents (path + every chunk's text): ``file_paths[i]`` is document i.
     file_paths: list[str] = field(default_factory=list)
     file_lexical: LexicalIndex | None = None
+    # Chunk index -> share of its lines that are comments or docstrings (``prose_shares``, on demand).
+    prose: dict[int, float] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -144,6 +147,13 @@ class RepoCorpus:
             members.sort(key=lambda i: payloads[i]["start_line"])
         corpus._index_files()
         return corpus
+
+    def prose_shares(self, members: Sequence[int]) -> np.ndarray:
+        """``prose_share`` of each chunk in ``members`` (computed once per chunk of this version)."""
+        for i in members:
+            if i not in self.prose:
+                self.prose[i] = prose_share(self.payloads[i]["text"], self.payloads[i].get("language"))
+        return np.array([self.prose[i] for i in members])
 
     def _index_files(self) -> None:
         """The file-level BM25 index, from the chunk tokens already computed: each chunk's document
@@ -267,6 +277,11 @@ class RetrievalConfig:
     # questions: the gold span among the first 3 citations 99 times vs 91, first citation unchanged
     # (docs/benchmarks.md §5, "Which part of the file").
     in_file_order: str = "signals"
+    # In the in-file order, a chunk's score times (1 - this x the share of its lines that are comments
+    # or docstrings, ``codex_core.prose``): a question's words match a doc comment better than the code
+    # it describes, and a class header with a long docstring was cited before the method that does the
+    # work. 0: off (the order before 2026-12-05).
+    in_file_prose_weight: float = 0.0
 
     @property
     def general_ranker_serves(self) -> bool:
@@ -280,6 +295,8 @@ class RetrievalConfig:
             raise ValueError(f"file_evidence_min_share must be within [0, 1], got {self.file_evidence_min_share}")
         if self.file_evidence_chunks < 1:
             raise ValueError(f"file_evidence_chunks must be at least 1, got {self.file_evidence_chunks}")
+        if not 0.0 <= self.in_file_prose_weight <= 1.0:
+            raise ValueError(f"in_file_prose_weight must be within [0, 1], got {self.in_file_prose_weight}")
         if self.in_file_order not in IN_FILE_ORDERS:
             raise ValueError(f"in_file_order must be one of {sorted(IN_FILE_ORDERS)}, got {self.in_file_order!r}")
 
@@ -573,6 +590,8 @@ class HybridRetriever:
             tie = [(position.get((repo, i), len(ranked)), corpus.payloads[i]["start_line"]) for i in members]
             penalty = np.array([cfg.module_penalty if corpus.payloads[i].get("kind") == "module" else 1.0
                                 for i in members])
+            if cfg.in_file_prose_weight:
+                penalty = penalty * (1.0 - cfg.in_file_prose_weight * corpus.prose_shares(members))
             if keep_lead:
                 fused = _rank_fused(members, tie, corpus, scores, cosines) * penalty
             else:

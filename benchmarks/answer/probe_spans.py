@@ -3,8 +3,9 @@
 Every hand-written answer question has a gold file and line span. A file can be cited first and the
 answer still be missed, because the citations hold another part of it: the compact prompt shows a
 small model the first 3 citations, and the extractive answer lists them. This probe asks every
-question once per ``RetrievalConfig.in_file_order`` (retrieval only, no model; the served defaults
-otherwise, ``top_k`` 5) and reports, per question set and per repository:
+question once per in-file order (``VARIANTS``: ``RetrievalConfig.in_file_order`` and
+``in_file_prose_weight``; retrieval only, no model; the served defaults otherwise, ``top_k`` 5) and
+reports, per question set and per repository:
 
 - ``span@1`` / ``span@3`` / ``span@5``: the first citation overlapping a gold span is within the first
   1 / 3 / 5;
@@ -17,7 +18,8 @@ the ``fused`` retrieval's files with the same number of citations each, every fi
 them, its first citation included) ordered by their BM25 score alone (the lexical index's own
 scores; computed here; no module penalty, near-duplicate or verification step). The product's
 ``bm25`` order is that baseline with module-level code times ``module_penalty``, built after the
-probe found the baseline ahead of ``signals`` held out.
+probe found the baseline ahead of ``signals`` held out; ``bm25+prose`` also scores each chunk times
+(1 - 0.5 x its share of comment and docstring lines).
 
 Per question and order, ``raw.jsonl`` keeps the citations (path, lines, symbol, ``via``, in-file score)
 and the gold-span position, so two runs can be diffed.
@@ -46,7 +48,14 @@ sys.path.insert(0, str(HERE.parents[1]))
 
 from score import overlaps_gold  # noqa: E402
 
-ORDERS = ("fused", "signals", "bm25")  # RetrievalConfig.in_file_order
+# The in-file orders compared: RetrievalConfig fields per name (explicit, whatever the defaults are).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "fused": {"in_file_order": "fused", "in_file_prose_weight": 0.0},
+    "signals": {"in_file_order": "signals", "in_file_prose_weight": 0.0},
+    "bm25": {"in_file_order": "bm25", "in_file_prose_weight": 0.0},
+    "bm25+prose": {"in_file_order": "bm25", "in_file_prose_weight": 0.5},
+}
+ORDERS = tuple(VARIANTS)
 BASELINE = "bm25-probe"
 METRICS = ("span@1", "span@3", "span@5", "file@1")
 
@@ -100,7 +109,7 @@ def ask_all(home: Path, questions: Sequence[Mapping[str, Any]], orders: Sequence
         try:
             for q in questions:
                 for order in orders:
-                    config = dataclasses.replace(RetrievalConfig(), in_file_order=order)
+                    config = dataclasses.replace(RetrievalConfig(), **VARIANTS[order])
                     result = engine.retrieve(q["question"], repo=q["repo"], top_k=5, config=config).result
                     citations = [{"ref": c.ref, "symbol": c.payload.get("symbol"), "via": c.via,
                                   "in_file": c.raw_scores.get("in_file")} for c in result.candidates]
@@ -141,7 +150,7 @@ def report(rows: Sequence[Mapping[str, Any]], orders: Sequence[str]) -> list[str
     first: dict[str, set[str]] = {}
     for r in rows:
         if r["order"] in ORDERS:
-            if r["order"] != "bm25":  # which chunk leads is what the bm25 order changes
+            if r["order"] in ("fused", "signals"):  # the bm25 orders change which chunk leads
                 first.setdefault(r["id"], set()).add(r["citations"][0]["ref"] if r["citations"] else "")
     lines = ["| questions | n | order | " + " | ".join(METRICS) + " | first same |",
              "|---|---:|---|" + "---:|" * (len(METRICS) + 1)]

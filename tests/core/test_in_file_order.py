@@ -128,3 +128,24 @@ def test_bm25_puts_module_level_code_behind_a_function_that_matches_about_as_wel
 
     assert order(1.0) == ["cfg", "parse_line"]  # by BM25 alone the constant comes first
     assert order(0.85) == ["parse_line", "cfg"]
+
+
+def test_a_docstring_that_repeats_the_question_does_not_cite_before_the_code_that_does_it() -> None:
+    """``in_file_prose_weight``: a chunk scores times (1 - weight x its share of comment/docstring
+    lines). The class header's docstring says what the question says; the method is the answer."""
+    header = ('class Signer:\n    """Signs values with a secret key. The signing key is derived\n'
+              '    from the secret key and the salt for every signature.\n    """')
+    method = ("def derive_key(self, secret_key):\n    mac = hmac.new(secret_key, digestmod=self.digest)\n"
+              "    mac.update(self.salt)\n    return mac.digest()  # the signing key")
+    chunks = [("signer.py", "Signer", header), ("signer.py", "Signer.derive_key", method)]
+    query = "how is the signing key derived from the secret key and the salt"
+
+    def order(weight: float) -> list[str]:
+        config = RetrievalConfig(dense=False, graph_hops=0, lexical_k=1, in_file_order="bm25",
+                                 in_file_prose_weight=weight)
+        return [c.payload["symbol"] for c in chunk_retriever(chunks).retrieve(query, top_k=2, config=config).candidates]
+
+    assert order(0.0) == ["Signer", "Signer.derive_key"]
+    assert order(0.5) == ["Signer.derive_key", "Signer"]
+    with pytest.raises(ValueError, match="in_file_prose_weight"):
+        RetrievalConfig(in_file_prose_weight=1.5)
