@@ -74,6 +74,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # as `feriactl serve` runs (docs/
 from _setup import REPO_ROOT  # noqa: E402  (first: sets up the environment)
 from score import paired, score_answer, summarize, targets  # noqa: E402
 
+# In-file orders by name (``--in-file-order``; probe_spans.py compares them): RetrievalConfig fields,
+# every one explicit whatever the defaults are. "bm25+prose" is the default since 2026-12-05.
+IN_FILE_VARIANTS: dict[str, dict[str, Any]] = {
+    "fused": {"in_file_order": "fused", "in_file_prose_weight": 0.0},
+    "signals": {"in_file_order": "signals", "in_file_prose_weight": 0.0},
+    "bm25": {"in_file_order": "bm25", "in_file_prose_weight": 0.0},
+    "bm25+prose": {"in_file_order": "bm25", "in_file_prose_weight": 0.5},
+}
+
 QUESTIONS = ANSWER_DIR / "questions.jsonl"
 REPOS_JSON = HERE / "localization" / "repos.json"
 ANSWER_REPOS_JSON = HERE / "answer" / "repos.json"
@@ -296,7 +305,7 @@ def run(args: argparse.Namespace, questions: list[dict[str, Any]], raw: Path) ->
     answerers = build_answerers(args.configs, args.llm_url, args.timeout, args.expert_url, args.seed)
     from codex_core.retrieval import RetrievalConfig
 
-    retrieval = RetrievalConfig(in_file_order=args.in_file_order)
+    retrieval = RetrievalConfig(**IN_FILE_VARIANTS[args.in_file_order])
     with tempfile.TemporaryDirectory(prefix="answer-bench-") as scratch:
         home = copy_home(args.home, Path(scratch))
         # The semantic cache off: every configuration answers the same questions, and each must ask its model.
@@ -434,8 +443,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="every model's sampling seed (models.toml seed): configurations that share a first "
                              "call then share its answer; default: none (the server's random seed)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds for one model generation")
-    parser.add_argument("--in-file-order", default="signals", choices=["signals", "bm25", "fused"],
-                        help="RetrievalConfig.in_file_order for every question (fused: the order before 2026-12)")
+    parser.add_argument("--in-file-order", default="bm25+prose", choices=list(IN_FILE_VARIANTS),
+                        help="the in-file order for every question (IN_FILE_VARIANTS; fused: the order before "
+                             "2026-12, signals: before 2026-12-05)")
     parser.add_argument("--label", default=time.strftime("%Y%m%d-%H%M"))
     parser.add_argument("--out", type=Path, default=None, help="default benchmarks/answer/results/<label>")
     parser.add_argument("--resume", action="store_true", help="append to an existing raw.jsonl, skipping done answers")

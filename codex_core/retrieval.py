@@ -268,20 +268,22 @@ class RetrievalConfig:
     # chosen, +0.009 held out (docs/benchmarks.md §1). False: such a repository gets the hand-set
     # order. Needs learned_ranker.
     global_ranker: bool = True
-    # Which of a file's chunks are cited once the file order is set. "signals": a cited file's best
-    # chunk by fused score is still cited first; its next citations are the file's other chunks ranked
-    # by their own BM25 score and cosine to the question within that file, the two in-file ranks fused
-    # as 1/(1 + rank) (module-level code times module_penalty); chunks no search returned can be cited.
-    # "fused": the retrievers' repository-wide fused scores alone, which only know the chunks in the
-    # first-stage pools (the order before 2026-12). Chosen on the 157 older hand-written answer
-    # questions: the gold span among the first 3 citations 99 times vs 91, first citation unchanged
-    # (docs/benchmarks.md §5, "Which part of the file").
-    in_file_order: str = "signals"
+    # Which of a file's chunks are cited once the file order is set (for the first files, as many as
+    # fill top_k). "bm25": every chunk of the file, pooled or not, by its BM25 score for the question
+    # (module-level code times module_penalty); the best leads unless it is module-level code, then
+    # the file's best chunk by fused score does. "signals": the file's best chunk by fused score leads;
+    # the others follow by BM25 and by cosine to the question (one dense search filtered to the cited
+    # files), the two ranks fused as 1/(1 + rank). "fused": the retrievers' repository-wide fused
+    # scores alone, which only know the chunks in the first-stage pools (the order before 2026-12).
+    # Chosen on held-out question sets committed before they were run (docs/benchmarks.md §5, "Which
+    # part of the file"): "signals" over "fused" on the seventh, "bm25" with in_file_prose_weight 0.5
+    # over "signals" on the ninth (gold span among the first 3 citations 44 vs 41 of 60).
+    in_file_order: str = "bm25"
     # In the in-file order, a chunk's score times (1 - this x the share of its lines that are comments
     # or docstrings, ``codex_core.prose``): a question's words match a doc comment better than the code
     # it describes, and a class header with a long docstring was cited before the method that does the
     # work. 0: off (the order before 2026-12-05).
-    in_file_prose_weight: float = 0.0
+    in_file_prose_weight: float = 0.5
 
     @property
     def general_ranker_serves(self) -> bool:

@@ -46,15 +46,9 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1]))
 
+from answer_bench import IN_FILE_VARIANTS as VARIANTS  # noqa: E402
 from score import overlaps_gold  # noqa: E402
 
-# The in-file orders compared: RetrievalConfig fields per name (explicit, whatever the defaults are).
-VARIANTS: dict[str, dict[str, Any]] = {
-    "fused": {"in_file_order": "fused", "in_file_prose_weight": 0.0},
-    "signals": {"in_file_order": "signals", "in_file_prose_weight": 0.0},
-    "bm25": {"in_file_order": "bm25", "in_file_prose_weight": 0.0},
-    "bm25+prose": {"in_file_order": "bm25", "in_file_prose_weight": 0.5},
-}
 ORDERS = tuple(VARIANTS)
 BASELINE = "bm25-probe"
 METRICS = ("span@1", "span@3", "span@5", "file@1")

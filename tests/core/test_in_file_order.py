@@ -2,8 +2,9 @@
 
 The first-stage searches are cut repository-wide (``lexical_k``, ``dense_k``), so a file that is
 rightly cited first may be cited with the chunks that happened to be in those pools rather than
-with the part of it that answers. ``"signals"`` ranks every chunk of each cited file by its own
-BM25 score and cosine within that file; ``"fused"`` is the order before it.
+with the part of it that answers. ``"bm25"`` (the default, with ``in_file_prose_weight``) ranks
+every chunk of each cited file by its own BM25 score, discounted by its share of comments and
+docstrings; ``"signals"`` by BM25 and cosine within that file; ``"fused"`` is the order before both.
 
 Real BM25 over a small corpus; dense is off here (no vectors), so BM25 alone orders a file's chunks.
 The reader's per-file dense search is checked in tests/serving/test_query.py and
@@ -31,6 +32,7 @@ CHUNKS = [
 ]
 QUERY = "how does a coupon take its percent off the cart total"
 NARROW = {"dense": False, "graph_hops": 0, "lexical_k": 1}  # the chunk search keeps its single best chunk
+SIGNALS = {**NARROW, "in_file_order": "signals", "in_file_prose_weight": 0.0}
 
 
 def retriever(file_scores=None) -> HybridRetriever:
@@ -47,7 +49,7 @@ def test_the_file_is_cited_with_its_best_matching_parts_not_only_what_the_cut_po
     assert cited(RetrievalConfig(**NARROW, in_file_order="fused")) == ["Cart.apply_coupon", "load_coupons"]
     # In-file, coupon_total matches the question next best: it is cited with apply_coupon, before the
     # next file, and its trace says it came from the in-file order.
-    result = retriever().retrieve(QUERY, top_k=3, config=RetrievalConfig(**NARROW))
+    result = retriever().retrieve(QUERY, top_k=3, config=RetrievalConfig(**SIGNALS))
     symbols = [c.payload["symbol"] for c in result.candidates]
     assert symbols == ["Cart.apply_coupon", "Cart.coupon_total", "load_coupons"]
     second = result.candidates[1]
@@ -58,7 +60,7 @@ def test_the_file_is_cited_with_its_best_matching_parts_not_only_what_the_cut_po
 
 def test_the_in_file_order_does_not_move_files_or_change_confidence() -> None:
     old = retriever().retrieve(QUERY, top_k=3, config=RetrievalConfig(**NARROW, in_file_order="fused"))
-    new = retriever().retrieve(QUERY, top_k=3, config=RetrievalConfig(**NARROW))
+    new = retriever().retrieve(QUERY, top_k=3, config=RetrievalConfig(**SIGNALS))
     files = [c.payload["path"] for c in new.candidates]
     assert list(dict.fromkeys(files)) == list(dict.fromkeys(c.payload["path"] for c in old.candidates))
     # What calibrated confidence reads is unchanged (the first cited file's best chunk by fused score);
@@ -77,7 +79,7 @@ def test_a_failed_file_search_leaves_bm25_to_order_the_file_and_says_so(caplog) 
     def unreadable(repo, paths, vector, k):
         raise ConnectionError("vector store unreachable")
 
-    config = RetrievalConfig(**{**NARROW, "dense": True})  # the query is embedded: cosine would be read
+    config = RetrievalConfig(**{**SIGNALS, "dense": True})  # the query is embedded: cosine would be read
     with caplog.at_level("WARNING", logger="codex_core.retrieval"):
         result = retriever(unreadable).retrieve(QUERY, top_k=3, config=config)
     assert [c.payload["symbol"] for c in result.candidates] == ["Cart.apply_coupon", "Cart.coupon_total",
@@ -101,7 +103,7 @@ def test_bm25_orders_every_chunk_of_the_file_by_its_own_score_without_a_dense_se
         calls.append(paths)
         return {}
 
-    config = RetrievalConfig(**{**NARROW, "dense": True}, in_file_order="bm25")
+    config = RetrievalConfig(**{**NARROW, "dense": True}, in_file_order="bm25", in_file_prose_weight=0.0)
     result = chunk_retriever(CHUNKS, file_scores=file_scores).retrieve(QUERY, top_k=3, config=config)
     assert [c.payload["symbol"] for c in result.candidates] == ["Cart.apply_coupon", "Cart.coupon_total",
                                                                 "load_coupons"]
@@ -123,7 +125,7 @@ def test_bm25_puts_module_level_code_behind_a_function_that_matches_about_as_wel
         corpus = retriever._corpora()["r"]
         corpus.payloads[0]["kind"] = "module"
         config = RetrievalConfig(dense=False, graph_hops=0, lexical_k=1, in_file_order="bm25",
-                                 module_penalty=penalty)
+                                 module_penalty=penalty, in_file_prose_weight=0.0)
         return [c.payload["symbol"] for c in retriever.retrieve(query, top_k=2, config=config).candidates]
 
     assert order(1.0) == ["cfg", "parse_line"]  # by BM25 alone the constant comes first

@@ -43,8 +43,11 @@ def test_retired_fields_are_gone_but_every_config_keeps_its_id() -> None:
     assert AnswerConfig.from_dict(old_default).retrieval.file_lexical_weight == 0.0
     assert AnswerConfig.from_dict(old_default).retrieval.global_ranker is False  # the hand-set order, as then
     assert AnswerConfig.from_dict(old_default).retrieval.in_file_order == "fused"  # a file's chunks as then
+    assert AnswerConfig.from_dict(old_default).retrieval.in_file_prose_weight == 0.0
+    assert AnswerConfig(retrieval=RetrievalConfig(file_lexical_weight=0.0, global_ranker=False, in_file_order="fused",
+                                                  in_file_prose_weight=0.0)).config_id == "ff7da4337abc"
     assert AnswerConfig(retrieval=RetrievalConfig(file_lexical_weight=0.0, global_ranker=False,
-                                                  in_file_order="fused")).config_id == "ff7da4337abc"
+                                                  in_file_order="fused")).config_id != "ff7da4337abc"
     assert AnswerConfig(retrieval=RetrievalConfig(file_lexical_weight=0.0, global_ranker=False)).config_id != (
         "ff7da4337abc")
     assert AnswerConfig(retrieval=RetrievalConfig(file_lexical_weight=0.0)).config_id != "ff7da4337abc"

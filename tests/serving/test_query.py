@@ -16,6 +16,7 @@ from codex_core.git import RepoRegistry
 from codex_core.home import CodexHome
 from codex_core.models import span_text
 from codex_core.ranker import shipped_ranker
+from codex_core.retrieval import RetrievalConfig
 from serving.app import create_app
 from serving.engine import QueryEngine
 from tests.conftest import build_fixture_repo, git
@@ -79,7 +80,8 @@ def test_the_in_file_order_reads_the_cosines_the_dense_search_scores(engine) -> 
     assert set(cosines) == ids  # this file's chunks, no other file's
     assert cosines[pid] == pytest.approx(score, abs=1e-5)
     assert max(cosines.values()) == pytest.approx(score, abs=1e-5)
-    result = engine.retrieve(question, repo="demo", top_k=3).result
+    signals = RetrievalConfig(in_file_order="signals")
+    result = engine.retrieve(question, repo="demo", top_k=3, config=signals).result
     assert "in_file" in result.candidates[0].raw_scores and "in_file_ms" in result.timings_ms
 
 
