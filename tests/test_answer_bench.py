@@ -431,3 +431,24 @@ def test_span_probe_counts_where_the_gold_span_sits_and_whether_the_first_citati
                                                                      "file@1": 2}
     table = report(rows, ["fused", "signals"])
     assert "| all | 3 | signals | 1 | 3 | 3 | 2 | 2 |" in table  # q3's first citation moved: 2 of 3 the same
+
+
+def test_paired_totals_sum_the_runs_and_test_the_discordant_pairs() -> None:
+    """paired_totals.py: correct counts per run and in total, and an exact two-sided sign test on the
+    questions only one configuration got right (6 against 1 is p = 16/128 = 0.125)."""
+    from paired_totals import sign_test, totals
+
+    assert sign_test(6, 1) == pytest.approx(0.125) and sign_test(0, 0) == 1.0 and sign_test(3, 3) == 1.0
+    assert sign_test(0, 5) == pytest.approx(0.0625)
+    good = "`parse_line` uses `partition` [app/config.py:10-12]."
+    bad = "`parse_line` calls `json.loads` [app/config.py:10-12]."
+    q2 = {**QUESTION, "id": "q2"}
+    run_a = [record(good, config="small"), record(good, config="escalating-1.5b-evidence"),
+             {**record(bad, config="small"), "id": "q2"},
+             {**record(good, config="escalating-1.5b-evidence"), "id": "q2"}]
+    run_b = [record(good, config="small"), record(bad, config="escalating-1.5b-evidence")]
+    rows = totals({"a": run_a, "b": run_b}, {"q1": QUESTION, "q2": q2}, draft="small",
+                  escalating="escalating-1.5b-evidence")
+    assert [(r["run"], r["questions"], r["small"], r["escalating-1.5b-evidence"]) for r in rows] == [
+        ("a", 2, 1, 2), ("b", 1, 1, 0), ("total", 3, 2, 2)]
+    assert (rows[-1]["only_escalating"], rows[-1]["only_draft"], rows[-1]["p"]) == (1, 1, 1.0)
