@@ -3,7 +3,7 @@
 A question's words match a doc comment better than the code it describes: a class header with a
 long docstring, or a public function's doc block, outranks the method that does the work. The
 in-file order (``RetrievalConfig.in_file_order``) reads this share to prefer code. Line-based and
-language-aware, no parse: a line is prose when it is blank-free and starts a comment (``#`` in
+language-aware, no parse: a non-blank line is prose when it starts a comment (``#`` in
 Python; ``//``, ``/*``, ``*`` in the C family, Go, JavaScript, Java and Rust, ``///`` and ``//!``
 included) or lies inside a Python docstring (a statement that is only a string literal opening with
 triple quotes). Languages without code (markdown, text) are 0: their own penalty handles them.

@@ -31,7 +31,7 @@ _log = logging.getLogger(__name__)
 
 RRF_K = 60
 IN_FILE_ORDERS = frozenset({"signals", "bm25", "fused"})
-# The in-file order reads the cosines of the cited files' chunks by one search filtered to those files,
+# The "signals" in-file order reads the cosines of the cited files' chunks by one search filtered to those files,
 # limited to this many per file, summed (a large file can take another's share: its chunks below the
 # limit tie, at 1/(1 + rank) under 0.016 each; on the 674 probe retrievals 2 citations moved).
 IN_FILE_DENSE_DEPTH = 64
@@ -72,6 +72,16 @@ def named_files(query: str, paths: Sequence[str]) -> set[str]:
 
 def is_test_path(path: str) -> bool:
     return bool(_TEST_PATH_RE.search(path))
+
+
+# Rust keeps unit tests beside the code, in a `mod tests` (or `mod test`) of the source file.
+_RUST_TEST_MODULE_RE = re.compile(r"(^|\.)tests?(\.|$)")
+
+
+def is_test_chunk(payload: dict[str, Any]) -> bool:
+    """Test code: a chunk of a test file, or of a Rust source file's inline test module."""
+    return is_test_path(payload["path"]) or (
+        payload.get("language") == "rust" and bool(_RUST_TEST_MODULE_RE.search(payload.get("symbol") or "")))
 
 
 class Reranker(Protocol):
@@ -234,7 +244,7 @@ class RetrievalConfig:
     graph_hops: int = 1
     graph_budget: int = 4
     graph_decay: float = 0.5
-    test_penalty: float = 0.5
+    test_penalty: float = 0.5  # test code (``is_test_chunk``) the question did not ask for
     doc_penalty: float = 0.5
     changelog_penalty: float = 0.5  # CHANGELOG/HISTORY/NEWS mention everything; rarely the answer
     named_file_boost: float = 1.5  # the query names this file ("where in _urls.py ...")
@@ -470,7 +480,7 @@ class HybridRetriever:
             factor = cfg.named_file_boost if payload["path"] in named else 1.0
             if not wants_changes and _CHANGELOG_RE.search(payload["path"]):
                 factor *= cfg.changelog_penalty
-            if not wants_tests and is_test_path(payload["path"]):
+            if not wants_tests and is_test_chunk(payload):
                 factor *= cfg.test_penalty
             if not wants_docs and payload.get("language") in DOC_LANGUAGES:
                 factor *= cfg.doc_penalty
@@ -526,7 +536,7 @@ class HybridRetriever:
         in_fused_order = ranked
         if cfg.in_file_order != "fused" and cfg.max_per_file > 1:  # with one citation per file, the lead is it
             t1 = time.perf_counter()
-            ranked = self._order_in_files(ranked, top_k, cfg, corpora, chunk_scores, vector)
+            ranked = self._order_in_files(ranked, top_k, cfg, corpora, chunk_scores, vector, wants_tests)
             timings["in_file_ms"] = (time.perf_counter() - t1) * 1000
         t1 = time.perf_counter()
         chosen = self._select(ranked, top_k, cfg)
@@ -553,6 +563,7 @@ class HybridRetriever:
         corpora: dict[str, RepoCorpus],
         chunk_scores: dict[str, np.ndarray | None],
         vector: np.ndarray | None,
+        wants_tests: bool = False,
     ) -> list[Candidate]:
         """``ranked`` (grouped by file, files in their final order) with the chunks of its first
         files (as many as can fill ``top_k`` citations at ``max_per_file`` each) re-ordered by
@@ -566,7 +577,11 @@ class HybridRetriever:
         - ``"signals"``: the file's best chunk by fused score stays first; the others follow, ranked
           within the file by BM25 and by cosine to ``vector`` and scored sum(1 / (1 + rank)), times
           ``module_penalty`` for module-level code. If the files' dense search fails, BM25 alone
-          orders them (logged)."""
+          orders them (logged).
+
+        In both, each chunk's score is also times (1 - ``in_file_prose_weight`` x its share of
+        comment and docstring lines, ``RepoCorpus.prose_shares``), and times ``test_penalty`` for
+        test code (a Rust file's inline ``mod tests``) unless the question asks for tests."""
         files: list[tuple[str, str]] = []
         slots = 0
         for cand in ranked:
@@ -592,6 +607,9 @@ class HybridRetriever:
             tie = [(position.get((repo, i), len(ranked)), corpus.payloads[i]["start_line"]) for i in members]
             penalty = np.array([cfg.module_penalty if corpus.payloads[i].get("kind") == "module" else 1.0
                                 for i in members])
+            if not wants_tests:
+                penalty = penalty * np.array([cfg.test_penalty if is_test_chunk(corpus.payloads[i]) else 1.0
+                                              for i in members])
             if cfg.in_file_prose_weight:
                 penalty = penalty * (1.0 - cfg.in_file_prose_weight * corpus.prose_shares(members))
             if keep_lead:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pytest
 
-from codex_core.retrieval import HybridRetriever, RetrievalConfig
+from codex_core.retrieval import HybridRetriever, RetrievalConfig, is_test_chunk
 from tests.support.corpus import chunk_retriever
 
 CHUNKS = [
@@ -151,3 +151,27 @@ def test_a_docstring_that_repeats_the_question_does_not_cite_before_the_code_tha
     assert order(0.5) == ["Signer.derive_key", "Signer"]
     with pytest.raises(ValueError, match="in_file_prose_weight"):
         RetrievalConfig(in_file_prose_weight=1.5)
+
+
+RUST = [
+    ("src/lib.rs", "parse_headers",
+     "pub fn parse_headers(buf: &[u8], headers: &mut [Header]) -> Result<usize> {\n"
+     "    let mut count = 0;\n    for line in buf.split(|b| *b == b'\\n') { count += 1; }\n    Ok(count)\n}"),
+    ("src/lib.rs", "tests.test_parse_headers",
+     "fn test_parse_headers() {\n    let mut headers = [EMPTY_HEADER; 4];\n"
+     "    assert_eq!(parse_headers(b\"Host: a\\r\\n\", &mut headers), Ok(1)); // parse headers\n}"),
+]
+
+
+@pytest.mark.parametrize(("question", "first"), [
+    ("how does parse_headers parse the headers", "parse_headers"),
+    ("which tests check that parse_headers parses the headers", "tests.test_parse_headers"),
+])
+def test_a_rust_files_inline_tests_are_test_code(question: str, first: str) -> None:
+    """A Rust source file keeps its unit tests in ``mod tests``: they are test code like a test
+    file's, behind the implementation unless the question asks for tests."""
+    config = RetrievalConfig(dense=False, graph_hops=0, in_file_prose_weight=0.0)
+    result = chunk_retriever(RUST, language="rust").retrieve(question, top_k=2, config=config)
+    assert [c.payload["symbol"] for c in result.candidates][0] == first
+    assert is_test_chunk(result.candidates[-1].payload) == (first == "parse_headers")
+    assert not is_test_chunk({"path": "src/matcher.js", "language": "javascript", "symbol": "Matcher.test"})

@@ -22,14 +22,14 @@ class FilesOfTheChunks:
         return "\n".join(text for p, _, text in self.chunks if p == path).split("\n")
 
 
-def chunk_retriever(chunks: Sequence[tuple[str, str, str]], **kwargs: Any) -> HybridRetriever:
-    """``kwargs`` go to ``HybridRetriever`` (e.g. ``file_scores``)."""
+def chunk_retriever(chunks: Sequence[tuple[str, str, str]], language: str = "python", **kwargs: Any) -> HybridRetriever:
+    """Every chunk in ``language``; ``kwargs`` go to ``HybridRetriever`` (e.g. ``file_scores``)."""
     points, lines = [], {}
     for i, (path, symbol, text) in enumerate(chunks):
         start = lines.get(path, 0) + 1
         lines[path] = start + text.count("\n")
         points.append((f"00000000-0000-0000-0000-{i:012d}", {
-            "repo": "r", "commit": "c", "path": path, "language": "python", "symbol": symbol, "kind": "function",
+            "repo": "r", "commit": "c", "path": path, "language": language, "symbol": symbol, "kind": "function",
             "start_line": start, "end_line": lines[path], "text": text, "content_hash": content_hash(text),
         }))
     corpus = RepoCorpus.build("r", "v1", "c", points)
