@@ -287,6 +287,8 @@ def models_toml_snippet(name: str, base_url: str, ctx: int) -> str:
         "\n"
         "# and put it first in the chain of the routes that should use it ([routes.small] ...), e.g.\n"
         f'#   chain = ["{name}", "qwen2.5-coder:1.5b", "llama3.2:3b"]\n'
+        "# If every model of the chain is small (<= 2B: they all get the compact prompt), also set\n"
+        '#   [verify] uncited = "extractive"   # measured better than "next" there (docs/llm.md)\n'
     )
 
 
