@@ -143,9 +143,8 @@ def report(rows: Sequence[Mapping[str, Any]], orders: Sequence[str]) -> list[str
             groups[value] = {r["id"] for r in rows if r[key] == value}
     first: dict[str, set[str]] = {}
     for r in rows:
-        if r["order"] in ORDERS:
-            if r["order"] in ("fused", "signals"):  # the bm25 orders change which chunk leads
-                first.setdefault(r["id"], set()).add(r["citations"][0]["ref"] if r["citations"] else "")
+        if r["order"] in ("fused", "signals"):  # the bm25 orders change which chunk leads
+            first.setdefault(r["id"], set()).add(r["citations"][0]["ref"] if r["citations"] else "")
     lines = ["| questions | n | order | " + " | ".join(METRICS) + " | first same |",
              "|---|---:|---|" + "---:|" * (len(METRICS) + 1)]
     for name, ids in groups.items():
