@@ -15,15 +15,31 @@ _C_FAMILY = frozenset({"javascript", "typescript", "tsx", "go", "java", "rust", 
                        "swift", "scala", "php"})
 _C_COMMENT = ("//", "/*", "*")
 _QUOTES = ('"""', "'''")
+_STRING_START = frozenset("rRbBuU\"'")
 
 
 def prose_share(text: str, language: str | None) -> float:
     """Share of ``text``'s non-blank lines that are comments or docstrings, in [0, 1]."""
     if language != "python" and language not in _C_FAMILY:
         return 0.0
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line for line in map(str.strip, text.splitlines()) if line]
     if not lines:
         return 0.0
+    if language == "python":
+        return _python_prose(lines) / len(lines)
+    prose = 0
+    closing = False  # inside a /* block comment
+    for line in lines:
+        if closing:
+            prose += 1
+            closing = "*/" not in line
+        elif line.startswith(_C_COMMENT):
+            prose += 1
+            closing = line.startswith("/*") and "*/" not in line[2:]
+    return prose / len(lines)
+
+
+def _python_prose(lines: list[str]) -> int:
     prose = 0
     closing: str | None = None  # the quotes that end the docstring being read
     in_string: str | None = None  # the quotes that end a multi-line string literal of code
@@ -37,19 +53,18 @@ def prose_share(text: str, language: str | None) -> float:
             if line.count(in_string) % 2:
                 in_string = None
             continue
-        if language == "python":
-            if line.startswith("#"):
-                prose += 1
-                continue
-            opening = next((q for q in _QUOTES if line.lstrip("rRbBuU").startswith(q)), None)
-            if opening is not None:
-                prose += 1
-                if opening not in line.lstrip("rRbBuU")[3:]:
-                    closing = opening
-                continue
-            in_string = next((q for q in _QUOTES if line.count(q) % 2), None)
-        elif line.startswith(_C_COMMENT):
+        first = line[0]
+        if first == "#":
             prose += 1
-            if line.startswith("/*") and "*/" not in line[2:]:
-                closing = "*/"
-    return prose / len(lines)
+            continue
+        if first not in _STRING_START and '"""' not in line and "'''" not in line:
+            continue  # plain code: the common case
+        body = line.lstrip("rRbBuU")
+        opening = next((q for q in _QUOTES if body.startswith(q)), None)
+        if opening is not None:
+            prose += 1
+            if opening not in body[3:]:
+                closing = opening
+            continue
+        in_string = next((q for q in _QUOTES if line.count(q) % 2), None)
+    return prose
