@@ -607,12 +607,10 @@ class HybridRetriever:
             tie = [(position.get((repo, i), len(ranked)), corpus.payloads[i]["start_line"]) for i in members]
             penalty = np.array([cfg.module_penalty if corpus.payloads[i].get("kind") == "module" else 1.0
                                 for i in members])
-            if not wants_tests and cfg.test_penalty != 1.0:
-                if is_test_path(path):
-                    penalty = penalty * cfg.test_penalty
-                elif corpus.payloads[members[0]].get("language") == "rust":  # its inline mod tests
-                    penalty = penalty * np.array([cfg.test_penalty if is_test_chunk(corpus.payloads[i]) else 1.0
-                                                  for i in members])
+            # A Rust file's inline `mod tests` (a test file's chunks all take the penalty: no change in order).
+            if not wants_tests and corpus.payloads[members[0]].get("language") == "rust" and not is_test_path(path):
+                penalty = penalty * np.array([cfg.test_penalty if is_test_chunk(corpus.payloads[i]) else 1.0
+                                              for i in members])
             if cfg.in_file_prose_weight:
                 penalty = penalty * (1.0 - cfg.in_file_prose_weight * corpus.prose_shares(members))
             if keep_lead:
