@@ -413,7 +413,11 @@ def test_calibration_probe_labels_the_top_file_and_counts_wrong_abstentions(tmp_
 def test_span_probe_counts_where_the_gold_span_sits_and_whether_the_first_citation_moved() -> None:
     """probe_spans.py: the position of the first citation overlapping a gold span (a citation of the
     gold file elsewhere does not count), and per order the counts a reader compares."""
-    from probe_spans import gold_position, metrics, report
+    from probe_spans import gold_position, metrics, parse_variant, report
+
+    assert parse_variant("bm25-w0.7=bm25:0.7") == ("bm25-w0.7", {"in_file_order": "bm25", "in_file_prose_weight": 0.7})
+    with pytest.raises(ValueError, match="NAME=ORDER:PROSE_WEIGHT"):
+        parse_variant("bm25:0.7")
 
     gold = [{"path": "app/config.py", "start_line": 10, "end_line": 12}]
     assert gold_position(["app/config.py:40-60", "x.py:1-5", "app/config.py:12-20"], gold) == 2

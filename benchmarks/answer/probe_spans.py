@@ -86,7 +86,20 @@ def bm25_in_file(refs: Sequence[str], corpus: Any, question: str) -> list[str]:
     return out
 
 
-def ask_all(home: Path, questions: Sequence[Mapping[str, Any]], orders: Sequence[str]) -> list[dict[str, Any]]:
+def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
+    """``NAME=ORDER:PROSE_WEIGHT`` (``--variant``), e.g. ``bm25-w0.7=bm25:0.7``: an order to try beside
+    the named ones (how the prose weights of results/spans9/PLAN.md were compared)."""
+    name, _, spec = text.partition("=")
+    order, _, weight = spec.partition(":")
+    if not name or not order or not weight:
+        raise ValueError(f"a variant is NAME=ORDER:PROSE_WEIGHT, got {text!r}")
+    return name, {"in_file_order": order, "in_file_prose_weight": float(weight)}
+
+
+def ask_all(home: Path, questions: Sequence[Mapping[str, Any]],
+            variants: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Every question once per variant (name -> RetrievalConfig fields), plus ``bm25-probe`` beside
+    ``fused``."""
     from answer_bench import build_answerers, copy_home
 
     from codex_core.home import CodexHome
@@ -102,8 +115,8 @@ def ask_all(home: Path, questions: Sequence[Mapping[str, Any]], orders: Sequence
         engine = QueryEngine(CodexHome(copied), answerer=answerer, settings=settings)
         try:
             for q in questions:
-                for order in orders:
-                    config = dataclasses.replace(RetrievalConfig(), **VARIANTS[order])
+                for order, fields in variants.items():
+                    config = dataclasses.replace(RetrievalConfig(), **fields)
                     result = engine.retrieve(q["question"], repo=q["repo"], top_k=5, config=config).result
                     citations = [{"ref": c.ref, "symbol": c.payload.get("symbol"), "via": c.via,
                                   "in_file": c.raw_scores.get("in_file")} for c in result.candidates]
@@ -162,8 +175,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--questions", type=Path, nargs="+", required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--orders", nargs="+", default=list(ORDERS), choices=ORDERS)
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=ORDER:PROSE_WEIGHT",
+                        help="another order to ask, e.g. bm25-w0.7=bm25:0.7 (repeatable)")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args(argv)
+    try:
+        variants = {**{o: VARIANTS[o] for o in args.orders}, **dict(map(parse_variant, args.variant))}
+    except ValueError as exc:
+        parser.error(str(exc))
     args.out.mkdir(parents=True, exist_ok=True)
     raw = args.out / "raw.jsonl"
     if not args.report_only:
@@ -172,9 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         repos = set(json.loads((args.home / "repos.json").read_text()))
         questions = [q for q in load(args.questions) if q["repo"] in repos]
-        raw.write_text("".join(json.dumps(r) + "\n" for r in ask_all(args.home, questions, args.orders)))
+        raw.write_text("".join(json.dumps(r) + "\n" for r in ask_all(args.home, questions, variants)))
     rows = [json.loads(line) for line in raw.read_text().splitlines()]
-    shown = [o for o in (*ORDERS, BASELINE) if any(r["order"] == o for r in rows)]  # what the run asked
+    shown = list(dict.fromkeys(r["order"] for r in rows))  # what the run asked, in the order asked
     lines = report(rows, shown)
     (args.out / "report.md").write_text("# Which part of the file: the gold span among the citations\n\n"
                                         + "\n".join(lines) + "\n")

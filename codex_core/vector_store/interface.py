@@ -227,7 +227,8 @@ class VectorIndex(ABC):
     ) -> dict[str, float]:
         """Cosine of ``vector`` to the best ``top_k`` chunks of the files ``paths`` in ``repo``'s
         published version, by point id: a search filtered to those files (payload index on
-        ``path``), what retrieval's in-file order reads per query. This default searches file by file."""
+        ``path``), what retrieval's ``in_file_order = "signals"`` reads per query. This default searches
+        file by file."""
         out: dict[str, float] = {}
         for path in paths:
             out |= {h.id: h.score for h in self.search(vector, repos=[repo], top_k=top_k, where={"path": path})}
